@@ -1,0 +1,160 @@
+"""Public forward entry point: `fastkda.chunk_kda`, with the arguments and meaning of fla's `chunk_kda`."""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+import triton
+
+from fastkda.kernels.chunk_fwd import CHUNK
+from fastkda.op import NONE, chunk_kda_fwd
+from fastkda.validation import SAFE_LOWER_BOUND, check_cu_seqlens, check_gate, check_inputs, check_state
+
+_ACCEPTED_KWARGS = {"transpose_state_layout", "chunk_size"}
+
+
+def _host_lengths(cu_seqlens, cu_seqlens_cpu) -> torch.Tensor | None:
+    host = cu_seqlens_cpu if cu_seqlens_cpu is not None else cu_seqlens
+    if host is None or host.device.type != "cpu" or torch.compiler.is_compiling():
+        return None
+    return host.long().diff()
+
+
+def chunk_kda(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    g: torch.Tensor,
+    beta: torch.Tensor,
+    scale: float | None = None,
+    initial_state: torch.Tensor | None = None,
+    output_final_state: bool = False,
+    use_qk_l2norm_in_kernel: bool = False,
+    use_gate_in_kernel: bool = False,
+    use_beta_sigmoid_in_kernel: bool = False,
+    allow_neg_eigval: bool = False,
+    safe_gate: bool = False,
+    lower_bound: float | None = None,
+    disable_recompute: bool = False,
+    return_intermediate_states: bool = False,
+    state_v_first: bool = False,
+    cu_seqlens: torch.Tensor | None = None,
+    cu_seqlens_cpu: torch.Tensor | None = None,
+    cp_context=None,
+    use_graph: bool = False,
+    max_num_seqs: int | None = None,
+    *,
+    A_log: torch.Tensor | None = None,
+    dt_bias: torch.Tensor | None = None,
+    split_size: int | None = None,
+    **kwargs,
+):
+    r"""Kimi Delta Attention forward, chunked, in fused Triton kernels.
+
+    Args:
+        q, k: queries and keys ``[B, T, H, K]`` (bf16, fp16 or fp32; K in {64, 128}).
+        v: values ``[B, T, HV, V]``, HV a multiple of H (grouped value heads), V in {64, 128}.
+        g: gate ``[B, T, HV, K]``: the log-decay itself, or with ``use_gate_in_kernel`` the raw gate input.
+        beta: ``[B, T, HV]``: the update strength, or with ``use_beta_sigmoid_in_kernel`` its logits.
+        scale: output scale, default ``K ** -0.5``.
+        initial_state: ``[N, HV, K, V]`` (``[N, HV, V, K]`` with ``state_v_first``), fp32 or bf16.
+        output_final_state: also return the state after each sequence, in the dtype of ``initial_state``
+            (fp32 without one).
+        use_qk_l2norm_in_kernel: l2-normalize q and k per head (``x * rsqrt(sum(x^2) + 1e-6)``).
+        use_gate_in_kernel: compute the log-decay from g: ``lower_bound * sigmoid(exp(A_log) * (g + dt_bias))``
+            when ``lower_bound`` is set (A_log optional), else ``-exp(A_log) * softplus(g + dt_bias)``.
+        use_beta_sigmoid_in_kernel: beta holds logits; ``allow_neg_eigval`` doubles the sigmoid.
+        safe_gate: with ``use_gate_in_kernel``, asserts ``lower_bound`` in [-5, 0) (the fast bounded path
+            is taken for any such bound with or without it).
+        lower_bound: lower bound of the per-step log-decay of the in-kernel gate.
+        disable_recompute: accepted for fla compatibility; no effect on a forward.
+        return_intermediate_states: also return the state at the start of every 64-token chunk,
+            ``[B, NT, HV, K, V]`` in the dtype of k, laid out as fla does (varlen: ``B = 1`` and the chunks
+            of all sequences in order). Without host lengths (``cu_seqlens_cpu``) the number of chunk slots
+            is the bound ``ceil(T / 64) + N - 1`` and the slots past the real count are zero.
+        state_v_first: states laid out ``[..., V, K]`` (``transpose_state_layout`` is its old name).
+        cu_seqlens: ``[N + 1]`` int32/int64 offsets of N packed sequences (B = 1); empty sequences allowed.
+        cu_seqlens_cpu: the same offsets on the host, if the caller has them: enables the content checks
+            and exact sizes without reading the device.
+        cp_context: context parallelism is not supported (NotImplementedError).
+        use_graph, max_num_seqs: accepted for fla compatibility; this forward never synchronizes the host
+            and is always capturable in a CUDA graph.
+        A_log: ``[HV]`` fp32. dt_bias: ``[HV * K]`` or ``[HV, K]`` fp32.
+        split_size: tokens per segment of the split-sequence path (a multiple of 64), 0 to never split,
+            None to choose from the shape and the device (docs/split.md).
+        chunk_size: 64 only.
+
+    Returns:
+        ``(o, final_state)``, or ``(o, final_state, intermediate_states)`` with ``return_intermediate_states``;
+        ``o`` is ``[B, T, HV, V]`` in the dtype of q; ``final_state`` is None without ``output_final_state``.
+
+    Forward only: the backward raises NotImplementedError.
+    """
+    unknown = set(kwargs) - _ACCEPTED_KWARGS
+    if unknown:
+        raise TypeError(f"chunk_kda: unexpected keyword arguments {sorted(unknown)}")
+    if "transpose_state_layout" in kwargs:
+        if state_v_first:
+            raise ValueError("state_v_first: cannot be combined with its deprecated alias transpose_state_layout")
+        warnings.warn("transpose_state_layout is deprecated; use state_v_first", DeprecationWarning, stacklevel=2)
+        state_v_first = bool(kwargs["transpose_state_layout"])
+    if kwargs.get("chunk_size", CHUNK) != CHUNK:
+        raise NotImplementedError(f"chunk_size: only {CHUNK} is implemented, got {kwargs['chunk_size']}")
+    if cp_context is not None:
+        raise NotImplementedError("cp_context: context parallelism is not implemented in fastkda")
+    if allow_neg_eigval and not use_beta_sigmoid_in_kernel:
+        raise ValueError("allow_neg_eigval: requires use_beta_sigmoid_in_kernel=True")
+    if split_size is not None and (not isinstance(split_size, int) or split_size < 0 or split_size % CHUNK):
+        raise ValueError(f"split_size: expected None or a non-negative multiple of {CHUNK}, got {split_size}")
+
+    B, T, H, K, HV, V = check_inputs(q, k, v, g, beta)
+    device = q.device
+    check_gate(use_gate_in_kernel, safe_gate, lower_bound, A_log, dt_bias, HV, K, device)
+    if cu_seqlens is not None:
+        N = check_cu_seqlens(cu_seqlens, cu_seqlens_cpu, B, T, device)
+        cu_seqlens = cu_seqlens.to(device)
+    else:
+        if cu_seqlens_cpu is not None:
+            raise ValueError("cu_seqlens_cpu: given without cu_seqlens")
+        N = B
+    if initial_state is not None:
+        check_state(initial_state, N, HV, K, V, state_v_first, device)
+    if scale is None:
+        scale = K ** -0.5
+
+    if use_gate_in_kernel:
+        gate_mode = 2 if lower_bound is not None else 1
+    else:
+        gate_mode = 0
+    bounded = gate_mode == 2 and SAFE_LOWER_BOUND[0] <= lower_bound < SAFE_LOWER_BOUND[1]
+    beta_mode = (2 if allow_neg_eigval else 1) if use_beta_sigmoid_in_kernel else 0
+
+    lengths = _host_lengths(cu_seqlens, cu_seqlens_cpu)
+    if cu_seqlens is None:
+        longest = num_chunks = triton.cdiv(T, CHUNK)
+    elif lengths is not None:
+        longest = triton.cdiv(int(lengths.max()), CHUNK)
+        num_chunks = int(((lengths + CHUNK - 1) // CHUNK).sum())
+    else:
+        longest = triton.cdiv(T, CHUNK)
+        num_chunks = triton.cdiv(T, CHUNK) + N - 1
+    # the kernels need unit stride in the head dim only; other strides are read as given
+    q, k, v, g = (x if x.stride(-1) == 1 else x.contiguous() for x in (q, k, v, g))
+    if dt_bias is not None:
+        dt_bias = dt_bias.reshape(HV * K).contiguous()
+    if A_log is not None:
+        A_log = A_log.reshape(HV).contiguous()
+    if initial_state is not None:
+        initial_state = initial_state.contiguous()
+
+    o, ht, hi = chunk_kda_fwd(
+        q, k, v, g, beta, A_log, dt_bias, initial_state, cu_seqlens, float(scale), gate_mode, bounded,
+        float(lower_bound) if lower_bound is not None else 0.0, beta_mode, bool(use_qk_l2norm_in_kernel),
+        bool(output_final_state), initial_state is not None and initial_state.dtype == torch.bfloat16,
+        bool(state_v_first), num_chunks if return_intermediate_states else NONE, longest,
+        NONE if split_size is None else split_size // CHUNK)
+    final_state = ht if output_final_state else None
+    if return_intermediate_states:
+        return o, final_state, hi
+    return o, final_state

@@ -1,0 +1,1 @@
+"""Benchmark of the fastkda forward against fla and FlashKDA: `python -m fastkda.bench`."""

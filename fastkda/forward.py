@@ -1,0 +1,161 @@
+"""Host side of the KDA forward: allocates outputs and workspaces, plans the split, launches the kernels.
+
+Arguments arrive validated and normalized by `fastkda.api`; nothing here reads device memory from the host,
+so the forward can be captured in a CUDA graph.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+
+import torch
+import triton
+
+from fastkda.kernels.chunk_fwd import CHUNK, kda_chunk_fwd_kernel
+from fastkda.kernels.common import DIAG_DECAY_FLOOR, interpreting
+from fastkda.kernels.split import kda_combine_kernel, kda_schedule_kernel
+
+GATE_PRE, GATE_SOFTPLUS, GATE_LOWER_BOUND = 0, 1, 2
+BETA_RAW, BETA_SIGMOID, BETA_SIGMOID2 = 0, 1, 2
+NO_SPLIT = 1 << 24  # chunks per segment that means "one segment per sequence"
+
+
+@dataclass(frozen=True)
+class LaunchConfig:
+    """Tile and launch parameters of the chunk kernel: state columns per program, warps, pipeline depth."""
+
+    block_t: int = 32
+    block_v: int = 64
+    num_warps: int = 4
+    num_stages: int = 1
+
+
+@dataclass(frozen=True)
+class GateSpec:
+    """How the kernel turns g into a log-decay: mode, whether the lower-bounded fast path applies, bound."""
+
+    mode: int
+    bounded: bool
+    lower_bound: float
+
+
+def new_output(shape, dtype, device) -> torch.Tensor:
+    """Allocates an output the kernels overwrite completely (tests substitute a NaN-filled one)."""
+    return torch.empty(shape, dtype=dtype, device=device)
+
+
+@functools.cache
+def multiprocessor_count(device_index: int) -> int:
+    return torch.cuda.get_device_properties(device_index).multi_processor_count
+
+
+def parallel_slots(device: torch.device) -> int:
+    """Programs of the chunk kernel that run at once on the device."""
+    if device.type != "cuda":
+        return 1
+    return multiprocessor_count(device.index if device.index is not None else torch.cuda.current_device())
+
+
+def plan_split(n_seq: int, n_heads: int, total_chunks: int, longest_chunks: int, ncol_out: int,
+               ncol_trans: int, slots: int) -> int:
+    """Chunks per segment for the split path, or NO_SPLIT when one program per sequence is as fast.
+
+    A cost model in chunk-steps: a pass takes max(longest walk, total work / parallel slots); splitting
+    adds a transition pass over all but the last segment of each sequence and a sequential combine."""
+    def span(work: float, longest: float) -> float:
+        return max(longest, work / slots)
+
+    best_cost = span(total_chunks * n_heads * ncol_out, longest_chunks)
+    best = NO_SPLIT
+    ncs = 8
+    while ncs < longest_chunks:
+        segments = math.ceil(longest_chunks / ncs)
+        cost = (span(max(total_chunks - n_seq * ncs, ncs) * n_heads * ncol_trans, ncs)
+                + span(total_chunks * n_heads * ncol_out, ncs) + 0.25 * segments + 4)
+        if cost < 0.9 * best_cost:
+            best_cost, best = cost, ncs
+        ncs *= 2
+    return best
+
+
+def kda_forward(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: torch.Tensor, beta: torch.Tensor, *,
+    scale: float, gate: GateSpec, A_log: torch.Tensor | None, dt_bias: torch.Tensor | None,
+    beta_mode: int, l2norm: bool, initial_state: torch.Tensor | None, output_final_state: bool,
+    final_state_dtype: torch.dtype, state_v_first: bool, cu_seqlens: torch.Tensor | None,
+    num_intermediate: int | None, longest_chunks: int, split_chunks: int | None = None,
+    config: LaunchConfig | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """Launches the forward. q, k [B, T, H, K]; v [B, T, HV, V]; g [B, T, HV, K]; beta [B, T, HV].
+
+    num_intermediate: chunk slots of the intermediate states (None: not requested); longest_chunks: chunks
+    of the longest sequence, or an upper bound; split_chunks: chunks per segment (None: planned here,
+    NO_SPLIT or 0: no split). Returns (o [B, T, HV, V], final state or None, intermediate states or None).
+    """
+    B, T, H, K = q.shape
+    HV, V = v.shape[2], v.shape[3]
+    device = q.device
+    N = B if cu_seqlens is None else cu_seqlens.shape[0] - 1
+    cfg = config or LaunchConfig(block_v=min(64, V))
+    state_shape = (HV, V, K) if state_v_first else (HV, K, V)
+    o = new_output((B, T, HV, V), q.dtype, device)
+    ht = new_output((N, *state_shape), final_state_dtype, device) if output_final_state else None
+    hi = None
+    if num_intermediate is not None:
+        shape = (B, num_intermediate, *state_shape)
+        # with varlen, slots past the real chunk count (unknown to the host) stay zero
+        hi = new_output(shape, k.dtype, device) if cu_seqlens is None else torch.zeros(shape, dtype=k.dtype, device=device)
+
+    total_chunks = B * triton.cdiv(T, CHUNK) if cu_seqlens is None else triton.cdiv(T, CHUNK) + max(N - 1, 0)
+    if split_chunks is None:
+        split_chunks = plan_split(N, HV, total_chunks, longest_chunks, V // cfg.block_v, (V + K) // 64,
+                                  parallel_slots(device))
+    split = 0 < split_chunks < max(longest_chunks, 1)
+    ncs = split_chunks if split else NO_SPLIT
+
+    seg_offsets = chunk_offsets = None
+    if cu_seqlens is not None and (split or hi is not None):
+        seg_offsets = torch.empty(N + 1, dtype=torch.int32, device=device)
+        chunk_offsets = torch.empty(N + 1, dtype=torch.int32, device=device)
+        kda_schedule_kernel[(1,)](cu_seqlens, seg_offsets, chunk_offsets, N, T, ncs, BLOCK=1024)
+
+    interp = interpreting()
+    common = dict(
+        q=q, k=k, v=v, g=g, beta=beta, A_log=A_log, dt_bias=dt_bias, o=o, h0=initial_state, ht=ht, hi=hi,
+        cu_seqlens=cu_seqlens, seg_offsets=seg_offsets, chunk_offsets=chunk_offsets,
+        s_qb=q.stride(0), s_qt=q.stride(1), s_qh=q.stride(2), s_kb=k.stride(0), s_kt=k.stride(1),
+        s_kh=k.stride(2), s_vb=v.stride(0), s_vt=v.stride(1), s_vh=v.stride(2), s_gb=g.stride(0),
+        s_gt=g.stride(1), s_gh=g.stride(2), s_bb=beta.stride(0), s_bt=beta.stride(1), s_bh=beta.stride(2),
+        T=T, N=N, NT_ALLOC=num_intermediate or 0, NCS=ncs, NSEARCH=max(1, math.ceil(math.log2(N + 1))),
+        scale=scale, lower_bound=gate.lower_bound, H=H, HV=HV, K=K, V=V, GATE=gate.mode,
+        BOUNDED=gate.bounded, HAS_A=A_log is not None, HAS_BIAS=dt_bias is not None, L2NORM=l2norm,
+        BETA_MODE=beta_mode, HAS_H0=initial_state is not None, STATE_V_FIRST=state_v_first,
+        IS_VARLEN=cu_seqlens is not None, DIAG_FLOOR=DIAG_DECAY_FLOOR, INTERPRET=interp,
+        BT=cfg.block_t, num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+    )
+    if not split:
+        kda_chunk_fwd_kernel[(V // cfg.block_v * HV * N,)](
+            seg_start=None, seg_trans=None, BV=cfg.block_v, NCOL=V // cfg.block_v, STORE_HT=ht is not None,
+            STORE_HI=hi is not None, SPLIT=False, TRANSITION=False, **common)
+        return o, ht, hi
+
+    if cu_seqlens is None:
+        n_seg = N * max(1, triton.cdiv(triton.cdiv(T, CHUNK), ncs))
+    else:
+        n_seg = triton.cdiv(total_chunks, ncs) + N
+    seg_trans = torch.empty(n_seg, HV, K, V + K, dtype=torch.float32, device=device)
+    seg_start = torch.empty(n_seg, HV, K, V, dtype=torch.float32, device=device)
+    bt = 64
+    kda_chunk_fwd_kernel[((V + K) // bt * HV * n_seg,)](
+        seg_start=None, seg_trans=seg_trans, BV=bt, NCOL=(V + K) // bt, STORE_HT=False, STORE_HI=False,
+        SPLIT=True, TRANSITION=True, **common)
+    kda_combine_kernel[(V // cfg.block_v * HV * N,)](
+        initial_state, seg_trans, seg_start, seg_offsets, T, ncs, HV=HV, K=K, V=V, BV=cfg.block_v,
+        HAS_H0=initial_state is not None, STATE_V_FIRST=state_v_first, IS_VARLEN=cu_seqlens is not None,
+        INTERPRET=interp, num_warps=4)
+    kda_chunk_fwd_kernel[(V // cfg.block_v * HV * n_seg,)](
+        seg_start=seg_start, seg_trans=None, BV=cfg.block_v, NCOL=V // cfg.block_v, STORE_HT=ht is not None,
+        STORE_HI=hi is not None, SPLIT=True, TRANSITION=False, **common)
+    return o, ht, hi

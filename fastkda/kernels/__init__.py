@@ -1,0 +1,1 @@
+"""Triton kernels of the KDA forward, by stage: the fused chunk kernel, and the split-sequence helpers."""

@@ -1,0 +1,78 @@
+"""Triton helpers shared by the KDA kernels: matrix products, gate activations, constants."""
+
+from __future__ import annotations
+
+import os
+
+import triton
+import triton.language as tl
+
+LOG2E = 1.4426950408889634
+# Per-step log-decay floor (natural units) used only when factoring the 16x16 diagonal blocks of an
+# unbounded gate: a step that decays more than exp(-10) = 4.5e-5 is treated as decaying by exactly that much
+# inside those blocks, which keeps every factor within exp(+-80). See docs/numerics.md.
+DIAG_DECAY_FLOOR = 10.0
+
+
+def interpreting() -> bool:
+    """True when Triton runs kernels through its CPU interpreter."""
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+@triton.jit
+def cast(x, DTYPE: tl.constexpr, INTERPRET: tl.constexpr):
+    """x.to(DTYPE), rounding to nearest even also under the interpreter, whose bf16 conversion truncates."""
+    if INTERPRET and DTYPE == tl.bfloat16:
+        bits = x.to(tl.float32).to(tl.uint32, bitcast=True)
+        bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000
+        return bits.to(tl.float32, bitcast=True).to(DTYPE)
+    return x.to(DTYPE)
+
+
+@triton.jit
+def bf16(x, INTERPRET: tl.constexpr):
+    """Matrix-product operand: bf16, whose range holds the exp(+-80) decay factors that fp16's cannot."""
+    return cast(x, tl.bfloat16, INTERPRET)
+
+
+@triton.jit
+def mm(a, b, INTERPRET: tl.constexpr):
+    """a @ b with 16-bit operands and fp32 accumulation; 2-D or batched 3-D.
+
+    The interpreter of Triton 3.6 multiplies bf16 operands wrongly, so there the product runs in fp32."""
+    if INTERPRET:
+        return tl.dot(a.to(tl.float32), b.to(tl.float32), input_precision="ieee")
+    return tl.dot(a, b)
+
+
+@triton.jit
+def mm_acc(a, b, acc, INTERPRET: tl.constexpr):
+    """acc + a @ b, as `mm`."""
+    if INTERPRET:
+        return tl.dot(a.to(tl.float32), b.to(tl.float32), acc, input_precision="ieee")
+    return tl.dot(a, b, acc)
+
+
+@triton.jit
+def mm_f32(a, b, PRECISION: tl.constexpr, INTERPRET: tl.constexpr):
+    """a @ b with fp32 operands on tensor cores (PRECISION "tf32" or "tf32x3")."""
+    if INTERPRET:
+        return tl.dot(a, b, input_precision="ieee")
+    return tl.dot(a, b, input_precision=PRECISION)
+
+
+@triton.jit
+def gate_log2(graw, A_scale, bias, lower_bound, GATE: tl.constexpr):
+    """Log-decay in log2 units from the raw gate input (fp32 tile).
+
+    GATE 0: pre-gated, a = g. GATE 1: a = -exp(A_log) * softplus(g + dt_bias).
+    GATE 2: a = lower_bound * sigmoid(exp(A_log) * (g + dt_bias)). A_scale is exp(A_log) (or 1)."""
+    if GATE == 0:
+        a = graw
+    elif GATE == 1:
+        x = graw + bias
+        a = -A_scale * tl.where(x > 20.0, x, tl.log(1.0 + tl.exp(x)))
+    else:
+        x = A_scale * (graw + bias)
+        a = lower_bound * tl.sigmoid(x)
+    return a * 1.4426950408889634

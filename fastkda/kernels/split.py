@@ -1,0 +1,68 @@
+"""Kernels of the split-sequence path that are not the chunk kernel: the device-side schedule of a
+variable-length batch, and the combine that chains the segment maps S_end = P S_start + B (docs/split.md).
+"""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+from fastkda.kernels.chunk_fwd import segments_per_sequence, sequence_bounds, state_offsets
+from fastkda.kernels.common import mm_f32
+
+
+@triton.jit
+def kda_schedule_kernel(cu_seqlens, seg_offsets, chunk_offsets, N, T, NCS, BLOCK: tl.constexpr):
+    """Exclusive prefix sums over the N sequences of cu_seqlens, each of length N + 1:
+    seg_offsets of the segment counts (at least one a sequence) and chunk_offsets of the 64-token chunk
+    counts. One program; reads cu_seqlens on the device, so the host never waits."""
+    seg_carry = tl.zeros([], dtype=tl.int32)
+    chunk_carry = tl.zeros([], dtype=tl.int32)
+    for start in range(0, N + 1, BLOCK):
+        idx = start + tl.arange(0, BLOCK)
+        inside = idx < N
+        bos, eos = sequence_bounds(cu_seqlens, tl.where(inside, idx, 0), T, True)
+        n_chunks = tl.where(inside, tl.cdiv(eos - bos, 64).to(tl.int32), 0)
+        n_segs = tl.where(inside, tl.maximum(tl.cdiv(n_chunks, NCS), 1), 0)
+        tl.store(seg_offsets + idx, seg_carry + tl.cumsum(n_segs, 0) - n_segs, mask=idx <= N)
+        tl.store(chunk_offsets + idx, chunk_carry + tl.cumsum(n_chunks, 0) - n_chunks, mask=idx <= N)
+        seg_carry += tl.sum(n_segs, 0)
+        chunk_carry += tl.sum(n_chunks, 0)
+
+
+@triton.jit
+def kda_combine_kernel(
+    h0, seg_trans, seg_start, seg_offsets, T, NCS,
+    HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BV: tl.constexpr, HAS_H0: tl.constexpr,
+    STATE_V_FIRST: tl.constexpr, IS_VARLEN: tl.constexpr, INTERPRET: tl.constexpr,
+):
+    """For one sequence, value head and BV state columns: walks the segments in order, writing the state at
+    each segment start to seg_start [S, HV, K, V] and advancing it by the segment's map from seg_trans
+    [S, HV, K, V + K] (columns :V hold B, columns V: hold P)."""
+    NCOL: tl.constexpr = V // BV
+    pid = tl.program_id(0)
+    i_v = pid % NCOL
+    i_hv = (pid // NCOL) % HV
+    i_n = pid // (NCOL * HV)
+    if IS_VARLEN:
+        s_begin = tl.load(seg_offsets + i_n)
+        s_end = tl.load(seg_offsets + i_n + 1)
+    else:
+        sps = segments_per_sequence(T, NCS)
+        s_begin = i_n * sps
+        s_end = s_begin + sps
+    o_k = tl.arange(0, K)
+    cols = i_v * BV + tl.arange(0, BV)
+    if HAS_H0:
+        S = tl.load(h0 + ((i_n * HV + i_hv) * K).to(tl.int64) * V
+                    + state_offsets(o_k, cols, K, V, STATE_V_FIRST)).to(tl.float32)
+    else:
+        S = tl.zeros([K, BV], dtype=tl.float32)
+    for s in range(s_begin, s_end - 1):
+        base = ((s * HV + i_hv) * K).to(tl.int64)
+        tl.store(seg_start + base * V + o_k[:, None] * V + cols[None, :], S)
+        P = tl.load(seg_trans + base * (V + K) + o_k[:, None] * (V + K) + V + o_k[None, :])
+        B = tl.load(seg_trans + base * (V + K) + o_k[:, None] * (V + K) + cols[None, :])
+        S = mm_f32(P, S, "tf32x3", INTERPRET) + B
+    last = ((s_end - 1) * HV + i_hv) * K
+    tl.store(seg_start + last.to(tl.int64) * V + o_k[:, None] * V + cols[None, :], S)

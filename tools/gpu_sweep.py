@@ -1,0 +1,98 @@
+"""Times launch configurations and split sizes of the forward on the GPU (for choosing the defaults) and fla on
+the same inputs. Writes JSON. Usage: python tools/gpu_sweep.py OUT.json [--fla CASE,...] [--cases CASE,...]"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+
+import torch
+
+from fastkda.bench.cases import CASES
+from fastkda.bench.harness import L2Flush, copy_bandwidth_gbs, environment, make_inputs, rel_diff, run_fastkda, run_fla, time_ms
+from fastkda.forward import LaunchConfig
+
+CONFIGS = [LaunchConfig(32, 64, 4, 1), LaunchConfig(32, 64, 8, 1), LaunchConfig(32, 128, 8, 1),
+           LaunchConfig(32, 64, 8, 2), LaunchConfig(64, 64, 4, 1), LaunchConfig(64, 64, 8, 1),
+           LaunchConfig(32, 128, 16, 1), LaunchConfig(32, 32, 4, 1)]
+SPLITS = [None, 0, 512, 1024, 2048, 4096]
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("out")
+    p.add_argument("--config-cases", default="T8192-H96,T8192-H32")
+    p.add_argument("--split-cases", default="T65536-H4,T32768-H8,T8192-H12")
+    p.add_argument("--fla", default="T8192-H96,T8192-H32,T65536-H4")
+    p.add_argument("--reps", type=int, default=10)
+    a = p.parse_args()
+    dev = torch.device("cuda")
+    flush = L2Flush(dev)
+    res = dict(environment=environment(), copy_bandwidth_gbs=copy_bandwidth_gbs(dev), configs={}, splits={}, fla={})
+    import fastkda.forward as fwd
+    orig = fwd.kda_forward
+
+    def with_config(cfg):
+        def f(*args, **kw):
+            kw["config"] = cfg
+            return orig(*args, **kw)
+        return f
+
+    with torch.inference_mode():
+        for name in [c for c in a.config_cases.split(",") if c]:
+            case = CASES[name]
+            inp = make_inputs(case, dev)
+            ref = None
+            for cfg in CONFIGS:
+                fwd.kda_forward = with_config(cfg)
+                import fastkda.op as op
+                op.kda_forward = fwd.kda_forward
+                key = f"{name} bt{cfg.block_t} bv{cfg.block_v} w{cfg.num_warps} s{cfg.num_stages}"
+                try:
+                    t0 = time.time()
+                    out = run_fastkda(case, inp, split_size=0)
+                    torch.cuda.synchronize()
+                    compile_s = time.time() - t0
+                    ref = out if ref is None else ref
+                    ms = statistics.median(time_ms(lambda: run_fastkda(case, inp, split_size=0), flush, 2, a.reps))
+                    res["configs"][key] = dict(ms=ms, first_call_s=compile_s, diff_vs_first=rel_diff(out, ref))
+                except Exception as e:  # noqa: BLE001
+                    res["configs"][key] = dict(error=repr(e)[:500])
+                print(key, res["configs"][key], flush=True)
+            fwd.kda_forward = orig
+            import fastkda.op as op
+            op.kda_forward = orig
+        for name in [c for c in a.split_cases.split(",") if c]:
+            case = CASES[name]
+            inp = make_inputs(case, dev)
+            ref = run_fastkda(case, inp, split_size=0)
+            for sp in SPLITS:
+                key = f"{name} split{sp}"
+                try:
+                    out = run_fastkda(case, inp, split_size=sp)
+                    ms = statistics.median(time_ms(lambda: run_fastkda(case, inp, split_size=sp), flush, 2, a.reps))
+                    res["splits"][key] = dict(ms=ms, diff_vs_unsplit=rel_diff(out, ref))
+                except Exception as e:  # noqa: BLE001
+                    res["splits"][key] = dict(error=repr(e)[:500])
+                print(key, res["splits"][key], flush=True)
+        for name in [c for c in a.fla.split(",") if c]:
+            case = CASES[name]
+            inp = make_inputs(case, dev)
+            t0 = time.time()
+            out = run_fla(case, inp)
+            torch.cuda.synchronize()
+            first = time.time() - t0
+            ms = statistics.median(time_ms(lambda: run_fla(case, inp), flush, 2, a.reps))
+            fk = statistics.median(time_ms(lambda: run_fastkda(case, inp), flush, 2, a.reps))
+            res["fla"][name] = dict(fla_ms=ms, fastkda_ms=fk, first_call_s=first,
+                                    diff=rel_diff(run_fastkda(case, inp), out))
+            print(name, res["fla"][name], flush=True)
+            json.dump(res, open(a.out, "w"), indent=1)
+    json.dump(res, open(a.out, "w"), indent=1)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
