@@ -7,7 +7,7 @@ import warnings
 import torch
 import triton
 
-from fastkda.kernels.chunk_fwd import CHUNK
+from fastkda.kernels.chunk_prepare import CHUNK
 from fastkda.op import NONE, chunk_kda_fwd
 from fastkda.validation import SAFE_LOWER_BOUND, check_cu_seqlens, check_gate, check_inputs, check_state
 

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 import torch
 import triton
 
-from fastkda.kernels.chunk_fwd import CHUNK, kda_chunk_fwd_kernel
+from fastkda.kernels.chunk_prepare import CHUNK, kda_chunk_prepare_kernel
+from fastkda.kernels.chunk_state import kda_chunk_state_kernel
 from fastkda.kernels.common import DIAG_DECAY_FLOOR, interpreting
 from fastkda.kernels.split import kda_combine_kernel, kda_schedule_kernel
 
@@ -24,12 +25,13 @@ NO_SPLIT = 1 << 24  # chunks per segment that means "one segment per sequence"
 
 @dataclass(frozen=True)
 class LaunchConfig:
-    """Tile and launch parameters of the chunk kernel: state columns per program, warps, pipeline depth."""
+    """Launch parameters: state columns per program of the state kernel, its warps and pipeline depth, and
+    the warps of the prepare kernel."""
 
-    block_t: int = 32
     block_v: int = 64
     num_warps: int = 4
-    num_stages: int = 1
+    num_stages: int = 2
+    prepare_warps: int = 4
 
 
 @dataclass(frozen=True)
@@ -92,13 +94,14 @@ def kda_forward(
 
     num_intermediate: chunk slots of the intermediate states (None: not requested); longest_chunks: chunks
     of the longest sequence, or an upper bound; split_chunks: chunks per segment (None: planned here,
-    NO_SPLIT or 0: no split). Returns (o [B, T, HV, V], final state or None, intermediate states or None).
+    0: no split). Returns (o [B, T, HV, V], final state or None, intermediate states or None).
     """
     B, T, H, K = q.shape
     HV, V = v.shape[2], v.shape[3]
     device = q.device
     N = B if cu_seqlens is None else cu_seqlens.shape[0] - 1
-    cfg = config or LaunchConfig(block_v=min(64, V))
+    cfg = config or LaunchConfig()
+    BT = CHUNK
     state_shape = (HV, V, K) if state_v_first else (HV, K, V)
     o = new_output((B, T, HV, V), q.dtype, device)
     ht = new_output((N, *state_shape), final_state_dtype, device) if output_final_state else None
@@ -108,54 +111,61 @@ def kda_forward(
         # with varlen, slots past the real chunk count (unknown to the host) stay zero
         hi = new_output(shape, k.dtype, device) if cu_seqlens is None else torch.zeros(shape, dtype=k.dtype, device=device)
 
-    total_chunks = B * triton.cdiv(T, CHUNK) if cu_seqlens is None else triton.cdiv(T, CHUNK) + max(N - 1, 0)
+    NT = triton.cdiv(T, BT)
+    n_slots = B * NT if cu_seqlens is None else NT + max(N - 1, 0)
     if split_chunks is None:
-        split_chunks = plan_split(N, HV, total_chunks, longest_chunks, V // cfg.block_v, (V + K) // 64,
+        split_chunks = plan_split(N, HV, n_slots, longest_chunks, V // cfg.block_v, (V + K) // cfg.block_v,
                                   parallel_slots(device))
     split = 0 < split_chunks < max(longest_chunks, 1)
     ncs = split_chunks if split else NO_SPLIT
+    nsearch = max(1, math.ceil(math.log2(N + 1)))
+    interp = interpreting()
 
     seg_offsets = chunk_offsets = None
-    if cu_seqlens is not None and (split or hi is not None):
+    if cu_seqlens is not None:
         seg_offsets = torch.empty(N + 1, dtype=torch.int32, device=device)
         chunk_offsets = torch.empty(N + 1, dtype=torch.int32, device=device)
         kda_schedule_kernel[(1,)](cu_seqlens, seg_offsets, chunk_offsets, N, T, ncs, BLOCK=1024)
 
-    interp = interpreting()
-    common = dict(
-        q=q, k=k, v=v, g=g, beta=beta, A_log=A_log, dt_bias=dt_bias, o=o, h0=initial_state, ht=ht, hi=hi,
-        cu_seqlens=cu_seqlens, seg_offsets=seg_offsets, chunk_offsets=chunk_offsets,
-        s_qb=q.stride(0), s_qt=q.stride(1), s_qh=q.stride(2), s_kb=k.stride(0), s_kt=k.stride(1),
-        s_kh=k.stride(2), s_vb=v.stride(0), s_vt=v.stride(1), s_vh=v.stride(2), s_gb=g.stride(0),
-        s_gt=g.stride(1), s_gh=g.stride(2), s_bb=beta.stride(0), s_bt=beta.stride(1), s_bh=beta.stride(2),
-        T=T, N=N, NT_ALLOC=num_intermediate or 0, NCS=ncs, NSEARCH=max(1, math.ceil(math.log2(N + 1))),
-        scale=scale, lower_bound=gate.lower_bound, H=H, HV=HV, K=K, V=V, GATE=gate.mode,
-        BOUNDED=gate.bounded, HAS_A=A_log is not None, HAS_BIAS=dt_bias is not None, L2NORM=l2norm,
-        BETA_MODE=beta_mode, HAS_H0=initial_state is not None, STATE_V_FIRST=state_v_first,
-        IS_VARLEN=cu_seqlens is not None, DIAG_FLOOR=DIAG_DECAY_FLOOR, INTERPRET=interp,
-        BT=cfg.block_t, num_warps=cfg.num_warps, num_stages=cfg.num_stages,
-    )
+    ws = [torch.empty(n_slots, HV, BT, d, dtype=torch.bfloat16, device=device) for d in (K, V, K, K, BT)]
+    ws_eg = torch.empty(n_slots, HV, K, dtype=torch.float32, device=device)
+    if n_slots:
+        kda_chunk_prepare_kernel[(n_slots * HV,)](
+            q, k, v, g, beta, A_log, dt_bias, *ws, ws_eg, cu_seqlens, chunk_offsets,
+            q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2), v.stride(0), v.stride(1),
+            v.stride(2), g.stride(0), g.stride(1), g.stride(2), beta.stride(0), beta.stride(1), beta.stride(2),
+            T, N, NT, n_slots, nsearch, scale, gate.lower_bound, H=H, HV=HV, K=K, V=V, BT=BT, GATE=gate.mode,
+            BOUNDED=gate.bounded, HAS_A=A_log is not None, HAS_BIAS=dt_bias is not None, L2NORM=l2norm,
+            BETA_MODE=beta_mode, IS_VARLEN=cu_seqlens is not None, DIAG_FLOOR=DIAG_DECAY_FLOOR, INTERPRET=interp,
+            num_warps=cfg.prepare_warps, num_stages=1)
+
+    state_args = dict(
+        ws_w=ws[0], ws_u=ws[1], ws_kd=ws[2], ws_qg=ws[3], ws_m=ws[4], ws_eg=ws_eg, o=o, h0=initial_state, ht=ht,
+        hi=hi, cu_seqlens=cu_seqlens, seg_offsets=seg_offsets, chunk_offsets=chunk_offsets, T=T, N=N, NT=NT,
+        NSLOTS=n_slots, NT_ALLOC=num_intermediate or 0, NCS=ncs, NSEARCH=nsearch, HV=HV, K=K, V=V, BT=BT,
+        HAS_H0=initial_state is not None, STATE_V_FIRST=state_v_first, IS_VARLEN=cu_seqlens is not None,
+        INTERPRET=interp, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+    bv = cfg.block_v
     if not split:
-        kda_chunk_fwd_kernel[(V // cfg.block_v * HV * N,)](
-            seg_start=None, seg_trans=None, BV=cfg.block_v, NCOL=V // cfg.block_v, STORE_HT=ht is not None,
-            STORE_HI=hi is not None, SPLIT=False, TRANSITION=False, **common)
+        kda_chunk_state_kernel[(V // bv * HV * N,)](
+            seg_start=None, seg_trans=None, BV=bv, NCOL=V // bv, STORE_HT=ht is not None, STORE_HI=hi is not None,
+            SPLIT=False, TRANSITION=False, **state_args)
         return o, ht, hi
 
     if cu_seqlens is None:
-        n_seg = N * max(1, triton.cdiv(triton.cdiv(T, CHUNK), ncs))
+        n_seg = N * max(1, triton.cdiv(NT, ncs))
     else:
-        n_seg = triton.cdiv(total_chunks, ncs) + N
+        n_seg = triton.cdiv(n_slots, ncs) + N
     seg_trans = torch.empty(n_seg, HV, K, V + K, dtype=torch.float32, device=device)
     seg_start = torch.empty(n_seg, HV, K, V, dtype=torch.float32, device=device)
-    bt = 64
-    kda_chunk_fwd_kernel[((V + K) // bt * HV * n_seg,)](
-        seg_start=None, seg_trans=seg_trans, BV=bt, NCOL=(V + K) // bt, STORE_HT=False, STORE_HI=False,
-        SPLIT=True, TRANSITION=True, **common)
-    kda_combine_kernel[(V // cfg.block_v * HV * N,)](
-        initial_state, seg_trans, seg_start, seg_offsets, T, ncs, HV=HV, K=K, V=V, BV=cfg.block_v,
+    kda_chunk_state_kernel[((V + K) // bv * HV * n_seg,)](
+        seg_start=None, seg_trans=seg_trans, BV=bv, NCOL=(V + K) // bv, STORE_HT=False, STORE_HI=False,
+        SPLIT=True, TRANSITION=True, **state_args)
+    kda_combine_kernel[(V // bv * HV * N,)](
+        initial_state, seg_trans, seg_start, seg_offsets, T, ncs, n_seg, HV=HV, K=K, V=V, BV=bv,
         HAS_H0=initial_state is not None, STATE_V_FIRST=state_v_first, IS_VARLEN=cu_seqlens is not None,
         INTERPRET=interp, num_warps=4)
-    kda_chunk_fwd_kernel[(V // cfg.block_v * HV * n_seg,)](
-        seg_start=seg_start, seg_trans=None, BV=cfg.block_v, NCOL=V // cfg.block_v, STORE_HT=ht is not None,
-        STORE_HI=hi is not None, SPLIT=True, TRANSITION=False, **common)
+    kda_chunk_state_kernel[(V // bv * HV * n_seg,)](
+        seg_start=seg_start, seg_trans=None, BV=bv, NCOL=V // bv, STORE_HT=ht is not None, STORE_HI=hi is not None,
+        SPLIT=True, TRANSITION=False, **state_args)
     return o, ht, hi

@@ -15,10 +15,9 @@ from fastkda.bench.cases import CASES
 from fastkda.bench.harness import L2Flush, copy_bandwidth_gbs, environment, make_inputs, rel_diff, run_fastkda, run_fla, time_ms
 from fastkda.forward import LaunchConfig
 
-CONFIGS = [LaunchConfig(32, 64, 4, 1), LaunchConfig(32, 64, 8, 1), LaunchConfig(32, 128, 8, 1),
-           LaunchConfig(32, 64, 8, 2), LaunchConfig(64, 64, 4, 1), LaunchConfig(64, 64, 8, 1),
-           LaunchConfig(32, 128, 16, 1), LaunchConfig(32, 32, 4, 1)]
-SPLITS = [None, 0, 512, 1024, 2048, 4096]
+CONFIGS = [LaunchConfig(64, 4, 2, 8), LaunchConfig(64, 4, 2, 4), LaunchConfig(64, 4, 1, 8), LaunchConfig(64, 4, 3, 8),
+           LaunchConfig(32, 4, 2, 8), LaunchConfig(128, 8, 2, 8), LaunchConfig(64, 8, 2, 8), LaunchConfig(32, 2, 2, 8)]
+SPLITS = [None, 0, 256, 512, 1024, 2048, 4096]
 
 
 def main():
@@ -27,6 +26,7 @@ def main():
     p.add_argument("--config-cases", default="T8192-H96,T8192-H32")
     p.add_argument("--split-cases", default="T65536-H4,T32768-H8,T8192-H12")
     p.add_argument("--fla", default="T8192-H96,T8192-H32,T65536-H4")
+    p.add_argument("--profile", default="T8192-H96,T8192-H32,T65536-H4,varlen1024x8-H96")
     p.add_argument("--reps", type=int, default=10)
     a = p.parse_args()
     dev = torch.device("cuda")
@@ -50,7 +50,7 @@ def main():
                 fwd.kda_forward = with_config(cfg)
                 import fastkda.op as op
                 op.kda_forward = fwd.kda_forward
-                key = f"{name} bt{cfg.block_t} bv{cfg.block_v} w{cfg.num_warps} s{cfg.num_stages}"
+                key = f"{name} bv{cfg.block_v} w{cfg.num_warps} s{cfg.num_stages} pw{cfg.prepare_warps}"
                 try:
                     t0 = time.time()
                     out = run_fastkda(case, inp, split_size=0)
@@ -65,6 +65,20 @@ def main():
             fwd.kda_forward = orig
             import fastkda.op as op
             op.kda_forward = orig
+        for name in [c for c in a.profile.split(",") if c]:
+            case = CASES[name]
+            inp = make_inputs(case, dev)
+            run_fastkda(case, inp)
+            torch.cuda.synchronize()
+            with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+                for _ in range(5):
+                    run_fastkda(case, inp)
+                torch.cuda.synchronize()
+            kern = {}
+            for ev in prof.key_averages():
+                kern[ev.key[:60]] = ev.device_time_total / 5 / 1000 if hasattr(ev, "device_time_total") else ev.cuda_time_total / 5 / 1000
+            res.setdefault("profile", {})[name] = kern
+            print(name, {k: round(v, 3) for k, v in kern.items() if v > 0.005}, flush=True)
         for name in [c for c in a.split_cases.split(",") if c]:
             case = CASES[name]
             inp = make_inputs(case, dev)

@@ -76,3 +76,45 @@ def gate_log2(graw, A_scale, bias, lower_bound, GATE: tl.constexpr):
         x = A_scale * (graw + bias)
         a = lower_bound * tl.sigmoid(x)
     return a * 1.4426950408889634
+
+
+@triton.jit
+def sequence_bounds(cu_seqlens, i_n, T, IS_VARLEN: tl.constexpr):
+    """(bos, eos) of sequence i_n in its batch row; a malformed cu_seqlens is clamped into [0, T], so no
+    kernel ever reads or writes outside the tensors it was given."""
+    if IS_VARLEN:
+        bos = tl.load(cu_seqlens + i_n).to(tl.int64)
+        eos = tl.load(cu_seqlens + i_n + 1).to(tl.int64)
+        bos = tl.minimum(tl.maximum(bos, 0), T)
+        eos = tl.minimum(tl.maximum(eos, bos), T)
+    else:
+        bos = tl.zeros([], dtype=tl.int64)
+        eos = bos + T
+    return bos, eos
+
+
+@triton.jit
+def find_sequence(offsets, idx, N, NSEARCH):
+    """The n in [0, N) with offsets[n] <= idx < offsets[n + 1], for non-decreasing offsets (binary search)."""
+    lo = idx * 0
+    hi = lo + N - 1
+    for _ in range(NSEARCH):
+        mid = (lo + hi + 1) // 2
+        ok = tl.load(offsets + mid) <= idx
+        lo = tl.where(ok, mid, lo)
+        hi = tl.where(ok, hi, mid - 1)
+    return lo
+
+
+@triton.jit
+def segments_per_sequence(T, NCS):
+    """Segments of each sequence of a fixed-length batch (at least one, for empty sequences)."""
+    return tl.maximum(tl.cdiv(tl.cdiv(T, 64), NCS), 1)
+
+
+@triton.jit
+def state_offsets(o_k, cols, K: tl.constexpr, V: tl.constexpr, STATE_V_FIRST: tl.constexpr):
+    """Offsets of a [K, BV] block of a [K, V] state stored K-first, or of a [V, K] state stored V-first."""
+    if STATE_V_FIRST:
+        return cols[None, :] * K + o_k[:, None]
+    return o_k[:, None] * V + cols[None, :]

@@ -7,8 +7,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from fastkda.kernels.chunk_fwd import segments_per_sequence, sequence_bounds, state_offsets
-from fastkda.kernels.common import mm_f32
+from fastkda.kernels.common import mm_f32, segments_per_sequence, sequence_bounds, state_offsets
 
 
 @triton.jit
@@ -32,13 +31,14 @@ def kda_schedule_kernel(cu_seqlens, seg_offsets, chunk_offsets, N, T, NCS, BLOCK
 
 @triton.jit
 def kda_combine_kernel(
-    h0, seg_trans, seg_start, seg_offsets, T, NCS,
+    h0, seg_trans, seg_start, seg_offsets, T, NCS, NSEG,
     HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BV: tl.constexpr, HAS_H0: tl.constexpr,
     STATE_V_FIRST: tl.constexpr, IS_VARLEN: tl.constexpr, INTERPRET: tl.constexpr,
 ):
     """For one sequence, value head and BV state columns: walks the segments in order, writing the state at
     each segment start to seg_start [S, HV, K, V] and advancing it by the segment's map from seg_trans
-    [S, HV, K, V + K] (columns :V hold B, columns V: hold P)."""
+    [S, HV, K, V + K] (columns :V hold B, columns V: hold P). Segments past NSEG (the workspace) are not
+    touched, whatever cu_seqlens says."""
     NCOL: tl.constexpr = V // BV
     pid = tl.program_id(0)
     i_v = pid % NCOL
@@ -51,6 +51,9 @@ def kda_combine_kernel(
         sps = segments_per_sequence(T, NCS)
         s_begin = i_n * sps
         s_end = s_begin + sps
+    s_end = tl.minimum(s_end, NSEG)
+    if s_end <= s_begin:
+        return
     o_k = tl.arange(0, K)
     cols = i_v * BV + tl.arange(0, BV)
     if HAS_H0:

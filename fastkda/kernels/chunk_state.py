@@ -1,0 +1,110 @@
+"""Stage 2 of the KDA forward: the state chain. One program walks the chunks of one segment of one sequence
+for one value head and BV state columns, keeping the state S [K, BV] in fp32 registers; per chunk it reads
+what stage 1 wrote and computes
+    Vn = U - W S,    o = Qg S + M Vn,    S <- diag(exp(G)) S + Kd^T Vn.
+Only this chain is sequential.
+
+The split-sequence path (docs/split.md) runs it twice: with TRANSITION, for each segment but the last of a
+sequence, from S = [0 | I] over the columns [V | K], giving the segment's map S_end = P S_start + B (no
+output); then, after the combine kernel has chained those maps, from each segment's true starting state.
+"""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+from fastkda.kernels.common import bf16, cast, find_sequence, mm, segments_per_sequence, sequence_bounds, state_offsets
+
+
+@triton.jit
+def kda_chunk_state_kernel(
+    ws_w, ws_u, ws_kd, ws_qg, ws_m, ws_eg, o, h0, ht, hi, seg_start, seg_trans,
+    cu_seqlens, seg_offsets, chunk_offsets,
+    T, N, NT, NSLOTS, NT_ALLOC, NCS, NSEARCH,
+    HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BV: tl.constexpr, NCOL: tl.constexpr,
+    BT: tl.constexpr, HAS_H0: tl.constexpr, STORE_HT: tl.constexpr, STORE_HI: tl.constexpr,
+    STATE_V_FIRST: tl.constexpr, IS_VARLEN: tl.constexpr, SPLIT: tl.constexpr, TRANSITION: tl.constexpr,
+    INTERPRET: tl.constexpr,
+):
+    """Grid: one program per (segment, value head, block of BV state columns); without SPLIT a segment is a
+    whole sequence. NCS: 64-token chunks per segment. NT: chunk slots per sequence of a fixed-length batch;
+    NSLOTS: slots of the workspace (no chunk past them is read, whatever cu_seqlens says)."""
+    pid = tl.program_id(0)
+    i_v = pid % NCOL
+    i_hv = (pid // NCOL) % HV
+    i_g = pid // (NCOL * HV)
+
+    # ---- which sequence and which chunks this program walks
+    if SPLIT:
+        if IS_VARLEN:
+            if i_g >= tl.load(seg_offsets + N):
+                return
+            i_n = find_sequence(seg_offsets, i_g, N, NSEARCH)
+            i_s = i_g - tl.load(seg_offsets + i_n)
+        else:
+            sps = segments_per_sequence(T, NCS)
+            i_n = i_g // sps
+            i_s = i_g % sps
+    else:
+        i_n = i_g
+        i_s = i_g * 0
+    bos, eos = sequence_bounds(cu_seqlens, i_n, T, IS_VARLEN)
+    if IS_VARLEN:
+        i_b = tl.zeros([], dtype=tl.int64)
+        slot0 = tl.load(chunk_offsets + i_n).to(tl.int64)
+    else:
+        i_b = i_n.to(tl.int64)
+        slot0 = i_b * NT
+    seq_len = eos - bos
+    n_chunks = tl.cdiv(seq_len, BT).to(tl.int32)
+    c_begin = i_s * NCS
+    c_end = tl.minimum(c_begin + NCS, n_chunks)
+    is_last = c_end >= n_chunks
+    c_end = tl.minimum(c_end, NSLOTS - slot0)
+    if TRANSITION:
+        if is_last:
+            return
+
+    o_k = tl.arange(0, K)
+    o_t = tl.arange(0, BT)
+    cols = i_v * BV + tl.arange(0, BV)
+    m_u = cols < V
+
+    # ---- the state entering the first chunk, [K, BV] fp32
+    if TRANSITION:
+        S = tl.where(o_k[:, None] == cols[None, :] - V, 1.0, 0.0)
+    elif SPLIT:
+        S = tl.load(seg_start + ((i_g * HV + i_hv) * K).to(tl.int64) * V + o_k[:, None] * V + cols[None, :])
+    elif HAS_H0:
+        S = tl.load(h0 + ((i_n * HV + i_hv) * K).to(tl.int64) * V
+                    + state_offsets(o_k, cols, K, V, STATE_V_FIRST)).to(tl.float32)
+    else:
+        S = tl.zeros([K, BV], dtype=tl.float32)
+
+    o += ((i_b * T + bos) * HV + i_hv) * V
+    for c in range(c_begin, c_end):
+        ws = ((slot0 + c) * HV + i_hv) * BT
+        b_w = tl.load(ws_w + ws * K + o_t[:, None] * K + o_k[None, :])
+        b_kd = tl.load(ws_kd + ws * K + o_t[:, None] * K + o_k[None, :])
+        b_u = tl.load(ws_u + ws * V + o_t[:, None] * V + cols[None, :], mask=m_u[None, :], other=0.0)
+        eg = tl.load(ws_eg + (ws // BT) * K + o_k)
+        Sb = bf16(S, INTERPRET)
+        Vb = bf16(b_u.to(tl.float32) - mm(b_w, Sb, INTERPRET), INTERPRET)
+        if not TRANSITION:
+            if STORE_HI:
+                tl.store(hi + (((slot0 + c) * HV + i_hv) * K) * V + state_offsets(o_k, cols, K, V, STATE_V_FIRST),
+                         cast(S, hi.dtype.element_ty, INTERPRET), mask=(slot0 + c < NT_ALLOC * (i_b + 1)) & (o_k[:, None] < K))
+            b_qg = tl.load(ws_qg + ws * K + o_t[:, None] * K + o_k[None, :])
+            b_m = tl.load(ws_m + ws * BT + o_t[:, None] * BT + o_t[None, :])
+            b_o = mm(b_qg, Sb, INTERPRET) + mm(b_m, Vb, INTERPRET)
+            tl.store(o + (c * BT + o_t)[:, None].to(tl.int64) * (HV * V) + cols[None, :],
+                     cast(b_o, o.dtype.element_ty, INTERPRET), mask=((c * BT + o_t) < seq_len)[:, None])
+        S = S * eg[:, None] + mm(tl.trans(b_kd), Vb, INTERPRET)
+
+    if TRANSITION:
+        tl.store(seg_trans + ((i_g * HV + i_hv) * K).to(tl.int64) * (V + K) + o_k[:, None] * (V + K) + cols[None, :], S)
+    elif STORE_HT:
+        if is_last:
+            tl.store(ht + ((i_n * HV + i_hv) * K).to(tl.int64) * V + state_offsets(o_k, cols, K, V, STATE_V_FIRST),
+                     cast(S, ht.dtype.element_ty, INTERPRET))
