@@ -31,7 +31,7 @@ class LaunchConfig:
     block_v: int = 64
     num_warps: int = 4
     num_stages: int = 2
-    prepare_warps: int = 4
+    prepare_warps: int = 8
 
 
 @dataclass(frozen=True)
@@ -164,7 +164,7 @@ def kda_forward(
     kda_combine_kernel[(V // bv * HV * N,)](
         initial_state, seg_trans, seg_start, seg_offsets, T, ncs, n_seg, HV=HV, K=K, V=V, BV=bv,
         HAS_H0=initial_state is not None, STATE_V_FIRST=state_v_first, IS_VARLEN=cu_seqlens is not None,
-        INTERPRET=interp, num_warps=4)
+        INTERPRET=interp, num_warps=4, num_stages=2)
     kda_chunk_state_kernel[(V // bv * HV * n_seg,)](
         seg_start=seg_start, seg_trans=None, BV=bv, NCOL=V // bv, STORE_HT=ht is not None, STORE_HI=hi is not None,
         SPLIT=True, TRANSITION=False, **state_args)

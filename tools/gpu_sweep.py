@@ -15,9 +15,23 @@ from fastkda.bench.cases import CASES
 from fastkda.bench.harness import L2Flush, copy_bandwidth_gbs, environment, make_inputs, rel_diff, run_fastkda, run_fla, time_ms
 from fastkda.forward import LaunchConfig
 
-CONFIGS = [LaunchConfig(64, 4, 2, 8), LaunchConfig(64, 4, 2, 4), LaunchConfig(64, 4, 1, 8), LaunchConfig(64, 4, 3, 8),
-           LaunchConfig(32, 4, 2, 8), LaunchConfig(128, 8, 2, 8), LaunchConfig(64, 8, 2, 8), LaunchConfig(32, 2, 2, 8)]
+CONFIGS = [LaunchConfig(64, 4, 2, 8), LaunchConfig(64, 4, 1, 8), LaunchConfig(64, 4, 2, 4), LaunchConfig(128, 8, 2, 8),
+           LaunchConfig(128, 8, 1, 8), LaunchConfig(32, 4, 2, 8), LaunchConfig(32, 2, 2, 8)]
 SPLITS = [None, 0, 256, 512, 1024, 2048, 4096]
+
+
+def kernel_times(fn, reps=5):
+    """Mean device time per call of each kernel, in ms (torch profiler)."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        for _ in range(reps):
+            fn()
+        torch.cuda.synchronize()
+    out = {}
+    for ev in prof.key_averages():
+        t = getattr(ev, "device_time_total", None) or getattr(ev, "cuda_time_total", 0)
+        if t > 0:
+            out[ev.key[:40]] = round(t / reps / 1000, 4)
+    return out
 
 
 def main():
@@ -26,7 +40,7 @@ def main():
     p.add_argument("--config-cases", default="T8192-H96,T8192-H32")
     p.add_argument("--split-cases", default="T65536-H4,T32768-H8,T8192-H12")
     p.add_argument("--fla", default="T8192-H96,T8192-H32,T65536-H4")
-    p.add_argument("--profile", default="T8192-H96,T8192-H32,T65536-H4,varlen1024x8-H96")
+    p.add_argument("--profile", default="T8192-H32-softplus,varlen1024x8-H96,T8192-H16-GVA32")
     p.add_argument("--reps", type=int, default=10)
     a = p.parse_args()
     dev = torch.device("cuda")
@@ -58,7 +72,8 @@ def main():
                     compile_s = time.time() - t0
                     ref = out if ref is None else ref
                     ms = statistics.median(time_ms(lambda: run_fastkda(case, inp, split_size=0), flush, 2, a.reps))
-                    res["configs"][key] = dict(ms=ms, first_call_s=compile_s, diff_vs_first=rel_diff(out, ref))
+                    res["configs"][key] = dict(ms=ms, first_call_s=compile_s, diff_vs_first=rel_diff(out, ref),
+                                               kernels=kernel_times(lambda: run_fastkda(case, inp, split_size=0)))
                 except Exception as e:  # noqa: BLE001
                     res["configs"][key] = dict(error=repr(e)[:500])
                 print(key, res["configs"][key], flush=True)
@@ -69,16 +84,8 @@ def main():
             case = CASES[name]
             inp = make_inputs(case, dev)
             run_fastkda(case, inp)
-            torch.cuda.synchronize()
-            with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
-                for _ in range(5):
-                    run_fastkda(case, inp)
-                torch.cuda.synchronize()
-            kern = {}
-            for ev in prof.key_averages():
-                kern[ev.key[:60]] = ev.device_time_total / 5 / 1000 if hasattr(ev, "device_time_total") else ev.cuda_time_total / 5 / 1000
-            res.setdefault("profile", {})[name] = kern
-            print(name, {k: round(v, 3) for k, v in kern.items() if v > 0.005}, flush=True)
+            res.setdefault("profile", {})[name] = kernel_times(lambda: run_fastkda(case, inp))
+            print(name, res["profile"][name], flush=True)
         for name in [c for c in a.split_cases.split(",") if c]:
             case = CASES[name]
             inp = make_inputs(case, dev)
@@ -88,7 +95,8 @@ def main():
                 try:
                     out = run_fastkda(case, inp, split_size=sp)
                     ms = statistics.median(time_ms(lambda: run_fastkda(case, inp, split_size=sp), flush, 2, a.reps))
-                    res["splits"][key] = dict(ms=ms, diff_vs_unsplit=rel_diff(out, ref))
+                    res["splits"][key] = dict(ms=ms, diff_vs_unsplit=rel_diff(out, ref),
+                                              kernels=kernel_times(lambda: run_fastkda(case, inp, split_size=sp)))
                 except Exception as e:  # noqa: BLE001
                     res["splits"][key] = dict(error=repr(e)[:500])
                 print(key, res["splits"][key], flush=True)

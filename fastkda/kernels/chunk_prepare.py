@@ -9,13 +9,15 @@ bf16 (KDA.md section 2, with T = (I + A_kk)^-1):
     M  = scale * the query-key decay scores   [BT, BT]   (lower triangle, diagonal included)
 and exp(G) [K] in fp32. Stage 2 (chunk_state.py) runs the state through them.
 
-Decay factors (docs/numerics.md). A chunk is split into four 16-token sub-chunks. With lam the cumulative
-log-decay inside a sub-chunk and R_I, E_I the cumulative decay before and after sub-chunk I, each product
-exp(gamma_i - gamma_j), i in sub-chunk I and j in J, is formed as
-    exp(lam_i) * exp(E_J - gamma_j) * exp(R_I - E_J)          (row factor, column factor, pair factor)
-where all three are <= 1 when J < I. For J == I the pair factor exp(-s_I) is >= 1 but at most exp(16 * 5)
-for a lower-bounded gate (BOUNDED); other gates factor the diagonal blocks around the sub-chunk midpoint
-with the per-step decay floored at exp(-10) (the only approximation; its effect is below 4.5e-5).
+Decay factors (docs/numerics.md). exp(gamma_i - gamma_j) <= 1 for i >= j, but no single factoring
+exp(gamma_i - c) exp(c - gamma_j) fits in floating point over a whole chunk. The scores are built in three
+products, each over the pairs where its anchor c lies between j and i, so that both factors are <= 1:
+    rows 32-63 with columns 0-31            around token 31,
+    rows 16-31 with columns 0-15 (and 48-63 with 32-47) around token 15 (47),
+and the 16x16 diagonal blocks around their token 7, where a factor may reach exp(+-8 * max step decay):
+exp(+-40) for a lower-bounded gate (BOUNDED). For other gates the per-step decay is floored at exp(-10)
+inside these blocks only (factors within exp(+-80)); a pair across such a step decays by less than
+exp(-10) = 4.5e-5 either way, which is the only approximation made.
 """
 
 from __future__ import annotations
@@ -23,37 +25,33 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from fastkda.kernels.common import bf16, find_sequence, gate_log2, mm, mm_acc, mm_f32, sequence_bounds
+from fastkda.kernels.common import bf16, find_sequence, gate_log2, mm, mm_f32, sequence_bounds
 
 CHUNK = 64
+SOLVE_PRECISION: tl.constexpr = tl.constexpr("tf32")
 
 
 @triton.jit
-def rows_of(x4, NS: tl.constexpr, K: tl.constexpr):
-    """[NS, K] per-sub-chunk values broadcast to the 16 * NS rows of a chunk: [16 * NS, K]."""
-    return tl.reshape(tl.broadcast_to(x4[:, None, :], [NS, 16, K]), [NS * 16, K])
+def row_values(x3, r16, at: tl.constexpr, BT: tl.constexpr, W: tl.constexpr):
+    """For each 16-row block of a [BT // 16, 16, W] tile, its row `at`, broadcast to the block: [BT, W]."""
+    pick = tl.sum(tl.where(r16 == at, x3, 0.0), axis=1)                           # [BT // 16, W]
+    return tl.reshape(tl.broadcast_to(pick[:, None, :], [BT // 16, 16, W]), [BT, W])
 
 
 @triton.jit
-def decay_scores(rows, kc, F, blk, i_sub, NS: tl.constexpr, K: tl.constexpr, INTERPRET: tl.constexpr):
-    """sum_k rows_ik kc_jk F[I(i), J(j), k] for all row/column pairs of a chunk: [BT, BT].
-
-    rows: [BT, K] (q or k times exp(gamma_i - R_I)); kc: [BT, K] (k times exp(E_J - gamma_j)); F: pair factors
-    [NS, NS, K]. One product per column block J, with each row scaled by its pair factor for J."""
-    acc = tl.zeros([NS * 16, NS * 16], dtype=tl.float32)
-    for J in tl.static_range(NS):
-        F_J = rows_of(tl.sum(tl.where(i_sub[None, :, None] == J, F, 0.0), axis=1), NS, K)
-        col = tl.trans(bf16(tl.where(blk[:, None] == J, kc, 0.0), INTERPRET))       # [K, BT]
-        acc = mm_acc(bf16(rows * F_J, INTERPRET), col, acc, INTERPRET)
-    return acc
+def row_at(x, o_t, r: tl.constexpr):
+    """Row r of a [BT, W] tile, broadcast to all rows."""
+    return tl.broadcast_to(tl.sum(tl.where(o_t[:, None] == r, x, 0.0), axis=0)[None, :], x.shape)
 
 
 @triton.jit
-def diag_scores(rows, lc, cD, blk, INTERPRET: tl.constexpr):
-    """The 16x16 diagonal blocks of the decay scores, factored around each sub-chunk midpoint: [BT, BT].
-
-    lc: floored log2-decay relative to the midpoint [BT, K]; cD: [K, BT] k * exp(-lc), transposed."""
-    return tl.where(blk[:, None] == blk[None, :], mm(bf16(rows * tl.exp2(lc), INTERPRET), cD, INTERPRET), 0.0)
+def scores(k_rows, q_rows, k_cols, keep, AK, AQ, INTERPRET: tl.constexpr):
+    """Adds one anchoring level of the decay scores, masked to its blocks: AK += keep * (k_rows @ k_cols^T),
+    AQ likewise with q_rows. Rows and columns arrive already scaled by their decay factors."""
+    cols = tl.trans(bf16(k_cols, INTERPRET))
+    AK += tl.where(keep, mm(bf16(k_rows, INTERPRET), cols, INTERPRET), 0.0)
+    AQ += tl.where(keep, mm(bf16(q_rows, INTERPRET), cols, INTERPRET), 0.0)
+    return AK, AQ
 
 
 @triton.jit
@@ -85,19 +83,14 @@ def kda_chunk_prepare_kernel(
         i_b = i_n.to(tl.int64)
     bos, eos = sequence_bounds(cu_seqlens, i_n, T, IS_VARLEN)
     t0 = (bos + i_c * BT).to(tl.int64)
-    NS: tl.constexpr = BT // 16
+    tl.static_assert(BT == 64, "the anchoring levels assume 64-token chunks")
     o_t = tl.arange(0, BT)
     o_k = tl.arange(0, K)
     o_v = tl.arange(0, V)
     valid = (t0 + o_t) < eos
     m_tk = valid[:, None]
     rows = (t0 + o_t).to(tl.int64)[:, None]
-    i_sub = tl.arange(0, NS)
-    i16 = tl.arange(0, 16)
-    same_blk = i_sub[:, None, None, None] == i_sub[None, None, :, None]        # [NS, 1, NS, 1]
-    r16 = i16[None, :, None]
-    c16 = i16[None, None, :]
-    blk = o_t // 16
+    r16 = tl.arange(0, 16)[None, :, None]
 
     # ---- beta and the row norms of q and k over the whole head dim
     b_b = tl.load(beta + i_b * s_bb + i_hv * s_bh + (t0 + o_t) * s_bt, mask=valid, other=0.0).to(tl.float32)
@@ -126,65 +119,62 @@ def kda_chunk_prepare_kernel(
     # ---- decay scores, one 64-wide slice of the head dim at a time (keeps the fp32 tiles small)
     AK = tl.zeros([BT, BT], dtype=tl.float32)
     AQ = tl.zeros([BT, BT], dtype=tl.float32)
+    i_r = o_t[:, None]
+    i_c = o_t[None, :]
+    cross32 = (i_r >= 32) & (i_c < 32)
+    cross16 = ((i_r % 32) >= 16) & ((i_c % 32) < 16) & (i_r // 32 == i_c // 32)
+    diag16 = (i_r // 16) == (i_c // 16)
     for h in range(K // 64):  # a loop, not unrolled: one slice of tiles live at a time
         o_h = h * 64 + tl.arange(0, 64)
-        b_k = tl.load(k + rows * s_kt + o_h[None, :], mask=m_tk, other=0.0).to(tl.float32) * k_norm
         b_g = tl.load(g + rows * s_gt + o_h[None, :], mask=m_tk, other=0.0).to(tl.float32)
         if HAS_BIAS:
             bias = tl.load(dt_bias + i_hv * K + o_h).to(tl.float32)[None, :]
         else:
             bias = tl.zeros([1, 64], dtype=tl.float32)
         a = tl.where(m_tk, gate_log2(b_g, A_scale, bias, lower_bound, GATE), 0.0)   # log2 units
-        a3 = tl.reshape(a, [NS, 16, 64])
-        s4 = tl.sum(a3, axis=1)                           # [NS, 64] decay over each sub-chunk
-        R = tl.cumsum(s4, axis=0) - s4                    # decay before sub-chunk I
-        E = R + s4                                        # decay through sub-chunk I
-        G = tl.sum(s4, axis=0)                            # decay over the chunk
-        lam = tl.reshape(tl.cumsum(a3, axis=1), [BT, 64])  # decay since the sub-chunk start
-        Er = tl.exp2(lam)                                 # exp(gamma_i - R_I) <= 1
-        kc = b_k * tl.exp2(rows_of(s4, NS, 64) - lam)     # k * exp(E_J - gamma_j), <= 1 factor
-        eR = rows_of(tl.exp2(R), NS, 64)
-        # pair factors exp(R_I - E_J), [NS (I), NS (J), 64]; J == I only on the bounded path
-        if BOUNDED:
-            keep = i_sub[None, :, None] <= i_sub[:, None, None]
-        else:
-            keep = i_sub[None, :, None] < i_sub[:, None, None]
-        F = tl.where(keep, tl.exp2(tl.where(keep, R[:, None, :] - E[None, :, :], 0.0)), 0.0)
-        tl.store(ws_kd + out * BT * K + o_t[:, None] * K + o_h[None, :],
-                 bf16(kc * rows_of(tl.exp2(G[None, :] - E), NS, 64), INTERPRET))          # k * exp(G - gamma)
-        tl.store(ws_eg + out * K + o_h, tl.exp2(G))
-        kr = b_k * Er
-        # k * exp(gamma), parked in the W slot until T is known
-        tl.store(ws_w + out * BT * K + o_t[:, None] * K + o_h[None, :], bf16(kr * eR, INTERPRET))
-        AK += decay_scores(kr, kc, F, blk, i_sub, NS, 64, INTERPRET)
+        gam = tl.cumsum(a, axis=0)                                                 # decay through row i
+        gam3 = tl.reshape(gam, [BT // 16, 16, 64])
+        G = tl.sum(a, axis=0)                                                      # decay over the chunk
+        b_k = tl.load(k + rows * s_kt + o_h[None, :], mask=m_tk, other=0.0).to(tl.float32) * k_norm
         b_q = tl.load(q + rows * s_qt + o_h[None, :], mask=m_tk, other=0.0).to(tl.float32) * q_norm
-        qr = b_q * Er
-        tl.store(ws_qg + out * BT * K + o_t[:, None] * K + o_h[None, :], bf16(qr * eR, INTERPRET))  # q * exp(gamma)
-        AQ += decay_scores(qr, kc, F, blk, i_sub, NS, 64, INTERPRET)
-        if not BOUNDED:
-            # diagonal blocks around the sub-chunk midpoint, per-step decay floored (module docstring)
-            lc = tl.cumsum(tl.maximum(a3, -DIAG_FLOOR * 1.4426950408889634), axis=1)
-            lc = tl.reshape(lc - tl.sum(tl.where(r16 == 7, lc, 0.0), axis=1)[:, None, :], [BT, 64])
-            cD = tl.trans(bf16(b_k * tl.exp2(-lc), INTERPRET))
-            AK += diag_scores(b_k, lc, cD, blk, INTERPRET)
-            AQ += diag_scores(b_q, lc, cD, blk, INTERPRET)
+        eg = tl.exp2(gam)
+        tl.store(ws_qg + out * BT * K + o_t[:, None] * K + o_h[None, :], bf16(b_q * eg, INTERPRET))  # q exp(gamma)
+        # k exp(gamma), parked in the W slot until T is known
+        tl.store(ws_w + out * BT * K + o_t[:, None] * K + o_h[None, :], bf16(b_k * eg, INTERPRET))
+        tl.store(ws_kd + out * BT * K + o_t[:, None] * K + o_h[None, :],
+                 bf16(b_k * tl.exp2(G[None, :] - gam), INTERPRET))                   # k exp(G - gamma)
+        tl.store(ws_eg + out * K + o_h, tl.exp2(G))
+        # rows i >= 32 with columns j < 32, around token 31: both factors <= 1
+        a31 = row_at(gam, o_t, 31)
+        f_r = tl.where(i_r >= 32, tl.exp2(tl.minimum(gam - a31, 0.0)), 0.0)
+        f_c = tl.where(i_r < 32, tl.exp2(tl.minimum(a31 - gam, 0.0)), 0.0)
+        AK, AQ = scores(b_k * f_r, b_q * f_r, b_k * f_c, cross32, AK, AQ, INTERPRET)
+        anc = tl.where(i_r < 32, row_at(gam, o_t, 15), row_at(gam, o_t, 47))
+        # rows 16-31 with columns 0-15 of each 32-token half, around its token 15: both factors <= 1
+        f_r = tl.where(i_r % 32 >= 16, tl.exp2(tl.minimum(gam - anc, 0.0)), 0.0)
+        f_c = tl.where(i_r % 32 < 16, tl.exp2(tl.minimum(anc - gam, 0.0)), 0.0)
+        AK, AQ = scores(b_k * f_r, b_q * f_r, b_k * f_c, cross16, AK, AQ, INTERPRET)
+        # the 16x16 diagonal blocks, around their midpoints (module docstring)
+        if BOUNDED:
+            gd3 = gam3
+        else:
+            gd3 = tl.cumsum(tl.maximum(tl.reshape(a, [BT // 16, 16, 64]), -DIAG_FLOOR * 1.4426950408889634), axis=1)
+        gd = tl.reshape(gd3, [BT, 64])
+        mid = row_values(gd3, r16, 7, BT, 64)
+        f_r = tl.exp2(gd - mid)
+        f_c = tl.exp2(mid - gd)
+        AK, AQ = scores(b_k * f_r, b_q * f_r, b_k * f_c, diag16, AK, AQ, INTERPRET)
     tl.store(ws_m + out * BT * BT + o_t[:, None] * BT + o_t[None, :],
              bf16(tl.where(o_t[:, None] >= o_t[None, :], AQ, 0.0), INTERPRET))
 
-    # ---- T = (I + A_kk)^-1: 16x16 diagonal blocks by forward substitution, then exact merges
+    # ---- T = (I + A_kk)^-1 by doubling the inverted diagonal blocks, 1 -> 2 -> ... -> 64: with T the inverse
+    # of the block-diagonal part, [[T1, 0], [-T2 A21 T1, T2]] = T - T A_off T is exact at every level
     Akk = tl.where(o_t[:, None] > o_t[None, :], AK * b_b[:, None], 0.0)
-    Ad = tl.sum(tl.where(same_blk, tl.reshape(Akk, [NS, 16, NS, 16]), 0.0), axis=2)  # [NS, 16, 16]
-    Td = tl.where(r16 == c16, 1.0, 0.0) + Ad * 0.0
-    for r in tl.static_range(1, 16):
-        a_r = tl.sum(tl.where(r16 == r, Ad, 0.0), axis=1)                   # [NS, 16]
-        upd = tl.sum(a_r[:, :, None] * Td, axis=1)                           # [NS, 16]
-        Td = tl.where(r16 == r, Td - upd[:, None, :], Td)
-    Tm = tl.reshape(tl.where(same_blk, Td[:, :, None, :], 0.0), [BT, BT])
-    A1 = tl.where((blk[:, None] % 2 == 1) & (blk[None, :] == blk[:, None] - 1), Akk, 0.0)
-    Tm = Tm - mm_f32(mm_f32(Tm, A1, "tf32", INTERPRET), Tm, "tf32", INTERPRET)
-    if BT == 64:
-        A2 = tl.where((o_t[:, None] >= 32) & (o_t[None, :] < 32), Akk, 0.0)
-        Tm = Tm - mm_f32(mm_f32(Tm, A2, "tf32", INTERPRET), Tm, "tf32", INTERPRET)
+    Tm = tl.where(i_r == i_c, 1.0, 0.0) - tl.where((i_r % 2 == 1) & (i_c == i_r - 1), Akk, 0.0)
+    for lv in tl.static_range(1, 6):
+        b = 1 << lv
+        A_off = tl.where(((i_r // b) % 2 == 1) & (i_c // b == i_r // b - 1), Akk, 0.0)
+        Tm = Tm - mm_f32(mm_f32(Tm, A_off, SOLVE_PRECISION, INTERPRET), Tm, SOLVE_PRECISION, INTERPRET)
     Tb = bf16(Tm * b_b[None, :], INTERPRET)                                  # T diag(beta)
 
     # ---- W = T diag(beta) k exp(gamma) over the parked rows, and U = T diag(beta) v
