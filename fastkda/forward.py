@@ -31,7 +31,8 @@ class LaunchConfig:
     block_v: int = 64
     num_warps: int = 4
     num_stages: int = 2
-    prepare_warps: int = 8
+    prepare_warps: int = 4
+    prepare_maxnreg: int | None = None
 
 
 @dataclass(frozen=True)
@@ -137,7 +138,8 @@ def kda_forward(
             T, N, NT, n_slots, nsearch, scale, gate.lower_bound, H=H, HV=HV, K=K, V=V, BT=BT, GATE=gate.mode,
             BOUNDED=gate.bounded, HAS_A=A_log is not None, HAS_BIAS=dt_bias is not None, L2NORM=l2norm,
             BETA_MODE=beta_mode, IS_VARLEN=cu_seqlens is not None, DIAG_FLOOR=DIAG_DECAY_FLOOR, INTERPRET=interp,
-            num_warps=cfg.prepare_warps, num_stages=1)
+            num_warps=cfg.prepare_warps, num_stages=1,
+            **({"maxnreg": cfg.prepare_maxnreg} if cfg.prepare_maxnreg and not interp else {}))
 
     state_args = dict(
         ws_w=ws[0], ws_u=ws[1], ws_kd=ws[2], ws_qg=ws[3], ws_m=ws[4], ws_eg=ws_eg, o=o, h0=initial_state, ht=ht,
@@ -161,10 +163,11 @@ def kda_forward(
     kda_chunk_state_kernel[((V + K) // bv * HV * n_seg,)](
         seg_start=None, seg_trans=seg_trans, BV=bv, NCOL=(V + K) // bv, STORE_HT=False, STORE_HI=False,
         SPLIT=True, TRANSITION=True, **state_args)
-    kda_combine_kernel[(V // bv * HV * N,)](
-        initial_state, seg_trans, seg_start, seg_offsets, T, ncs, n_seg, HV=HV, K=K, V=V, BV=bv,
+    bvc = 32  # the combine holds P [K, K] in registers: narrow column blocks, 8 warps
+    kda_combine_kernel[(V // bvc * HV * N,)](
+        initial_state, seg_trans, seg_start, seg_offsets, T, ncs, n_seg, HV=HV, K=K, V=V, BV=bvc,
         HAS_H0=initial_state is not None, STATE_V_FIRST=state_v_first, IS_VARLEN=cu_seqlens is not None,
-        INTERPRET=interp, num_warps=4, num_stages=2)
+        INTERPRET=interp, num_warps=8, num_stages=2)
     kda_chunk_state_kernel[(V // bv * HV * n_seg,)](
         seg_start=seg_start, seg_trans=None, BV=bv, NCOL=V // bv, STORE_HT=ht is not None, STORE_HI=hi is not None,
         SPLIT=True, TRANSITION=False, **state_args)

@@ -15,9 +15,9 @@ from fastkda.bench.cases import CASES
 from fastkda.bench.harness import L2Flush, copy_bandwidth_gbs, environment, make_inputs, rel_diff, run_fastkda, run_fla, time_ms
 from fastkda.forward import LaunchConfig
 
-CONFIGS = [LaunchConfig(64, 4, 2, 8), LaunchConfig(64, 4, 1, 8), LaunchConfig(64, 4, 2, 4), LaunchConfig(128, 8, 2, 8),
-           LaunchConfig(128, 8, 1, 8), LaunchConfig(32, 4, 2, 8), LaunchConfig(32, 2, 2, 8)]
-SPLITS = [None, 0, 256, 512, 1024, 2048, 4096]
+CONFIGS = [LaunchConfig(64, 4, 2, 4), LaunchConfig(64, 4, 2, 4, 168), LaunchConfig(64, 4, 2, 4, 128),
+           LaunchConfig(64, 4, 2, 8, 128), LaunchConfig(64, 4, 2, 8), LaunchConfig(32, 4, 2, 4)]
+SPLITS = [None, 0, 1024, 2048, 4096, 8192]
 
 
 def kernel_times(fn, reps=5):
@@ -39,8 +39,8 @@ def main():
     p.add_argument("out")
     p.add_argument("--config-cases", default="T8192-H96,T8192-H32")
     p.add_argument("--split-cases", default="T65536-H4,T32768-H8,T8192-H12")
-    p.add_argument("--fla", default="T8192-H96,T8192-H32,T65536-H4")
-    p.add_argument("--profile", default="T8192-H32-softplus,varlen1024x8-H96,T8192-H16-GVA32")
+    p.add_argument("--fla", default="")
+    p.add_argument("--profile", default="")
     p.add_argument("--reps", type=int, default=10)
     a = p.parse_args()
     dev = torch.device("cuda")
@@ -64,7 +64,7 @@ def main():
                 fwd.kda_forward = with_config(cfg)
                 import fastkda.op as op
                 op.kda_forward = fwd.kda_forward
-                key = f"{name} bv{cfg.block_v} w{cfg.num_warps} s{cfg.num_stages} pw{cfg.prepare_warps}"
+                key = f"{name} bv{cfg.block_v} w{cfg.num_warps} s{cfg.num_stages} pw{cfg.prepare_warps} pr{cfg.prepare_maxnreg}"
                 try:
                     t0 = time.time()
                     out = run_fastkda(case, inp, split_size=0)
