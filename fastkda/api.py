@@ -91,6 +91,22 @@ def chunk_kda(
 
     Forward only: the backward raises NotImplementedError.
     """
+    call = normalize_call(
+        q, k, v, g, beta, scale, initial_state, output_final_state, use_qk_l2norm_in_kernel, use_gate_in_kernel,
+        use_beta_sigmoid_in_kernel, allow_neg_eigval, safe_gate, lower_bound, return_intermediate_states,
+        state_v_first, cu_seqlens, cu_seqlens_cpu, cp_context, A_log, dt_bias, split_size, kwargs)
+    o, ht, hi = chunk_kda_fwd(*call)
+    final_state = ht if output_final_state else None
+    if return_intermediate_states:
+        return o, final_state, hi
+    return o, final_state
+
+
+def normalize_call(q, k, v, g, beta, scale, initial_state, output_final_state, use_qk_l2norm_in_kernel,
+                   use_gate_in_kernel, use_beta_sigmoid_in_kernel, allow_neg_eigval, safe_gate, lower_bound,
+                   return_intermediate_states, state_v_first, cu_seqlens, cu_seqlens_cpu, cp_context, A_log,
+                   dt_bias, split_size, kwargs) -> tuple:
+    """Validates the arguments of `chunk_kda` and returns those of the operator `fastkda::chunk_kda_fwd`."""
     unknown = set(kwargs) - _ACCEPTED_KWARGS
     if unknown:
         raise TypeError(f"chunk_kda: unexpected keyword arguments {sorted(unknown)}")
@@ -111,8 +127,10 @@ def chunk_kda(
     B, T, H, K, HV, V = check_inputs(q, k, v, g, beta)
     device = q.device
     check_gate(use_gate_in_kernel, safe_gate, lower_bound, A_log, dt_bias, HV, K, device)
+    lengths = None
     if cu_seqlens is not None:
         N = check_cu_seqlens(cu_seqlens, cu_seqlens_cpu, B, T, device)
+        lengths = _host_lengths(cu_seqlens, cu_seqlens_cpu)
         cu_seqlens = cu_seqlens.to(device)
     else:
         if cu_seqlens_cpu is not None:
@@ -130,7 +148,6 @@ def chunk_kda(
     bounded = gate_mode == 2 and SAFE_LOWER_BOUND[0] <= lower_bound < SAFE_LOWER_BOUND[1]
     beta_mode = (2 if allow_neg_eigval else 1) if use_beta_sigmoid_in_kernel else 0
 
-    lengths = _host_lengths(cu_seqlens, cu_seqlens_cpu)
     if cu_seqlens is None:
         longest = num_chunks = triton.cdiv(T, CHUNK)
     elif lengths is not None:
@@ -148,13 +165,9 @@ def chunk_kda(
     if initial_state is not None:
         initial_state = initial_state.contiguous()
 
-    o, ht, hi = chunk_kda_fwd(
+    return (
         q, k, v, g, beta, A_log, dt_bias, initial_state, cu_seqlens, float(scale), gate_mode, bounded,
         float(lower_bound) if lower_bound is not None else 0.0, beta_mode, bool(use_qk_l2norm_in_kernel),
         bool(output_final_state), initial_state is not None and initial_state.dtype == torch.bfloat16,
         bool(state_v_first), num_chunks if return_intermediate_states else NONE, longest,
         NONE if split_size is None else split_size // CHUNK)
-    final_state = ht if output_final_state else None
-    if return_intermediate_states:
-        return o, final_state, hi
-    return o, final_state

@@ -28,11 +28,10 @@ class LaunchConfig:
     """Launch parameters: state columns per program of the state kernel, its warps and pipeline depth, and
     the warps of the prepare kernel."""
 
-    block_v: int = 64
+    block_v: int | None = None   # None: 32 or 64 by the number of programs (choose_block_v)
     num_warps: int = 4
     num_stages: int = 2
     prepare_warps: int = 4
-    prepare_maxnreg: int | None = None
 
 
 @dataclass(frozen=True)
@@ -55,31 +54,42 @@ def multiprocessor_count(device_index: int) -> int:
 
 
 def parallel_slots(device: torch.device) -> int:
-    """Programs of the chunk kernel that run at once on the device."""
+    """Multiprocessors of the device (on the CPU, those of an H100, so that plans match a GPU's)."""
     if device.type != "cuda":
-        return 1
+        return 132
     return multiprocessor_count(device.index if device.index is not None else torch.cuda.current_device())
 
 
-def plan_split(n_seq: int, n_heads: int, total_chunks: int, longest_chunks: int, ncol_out: int,
-               ncol_trans: int, slots: int) -> int:
-    """Chunks per segment for the split path, or NO_SPLIT when one program per sequence is as fast.
+# State-kernel costs measured on an H100 (docs/perf-notes.md): a chunk step takes STEP_US when the GPU is not
+# full; when it is, the steps of all programs share it at THROUGHPUT_US per step of a 64-column program
+# (half that for transition programs, which write no output); the combine takes COMBINE_US per segment.
+STEP_US, THROUGHPUT_US, COMBINE_US = 2.5, 0.026, 3.0
 
-    A cost model in chunk-steps: a pass takes max(longest walk, total work / parallel slots); splitting
-    adds a transition pass over all but the last segment of each sequence and a sequential combine."""
-    def span(work: float, longest: float) -> float:
-        return max(longest, work / slots)
 
-    best_cost = span(total_chunks * n_heads * ncol_out, longest_chunks)
-    best = NO_SPLIT
-    ncs = 8
-    while ncs < longest_chunks:
-        segments = math.ceil(longest_chunks / ncs)
-        cost = (span(max(total_chunks - n_seq * ncs, ncs) * n_heads * ncol_trans, ncs)
-                + span(total_chunks * n_heads * ncol_out, ncs) + 0.25 * segments + 4)
+def choose_block_v(n_seq: int, n_heads: int, V: int, slots: int) -> int:
+    """State columns per program: 32 while that still leaves fewer than two programs per multiprocessor."""
+    return 32 if n_seq * n_heads * (V // 32) <= 2 * slots else 64
+
+
+def state_pass_us(programs: int, walk: int, bv: int, transition: bool = False) -> float:
+    """Estimated time of one pass of the state kernel: programs each walking `walk` chunks."""
+    width = bv / 64 * (0.5 if transition else 1.0)
+    return max(walk * STEP_US, programs * walk * THROUGHPUT_US * width)
+
+
+def plan_split(n_seq: int, n_heads: int, total_chunks: int, longest_chunks: int, K: int, V: int, bv: int,
+               fixed_length: bool) -> int:
+    """64-token chunks per segment for the split path, or 0 when one program per sequence is as fast."""
+    best, best_cost = 0, state_pass_us(n_seq * n_heads * (V // bv), longest_chunks, bv)
+    for ncs in (16, 32, 64, 128):
+        if ncs >= longest_chunks:
+            break
+        per_seq = math.ceil(longest_chunks / ncs)
+        segments = n_seq * per_seq if fixed_length else math.ceil(total_chunks / ncs) + n_seq
+        cost = (state_pass_us(segments * n_heads * ((V + K) // bv), ncs, bv, transition=True)
+                + state_pass_us(segments * n_heads * (V // bv), ncs, bv) + per_seq * COMBINE_US)
         if cost < 0.9 * best_cost:
-            best_cost, best = cost, ncs
-        ncs *= 2
+            best, best_cost = ncs, cost
     return best
 
 
@@ -89,13 +99,14 @@ def kda_forward(
     beta_mode: int, l2norm: bool, initial_state: torch.Tensor | None, output_final_state: bool,
     final_state_dtype: torch.dtype, state_v_first: bool, cu_seqlens: torch.Tensor | None,
     num_intermediate: int | None, longest_chunks: int, split_chunks: int | None = None,
-    config: LaunchConfig | None = None,
+    config: LaunchConfig | None = None, out: torch.Tensor | None = None, final_out: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
     """Launches the forward. q, k [B, T, H, K]; v [B, T, HV, V]; g [B, T, HV, K]; beta [B, T, HV].
 
     num_intermediate: chunk slots of the intermediate states (None: not requested); longest_chunks: chunks
     of the longest sequence, or an upper bound; split_chunks: chunks per segment (None: planned here,
-    0: no split). Returns (o [B, T, HV, V], final state or None, intermediate states or None).
+    0: no split); out, final_out: contiguous buffers to write o and the final state into (else allocated).
+    Returns (o [B, T, HV, V], final state or None, intermediate states or None).
     """
     B, T, H, K = q.shape
     HV, V = v.shape[2], v.shape[3]
@@ -103,9 +114,13 @@ def kda_forward(
     N = B if cu_seqlens is None else cu_seqlens.shape[0] - 1
     cfg = config or LaunchConfig()
     BT = CHUNK
+    slots = parallel_slots(device)
+    bv = cfg.block_v or choose_block_v(N, HV, V, slots)
     state_shape = (HV, V, K) if state_v_first else (HV, K, V)
-    o = new_output((B, T, HV, V), q.dtype, device)
-    ht = new_output((N, *state_shape), final_state_dtype, device) if output_final_state else None
+    o = new_output((B, T, HV, V), q.dtype, device) if out is None else out
+    ht = None
+    if output_final_state:
+        ht = new_output((N, *state_shape), final_state_dtype, device) if final_out is None else final_out
     hi = None
     if num_intermediate is not None:
         shape = (B, num_intermediate, *state_shape)
@@ -115,8 +130,7 @@ def kda_forward(
     NT = triton.cdiv(T, BT)
     n_slots = B * NT if cu_seqlens is None else NT + max(N - 1, 0)
     if split_chunks is None:
-        split_chunks = plan_split(N, HV, n_slots, longest_chunks, V // cfg.block_v, (V + K) // cfg.block_v,
-                                  parallel_slots(device))
+        split_chunks = plan_split(N, HV, n_slots, longest_chunks, K, V, bv, cu_seqlens is None)
     split = 0 < split_chunks < max(longest_chunks, 1)
     ncs = split_chunks if split else NO_SPLIT
     nsearch = max(1, math.ceil(math.log2(N + 1)))
@@ -138,8 +152,7 @@ def kda_forward(
             T, N, NT, n_slots, nsearch, scale, gate.lower_bound, H=H, HV=HV, K=K, V=V, BT=BT, GATE=gate.mode,
             BOUNDED=gate.bounded, HAS_A=A_log is not None, HAS_BIAS=dt_bias is not None, L2NORM=l2norm,
             BETA_MODE=beta_mode, IS_VARLEN=cu_seqlens is not None, DIAG_FLOOR=DIAG_DECAY_FLOOR, INTERPRET=interp,
-            num_warps=cfg.prepare_warps, num_stages=1,
-            **({"maxnreg": cfg.prepare_maxnreg} if cfg.prepare_maxnreg and not interp else {}))
+            num_warps=cfg.prepare_warps, num_stages=1)
 
     state_args = dict(
         ws_w=ws[0], ws_u=ws[1], ws_kd=ws[2], ws_qg=ws[3], ws_m=ws[4], ws_eg=ws_eg, o=o, h0=initial_state, ht=ht,
@@ -147,7 +160,6 @@ def kda_forward(
         NSLOTS=n_slots, NT_ALLOC=num_intermediate or 0, NCS=ncs, NSEARCH=nsearch, HV=HV, K=K, V=V, BT=BT,
         HAS_H0=initial_state is not None, STATE_V_FIRST=state_v_first, IS_VARLEN=cu_seqlens is not None,
         INTERPRET=interp, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
-    bv = cfg.block_v
     if not split:
         kda_chunk_state_kernel[(V // bv * HV * N,)](
             seg_start=None, seg_trans=None, BV=bv, NCOL=V // bv, STORE_HT=ht is not None, STORE_HI=hi is not None,

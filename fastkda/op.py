@@ -31,14 +31,36 @@ def _reference_forward(q, k, v, g, beta, A_log, dt_bias, initial_state, cu_seqle
         dt_bias=dt_bias, state_v_first=state_v_first, cu_seqlens=cu_seqlens,
         return_intermediate_states=num_intermediate != NONE, dtype=dtype)
     o = o.to(q.dtype)
-    ht = ht.to(torch.bfloat16 if final_bf16 else torch.float32) if output_final_state else q.new_empty(0)
-    if num_intermediate == NONE:
-        hi = q.new_empty(0)
-    else:
+    if output_final_state:
+        ht = ht.to(torch.bfloat16 if final_bf16 else torch.float32)
+    if num_intermediate != NONE:
         pad = num_intermediate - hi.shape[1]
         hi = torch.cat([hi, hi.new_zeros(hi.shape[0], pad, *hi.shape[2:])], 1) if pad > 0 else hi
         hi = hi.to(k.dtype)
     return o, ht, hi
+
+
+def run_forward(q, k, v, g, beta, A_log, dt_bias, initial_state, cu_seqlens, scale, gate_mode, bounded,
+                lower_bound, beta_mode, l2norm, output_final_state, final_bf16, state_v_first, num_intermediate,
+                longest_chunks, split_chunks, out=None, final_out=None):
+    """The forward on any device: Triton kernels, or the reference on the CPU. out, final_out: optional
+    buffers for o and the final state. Returns (o, final state or None, intermediate states or None)."""
+    if q.device.type == "cpu" and not interpreting():
+        o, ht, hi = _reference_forward(q, k, v, g, beta, A_log, dt_bias, initial_state, cu_seqlens, scale,
+                                       gate_mode, lower_bound, beta_mode, l2norm, output_final_state, final_bf16,
+                                       state_v_first, num_intermediate)
+        if out is not None:
+            o = out.copy_(o)
+        if final_out is not None and output_final_state:
+            ht = final_out.copy_(ht)
+        return o, (ht if output_final_state else None), (hi if num_intermediate != NONE else None)
+    return kda_forward(
+        q, k, v, g, beta, scale=scale, gate=GateSpec(gate_mode, bounded, lower_bound), A_log=A_log,
+        dt_bias=dt_bias, beta_mode=beta_mode, l2norm=l2norm, initial_state=initial_state,
+        output_final_state=output_final_state, final_state_dtype=torch.bfloat16 if final_bf16 else torch.float32,
+        state_v_first=state_v_first, cu_seqlens=cu_seqlens,
+        num_intermediate=None if num_intermediate == NONE else num_intermediate, longest_chunks=longest_chunks,
+        split_chunks=None if split_chunks == NONE else split_chunks, out=out, final_out=final_out)
 
 
 @torch.library.custom_op("fastkda::chunk_kda_fwd", mutates_args=())
@@ -49,18 +71,12 @@ def chunk_kda_fwd(
     beta_mode: int, l2norm: bool, output_final_state: bool, final_bf16: bool, state_v_first: bool,
     num_intermediate: int, longest_chunks: int, split_chunks: int,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Returns (o, final state or an empty tensor, intermediate states or an empty tensor)."""
-    if q.device.type == "cpu" and not interpreting():
-        return _reference_forward(q, k, v, g, beta, A_log, dt_bias, initial_state, cu_seqlens, scale, gate_mode,
-                                  lower_bound, beta_mode, l2norm, output_final_state, final_bf16, state_v_first,
-                                  num_intermediate)
-    o, ht, hi = kda_forward(
-        q, k, v, g, beta, scale=scale, gate=GateSpec(gate_mode, bounded, lower_bound), A_log=A_log,
-        dt_bias=dt_bias, beta_mode=beta_mode, l2norm=l2norm, initial_state=initial_state,
-        output_final_state=output_final_state, final_state_dtype=torch.bfloat16 if final_bf16 else torch.float32,
-        state_v_first=state_v_first, cu_seqlens=cu_seqlens,
-        num_intermediate=None if num_intermediate == NONE else num_intermediate, longest_chunks=longest_chunks,
-        split_chunks=None if split_chunks == NONE else split_chunks)
+    """Returns (o, final state or an empty tensor, intermediate states or an empty tensor).
+    gate_mode: 0 pre-gated, 1 softplus, 2 lower-bounded; beta_mode: 0 as given, 1 sigmoid, 2 twice the sigmoid;
+    num_intermediate, split_chunks: -1 when absent (see `fastkda.forward.kda_forward`)."""
+    o, ht, hi = run_forward(q, k, v, g, beta, A_log, dt_bias, initial_state, cu_seqlens, scale, gate_mode, bounded,
+                            lower_bound, beta_mode, l2norm, output_final_state, final_bf16, state_v_first,
+                            num_intermediate, longest_chunks, split_chunks)
     return o, (ht if ht is not None else q.new_empty(0)), (hi if hi is not None else q.new_empty(0))
 
 

@@ -79,6 +79,10 @@ def render(json_path: Path, plot_png: bool = True) -> tuple[Path, Path | None]:
     md.write_text(markdown_table(result))
     png = None
     if plot_png:
-        png = Path(json_path).with_suffix(".png")
-        plot(result, png)
+        try:
+            png = Path(json_path).with_suffix(".png")
+            plot(result, png)
+        except ImportError:
+            png = None
+            print("matplotlib is not installed: no plot (python -m fastkda.bench --render JSON makes it later)")
     return md, png

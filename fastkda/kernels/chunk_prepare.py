@@ -55,53 +55,6 @@ def scores(k_rows, q_rows, k_cols, keep, AK, AQ, INTERPRET: tl.constexpr):
 
 
 @triton.jit
-def slice_scores(b_k, b_q, b_g, h0: tl.constexpr, AK, AQ, dt_bias, A_scale, lower_bound, i_hv, out, ws_qg, ws_kd,
-                 ws_eg, m_tk, o_t, r16, K: tl.constexpr, BT: tl.constexpr, GATE: tl.constexpr,
-                 BOUNDED: tl.constexpr, HAS_BIAS: tl.constexpr, DIAG_FLOOR: tl.constexpr, INTERPRET: tl.constexpr):
-    """One 64-wide slice (columns h0:h0+64) of the head dim: the gate and its in-chunk cumsum, the three
-    anchoring levels of the decay scores added to AK and AQ, and the outputs q exp(gamma), k exp(G - gamma)
-    and exp(G) written. b_k, b_q: normalized and scaled [BT, 64]; b_g: raw gate [BT, 64].
-    Returns (AK, AQ, k exp(gamma) in bf16)."""
-    o_h = h0 + tl.arange(0, 64)
-    i_r = o_t[:, None]
-    i_c = o_t[None, :]
-    if HAS_BIAS:
-        bias = tl.load(dt_bias + i_hv * K + o_h).to(tl.float32)[None, :]
-    else:
-        bias = tl.zeros([1, 64], dtype=tl.float32)
-    a = tl.where(m_tk, gate_log2(b_g, A_scale, bias, lower_bound, GATE), 0.0)   # log2 units
-    gam = tl.cumsum(a, axis=0)                                                 # decay through row i
-    G = tl.sum(a, axis=0)                                                      # decay over the chunk
-    eg = tl.exp2(gam)
-    tl.store(ws_qg + out * BT * K + i_r * K + o_h[None, :], bf16(b_q * eg, INTERPRET))       # q exp(gamma)
-    tl.store(ws_kd + out * BT * K + i_r * K + o_h[None, :], bf16(b_k * tl.exp2(G[None, :] - gam), INTERPRET))
-    tl.store(ws_eg + out * K + o_h, tl.exp2(G))
-    kg = bf16(b_k * eg, INTERPRET)                                             # k exp(gamma)
-    # rows i >= 32 with columns j < 32, around token 31: both factors <= 1
-    a31 = row_at(gam, o_t, 31)
-    f_r = tl.where(i_r >= 32, tl.exp2(tl.minimum(gam - a31, 0.0)), 0.0)
-    f_c = tl.where(i_r < 32, tl.exp2(tl.minimum(a31 - gam, 0.0)), 0.0)
-    AK, AQ = scores(b_k * f_r, b_q * f_r, b_k * f_c, (i_r >= 32) & (i_c < 32), AK, AQ, INTERPRET)
-    # rows 16-31 with columns 0-15 of each 32-token half, around its token 15: both factors <= 1
-    anc = tl.where(i_r < 32, row_at(gam, o_t, 15), row_at(gam, o_t, 47))
-    f_r = tl.where(i_r % 32 >= 16, tl.exp2(tl.minimum(gam - anc, 0.0)), 0.0)
-    f_c = tl.where(i_r % 32 < 16, tl.exp2(tl.minimum(anc - gam, 0.0)), 0.0)
-    cross16 = ((i_r % 32) >= 16) & ((i_c % 32) < 16) & (i_r // 32 == i_c // 32)
-    AK, AQ = scores(b_k * f_r, b_q * f_r, b_k * f_c, cross16, AK, AQ, INTERPRET)
-    # the 16x16 diagonal blocks, around their token 7 (module docstring)
-    if BOUNDED:
-        gd3 = tl.reshape(gam, [BT // 16, 16, 64])
-    else:
-        gd3 = tl.cumsum(tl.maximum(tl.reshape(a, [BT // 16, 16, 64]), -DIAG_FLOOR * 1.4426950408889634), axis=1)
-    gd = tl.reshape(gd3, [BT, 64])
-    mid = row_values(gd3, r16, 7, BT, 64)
-    f_r = tl.exp2(gd - mid)
-    f_c = tl.exp2(mid - gd)
-    AK, AQ = scores(b_k * f_r, b_q * f_r, b_k * f_c, (i_r // 16) == (i_c // 16), AK, AQ, INTERPRET)
-    return AK, AQ, kg
-
-
-@triton.jit
 def kda_chunk_prepare_kernel(
     q, k, v, g, beta, A_log, dt_bias, ws_w, ws_u, ws_kd, ws_qg, ws_m, ws_eg, cu_seqlens, chunk_offsets,
     s_qb, s_qt, s_qh, s_kb, s_kt, s_kh, s_vb, s_vt, s_vh, s_gb, s_gt, s_gh, s_bb, s_bt, s_bh,
@@ -122,14 +75,14 @@ def kda_chunk_prepare_kernel(
         if slot >= tl.minimum(tl.load(chunk_offsets + N), NSLOTS):
             return
         i_n = find_sequence(chunk_offsets, slot, N, NSEARCH)
-        i_t = slot - tl.load(chunk_offsets + i_n)
+        i_c = slot - tl.load(chunk_offsets + i_n)
         i_b = tl.zeros([], dtype=tl.int64)
     else:
         i_n = slot // NT
-        i_t = slot % NT
+        i_c = slot % NT
         i_b = i_n.to(tl.int64)
     bos, eos = sequence_bounds(cu_seqlens, i_n, T, IS_VARLEN)
-    t0 = (bos + i_t * BT).to(tl.int64)
+    t0 = (bos + i_c * BT).to(tl.int64)
     tl.static_assert(BT == 64, "the anchoring levels assume 64-token chunks")
     o_t = tl.arange(0, BT)
     o_k = tl.arange(0, K)
@@ -139,36 +92,24 @@ def kda_chunk_prepare_kernel(
     rows = (t0 + o_t).to(tl.int64)[:, None]
     r16 = tl.arange(0, 16)[None, :, None]
 
-    # ---- every load first, so one memory round trip covers the program
-    k += i_b * s_kb + i_h * s_kh
-    q += i_b * s_qb + i_h * s_qh
-    g += i_b * s_gb + i_hv * s_gh
-    o_s = tl.arange(0, 64)
+    # ---- beta and the row norms of q and k over the whole head dim
     b_b = tl.load(beta + i_b * s_bb + i_hv * s_bh + (t0 + o_t) * s_bt, mask=valid, other=0.0).to(tl.float32)
-    k0 = tl.load(k + rows * s_kt + o_s[None, :], mask=m_tk, other=0.0).to(tl.float32)
-    q0 = tl.load(q + rows * s_qt + o_s[None, :], mask=m_tk, other=0.0).to(tl.float32)
-    g0 = tl.load(g + rows * s_gt + o_s[None, :], mask=m_tk, other=0.0).to(tl.float32)
-    if K == 128:
-        k1 = tl.load(k + rows * s_kt + 64 + o_s[None, :], mask=m_tk, other=0.0).to(tl.float32)
-        q1 = tl.load(q + rows * s_qt + 64 + o_s[None, :], mask=m_tk, other=0.0).to(tl.float32)
-        g1 = tl.load(g + rows * s_gt + 64 + o_s[None, :], mask=m_tk, other=0.0).to(tl.float32)
-    b_v = tl.load(v + i_b * s_vb + i_hv * s_vh + rows * s_vt + o_v[None, :], mask=m_tk, other=0.0)
-
     if BETA_MODE == 1:
         b_b = tl.sigmoid(b_b)
     elif BETA_MODE == 2:
         b_b = 2.0 * tl.sigmoid(b_b)
     b_b = tl.where(valid, b_b, 0.0)
-    k_norm = 1.0
-    q_norm = scale
+    k += i_b * s_kb + i_h * s_kh
+    q += i_b * s_qb + i_h * s_qh
+    g += i_b * s_gb + i_hv * s_gh
     if L2NORM:
-        k_ss = tl.sum(k0 * k0, axis=1)
-        q_ss = tl.sum(q0 * q0, axis=1)
-        if K == 128:
-            k_ss += tl.sum(k1 * k1, axis=1)
-            q_ss += tl.sum(q1 * q1, axis=1)
-        k_norm = tl.rsqrt(k_ss + 1e-6)[:, None]
-        q_norm = tl.rsqrt(q_ss + 1e-6)[:, None] * scale
+        kk = tl.load(k + rows * s_kt + o_k[None, :], mask=m_tk, other=0.0).to(tl.float32)
+        k_norm = tl.rsqrt(tl.sum(kk * kk, axis=1) + 1e-6)[:, None]
+        qq = tl.load(q + rows * s_qt + o_k[None, :], mask=m_tk, other=0.0).to(tl.float32)
+        q_norm = tl.rsqrt(tl.sum(qq * qq, axis=1) + 1e-6)[:, None] * scale
+    else:
+        k_norm = 1.0
+        q_norm = scale
     if HAS_A:
         A_scale = tl.exp(tl.load(A_log + i_hv).to(tl.float32))
     else:
@@ -178,20 +119,57 @@ def kda_chunk_prepare_kernel(
     # ---- decay scores, one 64-wide slice of the head dim at a time (keeps the fp32 tiles small)
     AK = tl.zeros([BT, BT], dtype=tl.float32)
     AQ = tl.zeros([BT, BT], dtype=tl.float32)
-    AK, AQ, kg0 = slice_scores(k0 * k_norm, q0 * q_norm, g0, 0, AK, AQ, dt_bias, A_scale, lower_bound, i_hv, out,
-                               ws_qg, ws_kd, ws_eg, m_tk, o_t, r16, K, BT, GATE, BOUNDED, HAS_BIAS, DIAG_FLOOR, INTERPRET)
-    if K == 128:
-        AK, AQ, kg1 = slice_scores(k1 * k_norm, q1 * q_norm, g1, 64, AK, AQ, dt_bias, A_scale, lower_bound, i_hv, out,
-                                   ws_qg, ws_kd, ws_eg, m_tk, o_t, r16, K, BT, GATE, BOUNDED, HAS_BIAS, DIAG_FLOOR,
-                                   INTERPRET)
+    i_r = o_t[:, None]
+    i_c = o_t[None, :]
+    cross32 = (i_r >= 32) & (i_c < 32)
+    cross16 = ((i_r % 32) >= 16) & ((i_c % 32) < 16) & (i_r // 32 == i_c // 32)
+    diag16 = (i_r // 16) == (i_c // 16)
+    for h in range(K // 64):  # a loop, not unrolled: one slice of tiles live at a time
+        o_h = h * 64 + tl.arange(0, 64)
+        b_g = tl.load(g + rows * s_gt + o_h[None, :], mask=m_tk, other=0.0).to(tl.float32)
+        if HAS_BIAS:
+            bias = tl.load(dt_bias + i_hv * K + o_h).to(tl.float32)[None, :]
+        else:
+            bias = tl.zeros([1, 64], dtype=tl.float32)
+        a = tl.where(m_tk, gate_log2(b_g, A_scale, bias, lower_bound, GATE), 0.0)   # log2 units
+        gam = tl.cumsum(a, axis=0)                                                 # decay through row i
+        gam3 = tl.reshape(gam, [BT // 16, 16, 64])
+        G = tl.sum(a, axis=0)                                                      # decay over the chunk
+        b_k = tl.load(k + rows * s_kt + o_h[None, :], mask=m_tk, other=0.0).to(tl.float32) * k_norm
+        b_q = tl.load(q + rows * s_qt + o_h[None, :], mask=m_tk, other=0.0).to(tl.float32) * q_norm
+        eg = tl.exp2(gam)
+        tl.store(ws_qg + out * BT * K + o_t[:, None] * K + o_h[None, :], bf16(b_q * eg, INTERPRET))  # q exp(gamma)
+        # k exp(gamma), parked in the W slot until T is known
+        tl.store(ws_w + out * BT * K + o_t[:, None] * K + o_h[None, :], bf16(b_k * eg, INTERPRET))
+        tl.store(ws_kd + out * BT * K + o_t[:, None] * K + o_h[None, :],
+                 bf16(b_k * tl.exp2(G[None, :] - gam), INTERPRET))                   # k exp(G - gamma)
+        tl.store(ws_eg + out * K + o_h, tl.exp2(G))
+        # rows i >= 32 with columns j < 32, around token 31: both factors <= 1
+        a31 = row_at(gam, o_t, 31)
+        f_r = tl.where(i_r >= 32, tl.exp2(tl.minimum(gam - a31, 0.0)), 0.0)
+        f_c = tl.where(i_r < 32, tl.exp2(tl.minimum(a31 - gam, 0.0)), 0.0)
+        AK, AQ = scores(b_k * f_r, b_q * f_r, b_k * f_c, cross32, AK, AQ, INTERPRET)
+        anc = tl.where(i_r < 32, row_at(gam, o_t, 15), row_at(gam, o_t, 47))
+        # rows 16-31 with columns 0-15 of each 32-token half, around its token 15: both factors <= 1
+        f_r = tl.where(i_r % 32 >= 16, tl.exp2(tl.minimum(gam - anc, 0.0)), 0.0)
+        f_c = tl.where(i_r % 32 < 16, tl.exp2(tl.minimum(anc - gam, 0.0)), 0.0)
+        AK, AQ = scores(b_k * f_r, b_q * f_r, b_k * f_c, cross16, AK, AQ, INTERPRET)
+        # the 16x16 diagonal blocks, around their midpoints (module docstring)
+        if BOUNDED:
+            gd3 = gam3
+        else:
+            gd3 = tl.cumsum(tl.maximum(tl.reshape(a, [BT // 16, 16, 64]), -DIAG_FLOOR * 1.4426950408889634), axis=1)
+        gd = tl.reshape(gd3, [BT, 64])
+        mid = row_values(gd3, r16, 7, BT, 64)
+        f_r = tl.exp2(gd - mid)
+        f_c = tl.exp2(mid - gd)
+        AK, AQ = scores(b_k * f_r, b_q * f_r, b_k * f_c, diag16, AK, AQ, INTERPRET)
     tl.store(ws_m + out * BT * BT + o_t[:, None] * BT + o_t[None, :],
              bf16(tl.where(o_t[:, None] >= o_t[None, :], AQ, 0.0), INTERPRET))
 
     # ---- T = (I + A_kk)^-1 by doubling the inverted diagonal blocks, 1 -> 2 -> ... -> 64: with T the inverse
     # of the block-diagonal part, [[T1, 0], [-T2 A21 T1, T2]] = T - T A_off T is exact at every level
-    i_r = o_t[:, None]
-    i_c = o_t[None, :]
-    Akk = tl.where(i_r > i_c, AK * b_b[:, None], 0.0)
+    Akk = tl.where(o_t[:, None] > o_t[None, :], AK * b_b[:, None], 0.0)
     Tm = tl.where(i_r == i_c, 1.0, 0.0) - tl.where((i_r % 2 == 1) & (i_c == i_r - 1), Akk, 0.0)
     for lv in tl.static_range(1, 6):
         b = 1 << lv
@@ -199,9 +177,11 @@ def kda_chunk_prepare_kernel(
         Tm = Tm - mm_f32(mm_f32(Tm, A_off, SOLVE_PRECISION, INTERPRET), Tm, SOLVE_PRECISION, INTERPRET)
     Tb = bf16(Tm * b_b[None, :], INTERPRET)                                  # T diag(beta)
 
-    # ---- W = T diag(beta) k exp(gamma) and U = T diag(beta) v
-    p_w = ws_w + out * BT * K + o_t[:, None] * K + o_s[None, :]
-    tl.store(p_w, bf16(mm(Tb, kg0, INTERPRET), INTERPRET))
-    if K == 128:
-        tl.store(p_w + 64, bf16(mm(Tb, kg1, INTERPRET), INTERPRET))
+    # ---- W = T diag(beta) k exp(gamma) over the parked rows, and U = T diag(beta) v
+    tl.debug_barrier()  # the parked rows were written by other threads of this program
+    p_w = ws_w + out * BT * K + o_t[:, None] * K + o_k[None, :]
+    W = mm(Tb, tl.load(p_w), INTERPRET)
+    tl.debug_barrier()
+    tl.store(p_w, bf16(W, INTERPRET))
+    b_v = tl.load(v + i_b * s_vb + i_hv * s_vh + rows * s_vt + o_v[None, :], mask=m_tk, other=0.0)
     tl.store(ws_u + out * BT * V + o_t[:, None] * V + o_v[None, :], bf16(mm(Tb, bf16(b_v, INTERPRET), INTERPRET), INTERPRET))

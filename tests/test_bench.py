@@ -1,0 +1,73 @@
+"""The benchmark's command line and its renderer (JSON to markdown table and PNG plot), on the CPU."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from fastkda.bench.__main__ import gpu_stem, main, parse_args, select_cases
+from fastkda.bench.cases import DEFAULT, KDA_MD, QUICK
+from fastkda.bench.render import markdown_table, render
+
+RESULT = {
+    "environment": {"gpu": "NVIDIA H100 80GB HBM3", "date": "2026-11-25T00:00:00+00:00", "torch": "2.11", "triton": "3.6",
+                    "fla": "0.6.0"},
+    "copy_bandwidth_gbs": 3000.0, "warmup": 3, "reps": 20,
+    "cases": [
+        {"case": "T8192-H96", "tokens": 8192, "H": 96, "HV": 96, "floor_ms": 0.34, "bandwidth_fraction": 0.2,
+         "results": {"fastkda": {"ms": 1.7}, "fla": {"ms": 3.4, "speedup_of_fastkda": 2.0, "rel_diff_vs_fastkda": 4e-3},
+                     "flash_kda": {"ms": 1.5, "speedup_of_fastkda": 0.88, "rel_diff_vs_fastkda": 2e-2}}},
+        {"case": "T8192-H16-GVA32", "tokens": 8192, "H": 16, "HV": 32, "floor_ms": 0.1, "bandwidth_fraction": 0.1,
+         "results": {"fastkda": {"ms": 1.0}, "fla": {"ms": 1.5, "speedup_of_fastkda": 1.5, "rel_diff_vs_fastkda": 5e-3}}},
+    ],
+}
+
+
+def test_markdown_table_lists_every_case_and_baseline():
+    md = markdown_table(RESULT)
+    assert "| T8192-H96 | 8192 | 96 | 1.700 | 3.400 | 2.00x | 1.500 | 0.88x | 0.340 | 20% | 2.0e-02 (!) |" in md
+    assert "| T8192-H16-GVA32 | 8192 | 16/32 | 1.000 | 1.500 | 1.50x | - | - | 0.100 | 10% | 5.0e-03 |" in md
+    assert "NVIDIA H100 80GB HBM3" in md and "L2 flushed" in md
+
+
+def test_render_writes_table_and_png(tmp_path):
+    path = tmp_path / "results_NVIDIA_H100.json"
+    path.write_text(json.dumps(RESULT))
+    md, png = render(path)
+    assert md.read_text().startswith("NVIDIA H100")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_render_from_the_command_line(tmp_path, capsys):
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps(RESULT))
+    assert main(["--render", str(path), "--no-plot"]) == 0
+    assert "T8192-H96" in capsys.readouterr().out
+    assert (tmp_path / "r.md").exists() and not (tmp_path / "r.png").exists()
+
+
+def test_case_selection_and_names():
+    assert select_cases(parse_args([])) == DEFAULT
+    assert select_cases(parse_args(["--quick"])) == QUICK
+    assert [c.name for c in select_cases(parse_args(["--cases", "T8192-H32,T65536-H4"]))] == ["T8192-H32", "T65536-H4"]
+    with pytest.raises(SystemExit, match="unknown case names"):
+        select_cases(parse_args(["--cases", "nope"]))
+    assert all(c in DEFAULT for c in KDA_MD) and len(QUICK) == 4
+    assert gpu_stem("NVIDIA H100 80GB HBM3") == "results_NVIDIA_H100_80GB_HBM3"
+    args = parse_args(["--reps", "5", "--warmup", "1", "--out-dir", "x", "--name", "y", "--no-baselines"])
+    assert (args.reps, args.warmup, args.out_dir, args.name, args.no_baselines) == (5, 1, "x", "y", True)
+
+
+def test_list(capsys):
+    assert main(["--list"]) == 0
+    assert capsys.readouterr().out.split() == [c.name for c in DEFAULT]
+
+
+def test_cpu_run_is_verified(capsys):
+    import torch
+    if torch.cuda.is_available():
+        pytest.skip("the CPU path runs only without a GPU")
+    assert main([]) == 0
+    out = capsys.readouterr().out
+    assert "RMS-relative error vs the float64 reference" in out and "ok" in out and "timings need a CUDA GPU" in out
