@@ -131,7 +131,7 @@ def kda_chunk_prepare_kernel(
             bias = tl.load(dt_bias + i_hv * K + o_h).to(tl.float32)[None, :]
         else:
             bias = tl.zeros([1, 64], dtype=tl.float32)
-        a = tl.where(m_tk, gate_log2(b_g, A_scale, bias, lower_bound, GATE), 0.0)   # log2 units
+        a = tl.where(m_tk, gate_log2(b_g, A_scale, bias, lower_bound, GATE, INTERPRET), 0.0)   # log2 units
         gam = tl.cumsum(a, axis=0)                                                 # decay through row i
         gam3 = tl.reshape(gam, [BT // 16, 16, 64])
         G = tl.sum(a, axis=0)                                                      # decay over the chunk
@@ -144,16 +144,6 @@ def kda_chunk_prepare_kernel(
         tl.store(ws_kd + out * BT * K + o_t[:, None] * K + o_h[None, :],
                  bf16(b_k * tl.exp2(G[None, :] - gam), INTERPRET))                   # k exp(G - gamma)
         tl.store(ws_eg + out * K + o_h, tl.exp2(G))
-        # rows i >= 32 with columns j < 32, around token 31: both factors <= 1
-        a31 = row_at(gam, o_t, 31)
-        f_r = tl.where(i_r >= 32, tl.exp2(tl.minimum(gam - a31, 0.0)), 0.0)
-        f_c = tl.where(i_r < 32, tl.exp2(tl.minimum(a31 - gam, 0.0)), 0.0)
-        AK, AQ = scores(b_k * f_r, b_q * f_r, b_k * f_c, cross32, AK, AQ, INTERPRET)
-        anc = tl.where(i_r < 32, row_at(gam, o_t, 15), row_at(gam, o_t, 47))
-        # rows 16-31 with columns 0-15 of each 32-token half, around its token 15: both factors <= 1
-        f_r = tl.where(i_r % 32 >= 16, tl.exp2(tl.minimum(gam - anc, 0.0)), 0.0)
-        f_c = tl.where(i_r % 32 < 16, tl.exp2(tl.minimum(anc - gam, 0.0)), 0.0)
-        AK, AQ = scores(b_k * f_r, b_q * f_r, b_k * f_c, cross16, AK, AQ, INTERPRET)
         # the 16x16 diagonal blocks, around their midpoints (module docstring)
         if BOUNDED:
             gd3 = gam3
@@ -164,6 +154,16 @@ def kda_chunk_prepare_kernel(
         f_r = tl.exp2(gd - mid)
         f_c = tl.exp2(mid - gd)
         AK, AQ = scores(b_k * f_r, b_q * f_r, b_k * f_c, diag16, AK, AQ, INTERPRET)
+        # rows i >= 32 with columns j < 32, around token 31: both factors <= 1
+        a31 = row_at(gam, o_t, 31)
+        f_r = tl.where(i_r >= 32, tl.exp2(tl.minimum(gam - a31, 0.0)), 0.0)
+        f_c = tl.where(i_r < 32, tl.exp2(tl.minimum(a31 - gam, 0.0)), 0.0)
+        AK, AQ = scores(b_k * f_r, b_q * f_r, b_k * f_c, cross32, AK, AQ, INTERPRET)
+        anc = tl.where(i_r < 32, row_at(gam, o_t, 15), row_at(gam, o_t, 47))
+        # rows 16-31 with columns 0-15 of each 32-token half, around its token 15: both factors <= 1
+        f_r = tl.where(i_r % 32 >= 16, tl.exp2(tl.minimum(gam - anc, 0.0)), 0.0)
+        f_c = tl.where(i_r % 32 < 16, tl.exp2(tl.minimum(anc - gam, 0.0)), 0.0)
+        AK, AQ = scores(b_k * f_r, b_q * f_r, b_k * f_c, cross16, AK, AQ, INTERPRET)
     tl.store(ws_m + out * BT * BT + o_t[:, None] * BT + o_t[None, :],
              bf16(tl.where(o_t[:, None] >= o_t[None, :], AQ, 0.0), INTERPRET))
 

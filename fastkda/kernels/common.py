@@ -62,20 +62,28 @@ def mm_f32(a, b, PRECISION: tl.constexpr, INTERPRET: tl.constexpr):
 
 
 @triton.jit
-def gate_log2(graw, A_scale, bias, lower_bound, GATE: tl.constexpr):
+def log2_fast(x, INTERPRET: tl.constexpr):
+    """log2 on the special-function unit (lg2.approx, relative error ~2^-22); libdevice's is a polynomial."""
+    if INTERPRET:
+        return tl.log2(x)
+    return tl.inline_asm_elementwise("lg2.approx.f32 $0, $1;", "=r,r", [x], dtype=tl.float32, is_pure=True, pack=1)
+
+
+@triton.jit
+def gate_log2(graw, A_scale, bias, lower_bound, GATE: tl.constexpr, INTERPRET: tl.constexpr):
     """Log-decay in log2 units from the raw gate input (fp32 tile).
 
     GATE 0: pre-gated, a = g. GATE 1: a = -exp(A_log) * softplus(g + dt_bias).
     GATE 2: a = lower_bound * sigmoid(exp(A_log) * (g + dt_bias)). A_scale is exp(A_log) (or 1)."""
     if GATE == 0:
-        a = graw
+        return graw * 1.4426950408889634
     elif GATE == 1:
-        x = graw + bias
-        a = -A_scale * tl.where(x > 20.0, x, tl.log(1.0 + tl.exp(x)))
+        x = (graw + bias) * 1.4426950408889634
+        # softplus in log2 units: log2(1 + 2^x), with x itself past 2^-24 relative
+        return -A_scale * tl.where(x > 28.0, x, log2_fast(1.0 + tl.exp2(x), INTERPRET))
     else:
         x = A_scale * (graw + bias)
-        a = lower_bound * tl.sigmoid(x)
-    return a * 1.4426950408889634
+        return lower_bound * 1.4426950408889634 * tl.sigmoid(x)
 
 
 @triton.jit
