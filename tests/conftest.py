@@ -14,7 +14,7 @@ if not HAS_CUDA:
 def pytest_collection_modifyitems(config, items):
     if HAS_CUDA:
         return
-    skip = pytest.mark.skip(reason="needs a CUDA GPU; these run on the GPU machine (pytest -m gpu)")
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (on one: python -m pytest -m gpu)")
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)

@@ -46,7 +46,7 @@ def test_compile_fullgraph_cpu(monkeypatch):
     inputs = [args[n] for n in ("q", "k", "v", "g", "beta", "initial_state", "A_log", "dt_bias")]
     eager = f(*inputs)
     compiled = torch.compile(f, fullgraph=True, backend="aot_eager")(*inputs)
-    for a, b in zip(eager, compiled):
+    for a, b in zip(eager, compiled, strict=True):
         assert torch.allclose(a, b)
 
 
@@ -94,6 +94,6 @@ def test_cuda_graph_replay_matches_eager(seqlens):
             static[n].copy_(x)
     graph.replay()
     want = fastkda.chunk_kda(**fresh)
-    for a, b in zip(out, want):
+    for a, b in zip(out, want, strict=True):
         assert torch.equal(a, b)
     assert not torch.equal(out[0], eager[0])

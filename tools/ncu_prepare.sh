@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Nsight Compute report of the two forward kernels on one case, as text under $OUT.
 set -u
-OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
+OUT=${OUT:-gpu-results}; mkdir -p "$OUT"
 export PYTHONPATH=$PWD:${PYTHONPATH:-} TRITON_CACHE_DIR=/tmp/triton-cache
 NCU=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
 case=${1:-T8192-H32}

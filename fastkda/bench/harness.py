@@ -107,13 +107,13 @@ def time_ms(fn, flush: L2Flush, warmup: int, reps: int) -> list[float]:
         fn()
     starts = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
     ends = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
-    for s, e in zip(starts, ends):
+    for s, e in zip(starts, ends, strict=True):
         flush()
         s.record()
         fn()
         e.record()
     torch.cuda.synchronize()
-    return [s.elapsed_time(e) for s, e in zip(starts, ends)]
+    return [s.elapsed_time(e) for s, e in zip(starts, ends, strict=True)]
 
 
 def copy_bandwidth_gbs(device, nbytes: int = 1 << 30, reps: int = 20) -> float:
@@ -168,39 +168,41 @@ def progress(i: int, n: int, label: str) -> None:
     sys.stderr.flush()
 
 
-def run_cases(cases: list[BenchCase], warmup: int = 3, reps: int = 20, baselines: tuple[str, ...] = ("fla", "flash_kda"),
-              extra_fastkda: dict[str, dict] | None = None) -> dict:
-    """Times every case; returns the JSON-ready result. extra_fastkda: named fastkda variants (chunk_kda kwargs)."""
+def backends_for(case: BenchCase, inp: dict, baselines: tuple[str, ...], found: dict) -> dict:
+    """name -> a call of that backend on the case's inputs, fastkda first."""
+    runners = {"fastkda": lambda: run_fastkda(case, inp)}
+    if "fla" in baselines and found["fla"]:
+        runners["fla"] = lambda: run_fla(case, inp)
+    if "flash_kda" in baselines and found["flash_kda"] and flash_kda_supports(case):
+        runners["flash_kda"] = lambda: run_flash_kda(case, inp)
+    return runners
+
+
+def run_cases(cases: list[BenchCase], warmup: int = 3, reps: int = 20,
+              baselines: tuple[str, ...] = ("fla", "flash_kda")) -> dict:
+    """Times every case on every available backend; returns the JSON-ready result."""
     device = torch.device("cuda")
     found = available_baselines()
     flush = L2Flush(device)
     bw = copy_bandwidth_gbs(device)
     rows = []
-    total = len(cases) * (1 + len(extra_fastkda or {}) + len(baselines))
+    total = len(cases) * (1 + len(baselines))
     done = 0
     for case in cases:
-        inp = make_inputs(case, device)
         row = dict(case=case.name, tokens=case.tokens, H=case.H, HV=case.value_heads, K=case.K, V=case.V,
                    gate=case.gate, state_dtype=case.state_dtype, seqlens=list(case.seqlens) if case.seqlens else None,
                    B=case.B, io_bytes=io_bytes(case), floor_ms=io_bytes(case) / bw / 1e6, results={})
         with torch.inference_mode():
-            runners = {"fastkda": lambda: run_fastkda(case, inp)}
-            for name, kw in (extra_fastkda or {}).items():
-                runners[name] = (lambda kw=kw: run_fastkda(case, inp, **kw))
-            if "fla" in baselines and found["fla"]:
-                runners["fla"] = lambda: run_fla(case, inp)
-            if "flash_kda" in baselines and found["flash_kda"] and flash_kda_supports(case):
-                runners["flash_kda"] = lambda: run_flash_kda(case, inp)
+            runners = backends_for(case, make_inputs(case, device), baselines, found)
             ref_out = runners["fastkda"]()
-            done += (1 + len(extra_fastkda or {}) + len(baselines)) - len(runners)  # baselines not run
+            done += 1 + len(baselines) - len(runners)  # baselines not available
             for name, fn in runners.items():
                 progress(done, total, f"{case.name} {name}")
                 done += 1
                 times = time_ms(fn, flush, warmup, reps)
-                out = fn()
                 entry = dict(ms=statistics.median(times), ms_min=min(times), ms_max=max(times))
                 if name != "fastkda":
-                    entry["rel_diff_vs_fastkda"] = rel_diff(ref_out, out)
+                    entry["rel_diff_vs_fastkda"] = rel_diff(ref_out, fn())
                     entry["flagged"] = entry["rel_diff_vs_fastkda"] > CROSS_CHECK_LIMIT
                 row["results"][name] = entry
         fk = row["results"]["fastkda"]["ms"]
@@ -209,7 +211,6 @@ def run_cases(cases: list[BenchCase], warmup: int = 3, reps: int = 20, baselines
             if name != "fastkda":
                 entry["speedup_of_fastkda"] = entry["ms"] / fk
         rows.append(row)
-        del inp
         torch.cuda.empty_cache()
     progress(total, total, "done")
     return dict(environment=environment(), copy_bandwidth_gbs=bw, warmup=warmup, reps=reps, cases=rows)

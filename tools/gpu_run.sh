@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# One call on the GPU machine: install the carried wheels, run the GPU tests, then the requested stages.
-# Usage: bash tools/device_run.sh STAGE... (stages: tests, sweep, quick, bench). Results go to $OUT.
+# GPU tests, sweeps and benchmarks in one go on a GPU host. Wheels found in .whl/ are installed first (for
+# hosts without network: pip download fla-core into .whl/), and fla's autotuning
+# results are kept in .cache/triton-cache.tgz between runs (fla autotunes every new shape for about a minute).
+# Usage: bash tools/gpu_run.sh STAGE... (stages: tests, alltests, sweep, quick, bench); results under $OUT.
 set -u
-OUT=${OUT:-/tmp/out}
+OUT=${OUT:-gpu-results}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 TRITON_CACHE_DIR=/tmp/triton-cache
 if [ -f .cache/triton-cache.tgz ]; then mkdir -p "$TRITON_CACHE_DIR" && tar xzf .cache/triton-cache.tgz -C "$TRITON_CACHE_DIR"; fi
-python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl >/dev/null 2>&1 || echo "no wheels installed"
+if ls .whl/*.whl >/dev/null 2>&1; then python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl; fi
 export PYTHONPATH=$PWD:/tmp/site:${PYTHONPATH:-}
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv,noheader
 for stage in "$@"; do
@@ -21,5 +23,5 @@ for stage in "$@"; do
   esac
   echo "== stage $stage took $(( $(date +%s) - start )) s"
 done
-# keep fla's autotune results and compiled kernels for the next call (my own kernels change, theirs do not)
+# keep the autotuning results for the next run
 (cd "$TRITON_CACHE_DIR" && find . -name '*autotune*' | tar czf "$OUT/triton-cache.tgz" -T - 2>/dev/null) && ls -la "$OUT"
