@@ -7,6 +7,8 @@ import warnings
 import torch
 import triton
 
+from fastkda.forward import (BETA_RAW, BETA_SIGMOID, BETA_SIGMOID2, GATE_LOWER_BOUND, GATE_PRE,
+                             GATE_SOFTPLUS)
 from fastkda.kernels.chunk_prepare import CHUNK
 from fastkda.op import NONE, chunk_kda_fwd
 from fastkda.validation import SAFE_LOWER_BOUND, check_cu_seqlens, check_gate, check_inputs, check_state
@@ -142,11 +144,11 @@ def normalize_call(q, k, v, g, beta, scale, initial_state, output_final_state, u
         scale = K ** -0.5
 
     if use_gate_in_kernel:
-        gate_mode = 2 if lower_bound is not None else 1
+        gate_mode = GATE_LOWER_BOUND if lower_bound is not None else GATE_SOFTPLUS
     else:
-        gate_mode = 0
-    bounded = gate_mode == 2 and SAFE_LOWER_BOUND[0] <= lower_bound < SAFE_LOWER_BOUND[1]
-    beta_mode = (2 if allow_neg_eigval else 1) if use_beta_sigmoid_in_kernel else 0
+        gate_mode = GATE_PRE
+    bounded = gate_mode == GATE_LOWER_BOUND and SAFE_LOWER_BOUND[0] <= lower_bound < SAFE_LOWER_BOUND[1]
+    beta_mode = (BETA_SIGMOID2 if allow_neg_eigval else BETA_SIGMOID) if use_beta_sigmoid_in_kernel else BETA_RAW
 
     if cu_seqlens is None:
         longest = num_chunks = triton.cdiv(T, CHUNK)

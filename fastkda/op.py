@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from fastkda.forward import GateSpec, kda_forward
+from fastkda.forward import BETA_RAW, BETA_SIGMOID2, GATE_LOWER_BOUND, GATE_PRE, GateSpec, kda_forward
 from fastkda.kernels.common import interpreting
 from fastkda.reference.chunked import kda_chunked_reference
 
@@ -26,8 +26,9 @@ def _reference_forward(q, k, v, g, beta, A_log, dt_bias, initial_state, cu_seqle
     dtype = torch.float64 if q.dtype == torch.float64 else torch.float32
     o, ht, hi = kda_chunked_reference(
         q, k, v, g, beta, scale=scale, initial_state=initial_state, output_final_state=output_final_state,
-        use_qk_l2norm_in_kernel=l2norm, use_gate_in_kernel=gate_mode != 0, use_beta_sigmoid_in_kernel=beta_mode != 0,
-        allow_neg_eigval=beta_mode == 2, lower_bound=lower_bound if gate_mode == 2 else None, A_log=A_log,
+        use_qk_l2norm_in_kernel=l2norm, use_gate_in_kernel=gate_mode != GATE_PRE,
+        use_beta_sigmoid_in_kernel=beta_mode != BETA_RAW, allow_neg_eigval=beta_mode == BETA_SIGMOID2,
+        lower_bound=lower_bound if gate_mode == GATE_LOWER_BOUND else None, A_log=A_log,
         dt_bias=dt_bias, state_v_first=state_v_first, cu_seqlens=cu_seqlens,
         return_intermediate_states=num_intermediate != NONE, dtype=dtype)
     o = o.to(q.dtype)

@@ -7,10 +7,10 @@ import os
 import triton
 import triton.language as tl
 
-LOG2E = 1.4426950408889634
 # Per-step log-decay floor (natural units) used only when factoring the 16x16 diagonal blocks of an
 # unbounded gate: a step that decays more than exp(-10) = 4.5e-5 is treated as decaying by exactly that much
-# inside those blocks, which keeps every factor within exp(+-80). See docs/numerics.md.
+# inside those blocks, which keeps every factor within exp(+-80). See docs/numerics.md. The kernels work in
+# log2 units (exp2 on the special-function unit), converting with log2(e) = 1.4426950408889634.
 DIAG_DECAY_FLOOR = 10.0
 
 
