@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -39,7 +39,6 @@ class Case:
     collinear: bool = False           # all keys of a chunk within 1e-3 of one unit vector
     strided: bool = False             # q, k, v as slices of one fused projection
     seed: int = 0
-    extras: dict = field(default_factory=dict, hash=False, compare=False)
 
     @property
     def id(self) -> str:
@@ -67,13 +66,7 @@ def make_inputs(case: Case, device) -> dict:
     dt = DTYPES[case.dtype]
     B, T, H, HV, K, V = case.B, case.T, case.H, case.HV, case.K, case.V
     rnd = lambda *s: torch.randn(*s, generator=gen)  # noqa: E731
-    if case.strided:
-        fused = rnd(B, T, 2 * H * K + HV * V + 8)
-        q = fused[..., :H * K].unflatten(-1, (H, K))
-        k = fused[..., H * K:2 * H * K].unflatten(-1, (H, K))
-        v = fused[..., 2 * H * K:2 * H * K + HV * V].unflatten(-1, (HV, V))
-    else:
-        q, k, v = rnd(B, T, H, K), rnd(B, T, H, K), rnd(B, T, HV, V)
+    q, k, v = rnd(B, T, H, K), rnd(B, T, H, K), rnd(B, T, HV, V)
     if case.collinear:
         u = l2norm(rnd(K))
         k = u + 1e-3 * l2norm(rnd(B, T, H, K))
@@ -110,12 +103,12 @@ def make_inputs(case: Case, device) -> dict:
     if case.h0 is not None:
         shape = (N, HV, V, K) if case.v_first else (N, HV, K, V)
         args["initial_state"] = (0.1 * rnd(*shape)).to(DTYPES[case.h0])
-    if case.strided:
-        fused_dt = torch.cat([args["q"].flatten(2), args["k"].flatten(2), args["v"].flatten(2),
-                              torch.zeros(B, T, 8, dtype=dt)], -1).to(device)
-        args["q"] = fused_dt[..., :H * K].unflatten(-1, (H, K))
-        args["k"] = fused_dt[..., H * K:2 * H * K].unflatten(-1, (H, K))
-        args["v"] = fused_dt[..., 2 * H * K:2 * H * K + HV * V].unflatten(-1, (HV, V))
+    if case.strided:  # q, k, v as views into one fused projection output (row stride 2HK + HV V + 8)
+        fused = torch.cat([args["q"].flatten(2), args["k"].flatten(2), args["v"].flatten(2),
+                           torch.zeros(B, T, 8, dtype=dt)], -1).to(device)
+        args["q"] = fused[..., :H * K].unflatten(-1, (H, K))
+        args["k"] = fused[..., H * K:2 * H * K].unflatten(-1, (H, K))
+        args["v"] = fused[..., 2 * H * K:2 * H * K + HV * V].unflatten(-1, (HV, V))
     return {n: (x.to(device) if isinstance(x, torch.Tensor) and n != "cu_seqlens_cpu" else x)
             for n, x in args.items()}
 

@@ -16,7 +16,6 @@ from fastkda.kernels.chunk_state import kda_chunk_state_kernel
 
 I32_PTRS = {"cu_seqlens", "seg_offsets", "chunk_offsets"}
 F32_PTRS = {"A_log", "dt_bias", "h0", "ht", "seg_start", "seg_trans", "ws_eg"}
-I32_PTRS_EXTRA = set()
 UNALIGNED = {"T", "N", "NT", "NSLOTS", "NT_ALLOC", "NCS", "NSEG", "NSEARCH", "s_bb", "s_bt", "s_bh"}
 
 

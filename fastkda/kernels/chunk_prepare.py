@@ -92,7 +92,8 @@ def kda_chunk_prepare_kernel(
     rows = (t0 + o_t).to(tl.int64)[:, None]
     r16 = tl.arange(0, 16)[None, :, None]
 
-    # ---- beta and the row norms of q and k over the whole head dim
+    # ---- beta and the row norms of q and k over the whole head dim (q and k are read again per slice
+    # below, mostly from L2: holding the full tiles instead spilled and halved the speed, docs/perf-notes.md)
     b_b = tl.load(beta + i_b * s_bb + i_hv * s_bh + (t0 + o_t) * s_bt, mask=valid, other=0.0).to(tl.float32)
     if BETA_MODE == 1:
         b_b = tl.sigmoid(b_b)
