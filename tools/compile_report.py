@@ -19,7 +19,7 @@ F32_PTRS = {"A_log", "dt_bias", "h0", "ht", "seg_start", "seg_trans", "ws_eg"}
 UNALIGNED = {"T", "N", "NT", "NSLOTS", "NT_ALLOC", "NCS", "NSEG", "NSEARCH", "s_bb", "s_bt", "s_bh"}
 
 
-def compile_kernel(fn, constexprs: dict, warps: int, stages: int):
+def compile_kernel(fn, constexprs: dict, warps: int, stages: int, maxnreg=None):
     """What the launcher's specialization sees: 16-byte aligned pointers and row strides."""
     sig, attrs = {}, {}
     for i, name in enumerate(fn.arg_names):
@@ -36,7 +36,7 @@ def compile_kernel(fn, constexprs: dict, warps: int, stages: int):
             attrs[(i,)] = [["tt.divisibility", 16]]
     src = triton.compiler.ASTSource(fn=fn, signature=sig, constexprs=constexprs, attrs=attrs)
     t = time.time()
-    ck = triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": warps, "num_stages": stages})
+    ck = triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": warps, "num_stages": stages, **({"maxnreg": maxnreg} if maxnreg else {})})
     return ck, time.time() - t
 
 
@@ -50,10 +50,10 @@ def ptxas_verbose(ck) -> str:
     return " | ".join(ln.split("info    : ")[-1].strip() for ln in res.stderr.splitlines() if "spill" in ln or "Used" in ln)
 
 
-def prepare_variant(warps=4, K=128, V=128, bounded=True):
+def prepare_variant(warps=4, K=128, V=128, bounded=True, ks=64, maxnreg=None):
     c = dict(H=1, HV=1, K=K, V=V, BT=64, GATE=2 if bounded else 1, BOUNDED=bounded, HAS_A=True, HAS_BIAS=True,
-             L2NORM=True, BETA_MODE=1, IS_VARLEN=False, DIAG_FLOOR=10.0, INTERPRET=False)
-    return compile_kernel(kda_chunk_prepare_kernel, c, warps, 1)
+             L2NORM=True, BETA_MODE=1, IS_VARLEN=False, DIAG_FLOOR=10.0, INTERPRET=False, KS=ks)
+    return compile_kernel(kda_chunk_prepare_kernel, c, warps, 1, maxnreg)
 
 
 def state_variant(bv=64, warps=4, stages=2, K=128, V=128, transition=False):

@@ -15,8 +15,8 @@ from fastkda.bench.cases import CASES
 from fastkda.bench.harness import L2Flush, copy_bandwidth_gbs, environment, make_inputs, rel_diff, run_fastkda, run_fla, time_ms
 from fastkda.forward import LaunchConfig
 
-CONFIGS = [LaunchConfig(64, 4, 2, 4), LaunchConfig(32, 4, 2, 4), LaunchConfig(64, 4, 1, 4), LaunchConfig(64, 4, 2, 8),
-           LaunchConfig(128, 8, 2, 4)]
+CONFIGS = [LaunchConfig(None, 4, 2, 4, 32), LaunchConfig(None, 4, 2, 4, 64), LaunchConfig(64, 4, 2, 4, 32),
+           LaunchConfig(32, 4, 2, 4, 32)]
 SPLITS = [None, 0, 1024, 2048, 4096, 8192]
 
 
@@ -64,7 +64,7 @@ def main():
                 fwd.kda_forward = with_config(cfg)
                 import fastkda.op as op
                 op.kda_forward = fwd.kda_forward
-                key = f"{name} bv{cfg.block_v} w{cfg.num_warps} s{cfg.num_stages} pw{cfg.prepare_warps}"
+                key = f"{name} bv{cfg.block_v} w{cfg.num_warps} s{cfg.num_stages} pw{cfg.prepare_warps} ks{cfg.prepare_slice}"
                 try:
                     t0 = time.time()
                     out = run_fastkda(case, inp, split_size=0)

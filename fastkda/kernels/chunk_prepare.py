@@ -14,10 +14,12 @@ exp(gamma_i - c) exp(c - gamma_j) fits in floating point over a whole chunk. The
 products, each over the pairs where its anchor c lies between j and i, so that both factors are <= 1:
     rows 32-63 with columns 0-31            around token 31,
     rows 16-31 with columns 0-15 (and 48-63 with 32-47) around token 15 (47),
-and the 16x16 diagonal blocks around their token 7, where a factor may reach exp(+-8 * max step decay):
-exp(+-40) for a lower-bounded gate (BOUNDED). For other gates the per-step decay is floored at exp(-10)
-inside these blocks only (factors within exp(+-80)); a pair across such a step decays by less than
-exp(-10) = 4.5e-5 either way, which is the only approximation made.
+and the 16x16 diagonal blocks around the end of each block, both exponents shifted by 7.5 steps of
+exp(-DIAG_FLOOR): the decay from a token to its block's end spans at most 15 steps, so every factor lies
+within 2^+-108 for a lower-bounded gate (BOUNDED: steps of at most exp(-5)), with the anchors the other
+levels already need. For other gates the per-step decay is floored at exp(-DIAG_FLOOR) = exp(-10) inside
+these blocks only (same bound); a pair across such a step decays by less than 4.5e-5 either way, which is
+the only approximation made.
 """
 
 from __future__ import annotations
@@ -25,23 +27,16 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from fastkda.kernels.common import bf16, find_sequence, gate_log2, mm, mm_f32, sequence_bounds
+from fastkda.kernels.common import bf16, find_sequence, gate_log2, mm, mm_f32, sequence_bounds, sigmoid_fast
 
 CHUNK = 64
 SOLVE_PRECISION: tl.constexpr = tl.constexpr("tf32")
 
 
 @triton.jit
-def row_values(x3, r16, at: tl.constexpr, BT: tl.constexpr, W: tl.constexpr):
-    """For each 16-row block of a [BT // 16, 16, W] tile, its row `at`, broadcast to the block: [BT, W]."""
-    pick = tl.sum(tl.where(r16 == at, x3, 0.0), axis=1)                           # [BT // 16, W]
-    return tl.reshape(tl.broadcast_to(pick[:, None, :], [BT // 16, 16, W]), [BT, W])
-
-
-@triton.jit
 def row_at(x, o_t, r: tl.constexpr):
-    """Row r of a [BT, W] tile, broadcast to all rows."""
-    return tl.broadcast_to(tl.sum(tl.where(o_t[:, None] == r, x, 0.0), axis=0)[None, :], x.shape)
+    """Row r of a [BT, W] tile, as a [1, W] row."""
+    return tl.sum(tl.where(o_t[:, None] == r, x, 0.0), axis=0)[None, :]
 
 
 @triton.jit
@@ -62,7 +57,7 @@ def kda_chunk_prepare_kernel(
     H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr,
     GATE: tl.constexpr, BOUNDED: tl.constexpr, HAS_A: tl.constexpr, HAS_BIAS: tl.constexpr,
     L2NORM: tl.constexpr, BETA_MODE: tl.constexpr, IS_VARLEN: tl.constexpr, DIAG_FLOOR: tl.constexpr,
-    INTERPRET: tl.constexpr,
+    INTERPRET: tl.constexpr, KS: tl.constexpr = 64,
 ):
     """Grid: one program per (chunk slot, value head). Fixed length: slot = b * NT + chunk; varlen: slots
     number the chunks of all sequences in order (chunk_offsets), and programs past the last chunk, or past
@@ -90,15 +85,14 @@ def kda_chunk_prepare_kernel(
     valid = (t0 + o_t) < eos
     m_tk = valid[:, None]
     rows = (t0 + o_t).to(tl.int64)[:, None]
-    r16 = tl.arange(0, 16)[None, :, None]
 
     # ---- beta and the row norms of q and k over the whole head dim (q and k are read again per slice
     # below, mostly from L2: holding the full tiles instead spilled and halved the speed, docs/perf-notes.md)
     b_b = tl.load(beta + i_b * s_bb + i_hv * s_bh + (t0 + o_t) * s_bt, mask=valid, other=0.0).to(tl.float32)
     if BETA_MODE == 1:
-        b_b = tl.sigmoid(b_b)
+        b_b = sigmoid_fast(b_b, INTERPRET)
     elif BETA_MODE == 2:
-        b_b = 2.0 * tl.sigmoid(b_b)
+        b_b = 2.0 * sigmoid_fast(b_b, INTERPRET)
     b_b = tl.where(valid, b_b, 0.0)
     k += i_b * s_kb + i_h * s_kh
     q += i_b * s_qb + i_h * s_qh
@@ -125,16 +119,15 @@ def kda_chunk_prepare_kernel(
     cross32 = (i_r >= 32) & (i_c < 32)
     cross16 = ((i_r % 32) >= 16) & ((i_c % 32) < 16) & (i_r // 32 == i_c // 32)
     diag16 = (i_r // 16) == (i_c // 16)
-    for h in range(K // 64):  # a loop, not unrolled: one slice of tiles live at a time
-        o_h = h * 64 + tl.arange(0, 64)
+    for h in range(K // KS):  # a loop, not unrolled: one slice of tiles live at a time
+        o_h = h * KS + tl.arange(0, KS)
         b_g = tl.load(g + rows * s_gt + o_h[None, :], mask=m_tk, other=0.0).to(tl.float32)
         if HAS_BIAS:
             bias = tl.load(dt_bias + i_hv * K + o_h).to(tl.float32)[None, :]
         else:
-            bias = tl.zeros([1, 64], dtype=tl.float32)
+            bias = tl.zeros([1, KS], dtype=tl.float32)
         a = tl.where(m_tk, gate_log2(b_g, A_scale, bias, lower_bound, GATE, INTERPRET), 0.0)   # log2 units
         gam = tl.cumsum(a, axis=0)                                                 # decay through row i
-        gam3 = tl.reshape(gam, [BT // 16, 16, 64])
         G = tl.sum(a, axis=0)                                                      # decay over the chunk
         b_k = tl.load(k + rows * s_kt + o_h[None, :], mask=m_tk, other=0.0).to(tl.float32) * k_norm
         b_q = tl.load(q + rows * s_qt + o_h[None, :], mask=m_tk, other=0.0).to(tl.float32) * q_norm
@@ -145,26 +138,32 @@ def kda_chunk_prepare_kernel(
         tl.store(ws_kd + out * BT * K + o_t[:, None] * K + o_h[None, :],
                  bf16(b_k * tl.exp2(G[None, :] - gam), INTERPRET))                   # k exp(G - gamma)
         tl.store(ws_eg + out * K + o_h, tl.exp2(G))
-        # the 16x16 diagonal blocks, around their midpoints (module docstring)
-        if BOUNDED:
-            gd3 = gam3
-        else:
-            gd3 = tl.cumsum(tl.maximum(tl.reshape(a, [BT // 16, 16, 64]), -DIAG_FLOOR * 1.4426950408889634), axis=1)
-        gd = tl.reshape(gd3, [BT, 64])
-        mid = row_values(gd3, r16, 7, BT, 64)
-        f_r = tl.exp2(gd - mid)
-        f_c = tl.exp2(mid - gd)
-        AK, AQ = scores(b_k * f_r, b_q * f_r, b_k * f_c, diag16, AK, AQ, INTERPRET)
-        # rows i >= 32 with columns j < 32, around token 31: both factors <= 1
+        # anchors: the decay through tokens 15, 31 and 47 (and 63: G)
+        a15 = row_at(gam, o_t, 15)
         a31 = row_at(gam, o_t, 31)
+        a47 = row_at(gam, o_t, 47)
+        # rows i >= 32 with columns j < 32, around token 31: both factors <= 1
         f_r = tl.where(i_r >= 32, tl.exp2(tl.minimum(gam - a31, 0.0)), 0.0)
         f_c = tl.where(i_r < 32, tl.exp2(tl.minimum(a31 - gam, 0.0)), 0.0)
         AK, AQ = scores(b_k * f_r, b_q * f_r, b_k * f_c, cross32, AK, AQ, INTERPRET)
-        anc = tl.where(i_r < 32, row_at(gam, o_t, 15), row_at(gam, o_t, 47))
         # rows 16-31 with columns 0-15 of each 32-token half, around its token 15: both factors <= 1
+        anc = tl.where(i_r < 32, a15, a47)
         f_r = tl.where(i_r % 32 >= 16, tl.exp2(tl.minimum(gam - anc, 0.0)), 0.0)
         f_c = tl.where(i_r % 32 < 16, tl.exp2(tl.minimum(anc - gam, 0.0)), 0.0)
         AK, AQ = scores(b_k * f_r, b_q * f_r, b_k * f_c, cross16, AK, AQ, INTERPRET)
+        # the 16x16 diagonal blocks, around the end of each block, shifted by half the largest decay a block
+        # can have there (module docstring)
+        shift = 7.5 * DIAG_FLOOR * 1.4426950408889634
+        if BOUNDED:
+            end = tl.where(i_r % 32 < 16, anc, tl.where(i_r < 32, a31, G[None, :]))
+            d = gam - end - shift
+        else:
+            # the decay from each token to its block's end with every step floored at DIAG_FLOOR
+            af3 = tl.maximum(tl.reshape(a, [BT // 16, 16, KS]), -DIAG_FLOOR * 1.4426950408889634)
+            d = tl.reshape(af3 - tl.cumsum(af3, axis=1, reverse=True), [BT, KS]) - shift
+        f_r = tl.exp2(d)
+        f_c = tl.exp2(-d)
+        AK, AQ = scores(b_k * f_r, b_q * f_r, b_k * f_c, diag16, AK, AQ, INTERPRET)
     tl.store(ws_m + out * BT * BT + o_t[:, None] * BT + o_t[None, :],
              bf16(tl.where(o_t[:, None] >= o_t[None, :], AQ, 0.0), INTERPRET))
 

@@ -70,6 +70,16 @@ def log2_fast(x, INTERPRET: tl.constexpr):
 
 
 @triton.jit
+def sigmoid_fast(x, INTERPRET: tl.constexpr):
+    """1 / (1 + exp(-x)) with exp2 and the reciprocal on the special-function unit (rcp.approx, 1 ulp);
+    tl.sigmoid divides to IEEE rounding, a long instruction sequence on every element of the gate."""
+    d = 1.0 + tl.exp2(x * -1.4426950408889634)
+    if INTERPRET:
+        return 1.0 / d
+    return tl.inline_asm_elementwise("rcp.approx.ftz.f32 $0, $1;", "=r,r", [d], dtype=tl.float32, is_pure=True, pack=1)
+
+
+@triton.jit
 def gate_log2(graw, A_scale, bias, lower_bound, GATE: tl.constexpr, INTERPRET: tl.constexpr):
     """Log-decay in log2 units from the raw gate input (fp32 tile).
 
@@ -83,7 +93,7 @@ def gate_log2(graw, A_scale, bias, lower_bound, GATE: tl.constexpr, INTERPRET: t
         return -A_scale * tl.where(x > 28.0, x, log2_fast(1.0 + tl.exp2(x), INTERPRET))
     else:
         x = A_scale * (graw + bias)
-        return lower_bound * 1.4426950408889634 * tl.sigmoid(x)
+        return lower_bound * 1.4426950408889634 * sigmoid_fast(x, INTERPRET)
 
 
 @triton.jit
