@@ -15,8 +15,7 @@ from fastkda.bench.cases import CASES
 from fastkda.bench.harness import L2Flush, copy_bandwidth_gbs, environment, make_inputs, rel_diff, run_fastkda, run_fla, time_ms
 from fastkda.forward import LaunchConfig
 
-CONFIGS = [LaunchConfig(None, 4, 2, 4, 32), LaunchConfig(None, 4, 2, 4, 64), LaunchConfig(64, 4, 2, 4, 32),
-           LaunchConfig(32, 4, 2, 4, 32)]
+CONFIGS = [LaunchConfig(None, 4, 2, 4, 32), LaunchConfig(None, 4, 2, 4, 64)]
 SPLITS = [None, 0, 1024, 2048, 4096, 8192]
 
 

@@ -34,9 +34,30 @@ SOLVE_PRECISION: tl.constexpr = tl.constexpr("tf32")
 
 
 @triton.jit
-def row_at(x, o_t, r: tl.constexpr):
-    """Row r of a [BT, W] tile, as a [1, W] row."""
-    return tl.sum(tl.where(o_t[:, None] == r, x, 0.0), axis=0)[None, :]
+def _add4(a0, a1, a2, a3, b0, b1, b2, b3):
+    return a0 + b0, a1 + b1, a2 + b2, a3 + b3
+
+
+@triton.jit
+def block_ends(x, o_t, INTERPRET: tl.constexpr):
+    """Rows 15, 31, 47 and 63 of a [64, W] tile as [1, W] rows (each a sum with one nonzero term, so exact),
+    in one reduction pass: its cross-warp exchange is the cost, so four rows share it. The interpreter, for
+    which a four-operand reduction is slow, sums them one by one."""
+    r = o_t[:, None]
+    x15, x31 = tl.where(r == 15, x, 0.0), tl.where(r == 31, x, 0.0)
+    x47, x63 = tl.where(r == 47, x, 0.0), tl.where(r == 63, x, 0.0)
+    if INTERPRET:
+        e15, e31, e47, e63 = tl.sum(x15, 0), tl.sum(x31, 0), tl.sum(x47, 0), tl.sum(x63, 0)
+    else:
+        e15, e31, e47, e63 = tl.reduce((x15, x31, x47, x63), 0, _add4)
+    return e15[None, :], e31[None, :], e47[None, :], e63[None, :]
+
+
+@triton.jit
+def prefetch_l2(ptrs, INTERPRET: tl.constexpr):
+    """Asks L2 for the lines at ptrs ahead of their use (no result; never faults)."""
+    if not INTERPRET:
+        tl.inline_asm_elementwise("prefetch.global.L2 [$1];", "=r,l", [ptrs], dtype=tl.int32, is_pure=False, pack=1)
 
 
 @triton.jit
@@ -97,6 +118,10 @@ def kda_chunk_prepare_kernel(
     k += i_b * s_kb + i_h * s_kh
     q += i_b * s_qb + i_h * s_qh
     g += i_b * s_gb + i_hv * s_gh
+    v += i_b * s_vb + i_hv * s_vh
+    # v is read last: have it in L2 by then; the first slice of g is loaded now, each next one a slice ahead
+    prefetch_l2(v + tl.minimum(t0 + o_t, eos - 1)[:, None] * s_vt + (tl.arange(0, 2) * (V // 2))[None, :], INTERPRET)
+    g_next = tl.load(g + rows * s_gt + tl.arange(0, KS)[None, :], mask=m_tk, other=0.0)
     if L2NORM:
         kk = tl.load(k + rows * s_kt + o_k[None, :], mask=m_tk, other=0.0).to(tl.float32)
         k_norm = tl.rsqrt(tl.sum(kk * kk, axis=1) + 1e-6)[:, None]
@@ -121,14 +146,15 @@ def kda_chunk_prepare_kernel(
     diag16 = (i_r // 16) == (i_c // 16)
     for h in range(K // KS):  # a loop, not unrolled: one slice of tiles live at a time
         o_h = h * KS + tl.arange(0, KS)
-        b_g = tl.load(g + rows * s_gt + o_h[None, :], mask=m_tk, other=0.0).to(tl.float32)
+        b_g = g_next.to(tl.float32)
+        g_next = tl.load(g + rows * s_gt + KS + o_h[None, :], mask=m_tk & (KS + o_h < K)[None, :], other=0.0)
         if HAS_BIAS:
             bias = tl.load(dt_bias + i_hv * K + o_h).to(tl.float32)[None, :]
         else:
             bias = tl.zeros([1, KS], dtype=tl.float32)
         a = tl.where(m_tk, gate_log2(b_g, A_scale, bias, lower_bound, GATE, INTERPRET), 0.0)   # log2 units
         gam = tl.cumsum(a, axis=0)                                                 # decay through row i
-        G = tl.sum(a, axis=0)                                                      # decay over the chunk
+        a15, a31, a47, G = block_ends(gam, o_t, INTERPRET)        # anchors; G: the decay over the chunk
         b_k = tl.load(k + rows * s_kt + o_h[None, :], mask=m_tk, other=0.0).to(tl.float32) * k_norm
         b_q = tl.load(q + rows * s_qt + o_h[None, :], mask=m_tk, other=0.0).to(tl.float32) * q_norm
         eg = tl.exp2(gam)
@@ -136,12 +162,8 @@ def kda_chunk_prepare_kernel(
         # k exp(gamma), parked in the W slot until T is known
         tl.store(ws_w + out * BT * K + o_t[:, None] * K + o_h[None, :], bf16(b_k * eg, INTERPRET))
         tl.store(ws_kd + out * BT * K + o_t[:, None] * K + o_h[None, :],
-                 bf16(b_k * tl.exp2(G[None, :] - gam), INTERPRET))                   # k exp(G - gamma)
-        tl.store(ws_eg + out * K + o_h, tl.exp2(G))
-        # anchors: the decay through tokens 15, 31 and 47 (and 63: G)
-        a15 = row_at(gam, o_t, 15)
-        a31 = row_at(gam, o_t, 31)
-        a47 = row_at(gam, o_t, 47)
+                 bf16(b_k * tl.exp2(G - gam), INTERPRET))                   # k exp(G - gamma)
+        tl.store(ws_eg + out * K + o_h[None, :], tl.exp2(G))
         # rows i >= 32 with columns j < 32, around token 31: both factors <= 1
         f_r = tl.where(i_r >= 32, tl.exp2(tl.minimum(gam - a31, 0.0)), 0.0)
         f_c = tl.where(i_r < 32, tl.exp2(tl.minimum(a31 - gam, 0.0)), 0.0)
@@ -155,7 +177,7 @@ def kda_chunk_prepare_kernel(
         # can have there (module docstring)
         shift = 7.5 * DIAG_FLOOR * 1.4426950408889634
         if BOUNDED:
-            end = tl.where(i_r % 32 < 16, anc, tl.where(i_r < 32, a31, G[None, :]))
+            end = tl.where(i_r % 32 < 16, anc, tl.where(i_r < 32, a31, G))
             d = gam - end - shift
         else:
             # the decay from each token to its block's end with every step floored at DIAG_FLOOR
@@ -183,5 +205,5 @@ def kda_chunk_prepare_kernel(
     W = mm(Tb, tl.load(p_w), INTERPRET)
     tl.debug_barrier()
     tl.store(p_w, bf16(W, INTERPRET))
-    b_v = tl.load(v + i_b * s_vb + i_hv * s_vh + rows * s_vt + o_v[None, :], mask=m_tk, other=0.0)
+    b_v = tl.load(v + rows * s_vt + o_v[None, :], mask=m_tk, other=0.0)
     tl.store(ws_u + out * BT * V + o_t[:, None] * V + o_v[None, :], bf16(mm(Tb, bf16(b_v, INTERPRET), INTERPRET), INTERPRET))
