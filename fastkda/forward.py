@@ -26,13 +26,13 @@ NO_SPLIT = 1 << 24  # chunks per segment that means "one segment per sequence"
 @dataclass(frozen=True)
 class LaunchConfig:
     """Launch parameters: state columns per program of the state kernel, its warps and pipeline depth, and
-    the warps of the prepare kernel."""
+    the warps and score-loop slice width of the prepare kernel (measured on an H100, docs/perf-notes.md)."""
 
-    block_v: int | None = None   # None: 32 or 64 by the number of programs (choose_block_v)
+    block_v: int = 64
     num_warps: int = 4
-    num_stages: int = 2
+    num_stages: int = 3
     prepare_warps: int = 4
-    prepare_slice: int = 32      # head-dim columns per step of the prepare kernel's score loop
+    prepare_slice: int = 32
 
 
 @dataclass(frozen=True)
@@ -61,34 +61,31 @@ def parallel_slots(device: torch.device) -> int:
     return multiprocessor_count(device.index if device.index is not None else torch.cuda.current_device())
 
 
-# State-kernel costs measured on an H100 (docs/perf-notes.md): a chunk step takes STEP_US when the GPU is not
-# full; when it is, the steps of all programs share it at THROUGHPUT_US per step of a 64-column program
-# (half that for transition programs, which write no output); the combine takes COMBINE_US per segment.
-STEP_US, THROUGHPUT_US, COMBINE_US = 2.5, 0.026, 3.0
+# State-kernel costs measured on an H100 (132 multiprocessors, docs/perf-notes.md): a chunk step takes STEP_US
+# when the GPU is not full; when it is, the steps of all programs share it at THROUGHPUT_US per step of a
+# 64-column program (half that for transition programs, which write no output), scaled by the
+# multiprocessor count; the combine takes COMBINE_US per segment.
+STEP_US, THROUGHPUT_US, COMBINE_US = 2.5, 0.019, 3.0
 
 
-def choose_block_v(n_seq: int, n_heads: int, V: int, slots: int) -> int:
-    """State columns per program: 32 while that still leaves fewer than two programs per multiprocessor."""
-    return 32 if n_seq * n_heads * (V // 32) <= 2 * slots else 64
-
-
-def state_pass_us(programs: int, walk: int, bv: int, transition: bool = False) -> float:
+def state_pass_us(programs: int, walk: int, bv: int, slots: int, transition: bool = False) -> float:
     """Estimated time of one pass of the state kernel: programs each walking `walk` chunks."""
     width = bv / 64 * (0.5 if transition else 1.0)
-    return max(walk * STEP_US, programs * walk * THROUGHPUT_US * width)
+    return max(walk * STEP_US, programs * walk * THROUGHPUT_US * width * 132 / slots)
 
 
 def plan_split(n_seq: int, n_heads: int, total_chunks: int, longest_chunks: int, K: int, V: int, bv: int,
-               fixed_length: bool) -> int:
-    """64-token chunks per segment for the split path, or 0 when one program per sequence is as fast."""
-    best, best_cost = 0, state_pass_us(n_seq * n_heads * (V // bv), longest_chunks, bv)
+               fixed_length: bool, slots: int = 132) -> int:
+    """64-token chunks per segment for the split path, or 0 when one program per sequence is as fast;
+    slots: multiprocessors of the device."""
+    best, best_cost = 0, state_pass_us(n_seq * n_heads * (V // bv), longest_chunks, bv, slots)
     for ncs in (16, 32, 64, 128):
         if ncs >= longest_chunks:
             break
         per_seq = math.ceil(longest_chunks / ncs)
         segments = n_seq * per_seq if fixed_length else math.ceil(total_chunks / ncs) + n_seq
-        cost = (state_pass_us(segments * n_heads * ((V + K) // bv), ncs, bv, transition=True)
-                + state_pass_us(segments * n_heads * (V // bv), ncs, bv) + per_seq * COMBINE_US)
+        cost = (state_pass_us(segments * n_heads * ((V + K) // bv), ncs, bv, slots, transition=True)
+                + state_pass_us(segments * n_heads * (V // bv), ncs, bv, slots) + per_seq * COMBINE_US)
         if cost < 0.9 * best_cost:
             best, best_cost = ncs, cost
     return best
@@ -116,7 +113,7 @@ def kda_forward(
     cfg = config or LaunchConfig()
     BT = CHUNK
     slots = parallel_slots(device)
-    bv = cfg.block_v or choose_block_v(N, HV, V, slots)
+    bv = min(cfg.block_v, V)
     state_shape = (HV, V, K) if state_v_first else (HV, K, V)
     o = new_output((B, T, HV, V), q.dtype, device) if out is None else out
     ht = None
@@ -131,7 +128,7 @@ def kda_forward(
     NT = triton.cdiv(T, BT)
     n_slots = B * NT if cu_seqlens is None else NT + max(N - 1, 0)
     if split_chunks is None:
-        split_chunks = plan_split(N, HV, n_slots, longest_chunks, K, V, bv, cu_seqlens is None)
+        split_chunks = plan_split(N, HV, n_slots, longest_chunks, K, V, bv, cu_seqlens is None, slots)
     split = 0 < split_chunks < max(longest_chunks, 1)
     ncs = split_chunks if split else NO_SPLIT
     nsearch = max(1, math.ceil(math.log2(N + 1)))

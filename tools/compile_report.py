@@ -50,7 +50,7 @@ def ptxas_verbose(ck) -> str:
     return " | ".join(ln.split("info    : ")[-1].strip() for ln in res.stderr.splitlines() if "spill" in ln or "Used" in ln)
 
 
-def prepare_variant(warps=4, K=128, V=128, bounded=True, ks=64, maxnreg=None):
+def prepare_variant(warps=4, K=128, V=128, bounded=True, ks=32, maxnreg=None):
     c = dict(H=1, HV=1, K=K, V=V, BT=64, GATE=2 if bounded else 1, BOUNDED=bounded, HAS_A=True, HAS_BIAS=True,
              L2NORM=True, BETA_MODE=1, IS_VARLEN=False, DIAG_FLOOR=10.0, INTERPRET=False, KS=ks)
     return compile_kernel(kda_chunk_prepare_kernel, c, warps, 1, maxnreg)

@@ -15,7 +15,7 @@ from fastkda.bench.cases import CASES
 from fastkda.bench.harness import L2Flush, copy_bandwidth_gbs, environment, make_inputs, rel_diff, run_fastkda, run_fla, time_ms
 from fastkda.forward import LaunchConfig
 
-CONFIGS = [LaunchConfig(None, 4, 2, 4, 32), LaunchConfig(None, 4, 2, 4, 64)]
+CONFIGS = [LaunchConfig(), LaunchConfig(block_v=32), LaunchConfig(num_stages=2), LaunchConfig(prepare_slice=64)]
 SPLITS = [None, 0, 1024, 2048, 4096, 8192]
 
 
@@ -38,6 +38,7 @@ def main():
     p.add_argument("out")
     p.add_argument("--config-cases", default="T8192-H96,T8192-H32")
     p.add_argument("--split-cases", default="T65536-H4,T32768-H8,T8192-H12")
+    p.add_argument("--config-split", type=int, default=None, help="split size for the config sweep (None: planned)")
     p.add_argument("--fla", default="")
     p.add_argument("--profile", default="")
     p.add_argument("--reps", type=int, default=10)
@@ -66,13 +67,13 @@ def main():
                 key = f"{name} bv{cfg.block_v} w{cfg.num_warps} s{cfg.num_stages} pw{cfg.prepare_warps} ks{cfg.prepare_slice}"
                 try:
                     t0 = time.time()
-                    out = run_fastkda(case, inp, split_size=0)
+                    out = run_fastkda(case, inp, split_size=a.config_split)
                     torch.cuda.synchronize()
                     compile_s = time.time() - t0
                     ref = out if ref is None else ref
-                    ms = statistics.median(time_ms(lambda: run_fastkda(case, inp, split_size=0), flush, 2, a.reps))
+                    ms = statistics.median(time_ms(lambda: run_fastkda(case, inp, split_size=a.config_split), flush, 2, a.reps))
                     res["configs"][key] = dict(ms=ms, first_call_s=compile_s, diff_vs_first=rel_diff(out, ref),
-                                               kernels=kernel_times(lambda: run_fastkda(case, inp, split_size=0)))
+                                               kernels=kernel_times(lambda: run_fastkda(case, inp, split_size=a.config_split)))
                 except Exception as e:  # noqa: BLE001
                     res["configs"][key] = dict(error=repr(e)[:500])
                 print(key, res["configs"][key], flush=True)

@@ -27,7 +27,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from fastkda.kernels.common import bf16, find_sequence, gate_log2, mm, mm_f32, sequence_bounds, sigmoid_fast
+from fastkda.kernels.common import bf16, find_sequence, gate_log2, mm, mm_acc, mm_f32, sequence_bounds, sigmoid_fast
 
 CHUNK = 64
 SOLVE_PRECISION: tl.constexpr = tl.constexpr("tf32")
@@ -62,11 +62,16 @@ def prefetch_l2(ptrs, INTERPRET: tl.constexpr):
 
 @triton.jit
 def scores(k_rows, q_rows, k_cols, keep, AK, AQ, INTERPRET: tl.constexpr):
-    """Adds one anchoring level of the decay scores, masked to its blocks: AK += keep * (k_rows @ k_cols^T),
-    AQ likewise with q_rows. Rows and columns arrive already scaled by their decay factors."""
+    """Adds one anchoring level of the decay scores: AK += keep * (k_rows @ k_cols^T), AQ likewise with q_rows.
+    Rows and columns arrive already scaled by their decay factors; keep None: the factors' zeros already
+    confine the products to the level's pairs, so they accumulate on the tensor cores."""
     cols = tl.trans(bf16(k_cols, INTERPRET))
-    AK += tl.where(keep, mm(bf16(k_rows, INTERPRET), cols, INTERPRET), 0.0)
-    AQ += tl.where(keep, mm(bf16(q_rows, INTERPRET), cols, INTERPRET), 0.0)
+    if keep is None:
+        AK = mm_acc(bf16(k_rows, INTERPRET), cols, AK, INTERPRET)
+        AQ = mm_acc(bf16(q_rows, INTERPRET), cols, AQ, INTERPRET)
+    else:
+        AK += tl.where(keep, mm(bf16(k_rows, INTERPRET), cols, INTERPRET), 0.0)
+        AQ += tl.where(keep, mm(bf16(q_rows, INTERPRET), cols, INTERPRET), 0.0)
     return AK, AQ
 
 
@@ -141,7 +146,6 @@ def kda_chunk_prepare_kernel(
     AQ = tl.zeros([BT, BT], dtype=tl.float32)
     i_r = o_t[:, None]
     i_c = o_t[None, :]
-    cross32 = (i_r >= 32) & (i_c < 32)
     cross16 = ((i_r % 32) >= 16) & ((i_c % 32) < 16) & (i_r // 32 == i_c // 32)
     diag16 = (i_r // 16) == (i_c // 16)
     for h in range(K // KS):  # a loop, not unrolled: one slice of tiles live at a time
@@ -164,10 +168,10 @@ def kda_chunk_prepare_kernel(
         tl.store(ws_kd + out * BT * K + o_t[:, None] * K + o_h[None, :],
                  bf16(b_k * tl.exp2(G - gam), INTERPRET))                   # k exp(G - gamma)
         tl.store(ws_eg + out * K + o_h[None, :], tl.exp2(G))
-        # rows i >= 32 with columns j < 32, around token 31: both factors <= 1
+        # rows i >= 32 with columns j < 32, around token 31: both factors <= 1 (and 0 off those pairs)
         f_r = tl.where(i_r >= 32, tl.exp2(tl.minimum(gam - a31, 0.0)), 0.0)
         f_c = tl.where(i_r < 32, tl.exp2(tl.minimum(a31 - gam, 0.0)), 0.0)
-        AK, AQ = scores(b_k * f_r, b_q * f_r, b_k * f_c, cross32, AK, AQ, INTERPRET)
+        AK, AQ = scores(b_k * f_r, b_q * f_r, b_k * f_c, None, AK, AQ, INTERPRET)
         # rows 16-31 with columns 0-15 of each 32-token half, around its token 15: both factors <= 1
         anc = tl.where(i_r < 32, a15, a47)
         f_r = tl.where(i_r % 32 >= 16, tl.exp2(tl.minimum(gam - anc, 0.0)), 0.0)
