@@ -16,7 +16,7 @@ from fastkda.kernels.chunk_state import kda_chunk_state_kernel
 
 I32_PTRS = {"cu_seqlens", "seg_offsets", "chunk_offsets"}
 F32_PTRS = {"A_log", "dt_bias", "h0", "ht", "seg_start", "seg_trans", "ws_eg"}
-UNALIGNED = {"T", "N", "NT", "NSLOTS", "NT_ALLOC", "NCS", "NSEG", "NSEARCH", "s_bb", "s_bt", "s_bh"}
+UNALIGNED = {"T", "N", "NT", "NSLOTS", "NT_ALLOC", "NCS", "NSEG", "NSEARCH", "H", "HV", "s_bb", "s_bt", "s_bh"}
 
 
 def compile_kernel(fn, constexprs: dict, warps: int, stages: int, maxnreg=None):
@@ -51,23 +51,22 @@ def ptxas_verbose(ck) -> str:
 
 
 def prepare_variant(warps=4, K=128, V=128, bounded=True, ks=32, maxnreg=None):
-    c = dict(H=1, HV=1, K=K, V=V, BT=64, GATE=2 if bounded else 1, BOUNDED=bounded, HAS_A=True, HAS_BIAS=True,
+    c = dict(K=K, V=V, BT=64, GATE=2 if bounded else 1, BOUNDED=bounded, HAS_A=True, HAS_BIAS=True,
              L2NORM=True, BETA_MODE=1, IS_VARLEN=False, DIAG_FLOOR=10.0, INTERPRET=False, KS=ks)
     return compile_kernel(kda_chunk_prepare_kernel, c, warps, 1, maxnreg)
 
 
 def state_variant(bv=64, warps=4, stages=2, K=128, V=128, transition=False):
-    c = dict(HV=1, K=K, V=V, BV=bv, NCOL=(V + K) // bv if transition else V // bv, BT=64, HAS_H0=True,
+    c = dict(K=K, V=V, BV=bv, NCOL=(V + K) // bv if transition else V // bv, BT=64, HAS_H0=True,
              STORE_HT=True, STORE_HI=False, STATE_V_FIRST=False, IS_VARLEN=False, SPLIT=transition,
              TRANSITION=transition, INTERPRET=False)
     return compile_kernel(kda_chunk_state_kernel, c, warps, stages)
 
 
 if __name__ == "__main__":
-    for kw in (dict(warps=4), dict(warps=8), dict(warps=4, bounded=False), dict(warps=8, bounded=False)):
+    for kw in (dict(warps=4), dict(warps=4, ks=64), dict(warps=4, bounded=False)):
         ck, dt = prepare_variant(**kw)
         print(f"prepare {kw} {dt:.1f}s smem={ck.metadata.shared}: {ptxas_verbose(ck)}")
-    for kw in (dict(bv=64, warps=4), dict(bv=32, warps=4), dict(bv=128, warps=8), dict(bv=64, warps=4, stages=3),
-               dict(bv=64, warps=4, transition=True)):
+    for kw in (dict(bv=64, warps=4, stages=3), dict(bv=32, warps=4, stages=3), dict(bv=64, warps=4, stages=3, transition=True)):
         ck, dt = state_variant(**kw)
         print(f"state {kw} {dt:.1f}s smem={ck.metadata.shared}: {ptxas_verbose(ck)}")

@@ -94,7 +94,7 @@ def main(argv=None) -> int:
     path.write_text(json.dumps(result, indent=1))
     render(path, plot_png=not args.no_plot)
     print(markdown_table(result))
-    print(f"wrote {path} and its .md/.png")
+    print(f"wrote {path} and its .md/.png; the cases took {result['wall_s']:.0f} s with compilation and autotuning")
     return 0
 
 

@@ -75,12 +75,12 @@ def scores(k_rows, q_rows, k_cols, keep, AK, AQ, INTERPRET: tl.constexpr):
     return AK, AQ
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["H", "HV"])  # one compilation for every head count
 def kda_chunk_prepare_kernel(
     q, k, v, g, beta, A_log, dt_bias, ws_w, ws_u, ws_kd, ws_qg, ws_m, ws_eg, cu_seqlens, chunk_offsets,
     s_qb, s_qt, s_qh, s_kb, s_kt, s_kh, s_vb, s_vt, s_vh, s_gb, s_gt, s_gh, s_bb, s_bt, s_bh,
     T, N, NT, NSLOTS, NSEARCH, scale, lower_bound,
-    H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr,
+    H, HV, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr,
     GATE: tl.constexpr, BOUNDED: tl.constexpr, HAS_A: tl.constexpr, HAS_BIAS: tl.constexpr,
     L2NORM: tl.constexpr, BETA_MODE: tl.constexpr, IS_VARLEN: tl.constexpr, DIAG_FLOOR: tl.constexpr,
     INTERPRET: tl.constexpr, KS: tl.constexpr = 64,

@@ -17,12 +17,12 @@ import triton.language as tl
 from fastkda.kernels.common import bf16, cast, find_sequence, mm, segments_per_sequence, sequence_bounds, state_offsets
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["HV"])  # one compilation for every head count
 def kda_chunk_state_kernel(
     ws_w, ws_u, ws_kd, ws_qg, ws_m, ws_eg, o, h0, ht, hi, seg_start, seg_trans,
     cu_seqlens, seg_offsets, chunk_offsets,
     T, N, NT, NSLOTS, NT_ALLOC, NCS, NSEARCH,
-    HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BV: tl.constexpr, NCOL: tl.constexpr,
+    HV, K: tl.constexpr, V: tl.constexpr, BV: tl.constexpr, NCOL: tl.constexpr,
     BT: tl.constexpr, HAS_H0: tl.constexpr, STORE_HT: tl.constexpr, STORE_HI: tl.constexpr,
     STATE_V_FIRST: tl.constexpr, IS_VARLEN: tl.constexpr, SPLIT: tl.constexpr, TRANSITION: tl.constexpr,
     INTERPRET: tl.constexpr,

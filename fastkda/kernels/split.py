@@ -29,10 +29,10 @@ def kda_schedule_kernel(cu_seqlens, seg_offsets, chunk_offsets, N, T, NCS, BLOCK
         chunk_carry += tl.sum(n_chunks, 0)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["HV"])  # one compilation for every head count
 def kda_combine_kernel(
     h0, seg_trans, seg_start, seg_offsets, T, NCS, NSEG,
-    HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BV: tl.constexpr, HAS_H0: tl.constexpr,
+    HV, K: tl.constexpr, V: tl.constexpr, BV: tl.constexpr, HAS_H0: tl.constexpr,
     STATE_V_FIRST: tl.constexpr, IS_VARLEN: tl.constexpr, INTERPRET: tl.constexpr,
 ):
     """For one sequence, value head and BV state columns: walks the segments in order, writing the state at
