@@ -46,6 +46,7 @@ CPU_CASES = [
     with_(BASE, gate="pre", g_fill="g=-1000"),
     with_(BASE, gate="softplus", g_fill="g=normal"),
     with_(BASE, gate="lb", g_fill="bias=-8"),
+    with_(BASE, gate="lb", g_fill="g=8"),                         # every step at the bound: the widest factors
 ]
 
 

@@ -1,0 +1,27 @@
+"""The split planner (docs/split.md): which shapes it splits, and that it reads the multiprocessor count."""
+
+from __future__ import annotations
+
+import pytest
+
+from fastkda.forward import plan_split
+
+
+def plan(heads: int, tokens: int, slots: int = 132) -> int:
+    chunks = tokens // 64
+    return plan_split(1, heads, chunks, chunks, 128, 128, 64, True, slots)
+
+
+@pytest.mark.parametrize("heads,tokens", [(4, 65536), (8, 32768), (12, 8192), (16, 16384)])
+def test_few_heads_long_sequences_split(heads, tokens):
+    assert plan(heads, tokens) > 0
+
+
+@pytest.mark.parametrize("heads,tokens", [(96, 8192), (64, 8192), (32, 8192), (4, 1024)])
+def test_many_heads_or_short_sequences_do_not(heads, tokens):
+    assert plan(heads, tokens) == 0
+
+
+def test_fewer_multiprocessors_split_less():
+    assert plan(4, 65536, slots=132) > 0
+    assert plan(4, 65536, slots=16) == 0
