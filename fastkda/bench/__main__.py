@@ -17,7 +17,7 @@ CPU_TOLERANCE = 1e-2
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m fastkda.bench", description=__doc__)
     p.add_argument("--cases", default=None, help="comma-separated case names (default: the full table)")
-    p.add_argument("--quick", action="store_true", help="a four-case subset (seconds once fla has autotuned its kernels for these head counts)")
+    p.add_argument("--quick", action="store_true", help="a four-case subset (under 2 minutes once fla has autotuned for these head counts)")
     p.add_argument("--list", action="store_true", help="print the case names and exit")
     p.add_argument("--reps", type=int, default=20, help="timed repetitions per backend and case")
     p.add_argument("--warmup", type=int, default=3, help="untimed calls first")
