@@ -61,34 +61,36 @@ def parallel_slots(device: torch.device) -> int:
     return multiprocessor_count(device.index if device.index is not None else torch.cuda.current_device())
 
 
-# State-kernel costs measured on an H100 (132 multiprocessors, docs/perf-notes.md): a chunk step takes STEP_US
-# when the GPU is not full; when it is, the steps of all programs share it at THROUGHPUT_US per step of a
+# State-kernel costs measured on an H100 (132 multiprocessors, docs/perf-notes.md): a program's chunk step
+# takes STEP_US when the GPU is not full; when it is, all chunk steps share it at THROUGHPUT_US per step of a
 # 64-column program (half that for transition programs, which write no output), scaled by the
-# multiprocessor count; the combine takes COMBINE_US per segment.
-STEP_US, THROUGHPUT_US, COMBINE_US = 2.5, 0.019, 3.0
+# multiprocessor count; the combine takes COMBINE_US per segment of the longest sequence.
+STEP_US, THROUGHPUT_US, COMBINE_US = 1.45, 0.019, 3.0
 
 
-def state_pass_us(programs: int, walk: int, bv: int, slots: int, transition: bool = False) -> float:
-    """Estimated time of one pass of the state kernel: programs each walking `walk` chunks."""
+def state_pass_us(steps: int, walk: int, bv: int, slots: int, transition: bool = False) -> float:
+    """Estimated time of one pass of the state kernel: `steps` chunk steps of bv-column programs in all,
+    the longest program walking `walk` chunks."""
     width = bv / 64 * (0.5 if transition else 1.0)
-    return max(walk * STEP_US, programs * walk * THROUGHPUT_US * width * 132 / slots)
+    return max(walk * STEP_US, steps * THROUGHPUT_US * width * 132 / slots)
 
 
-def plan_split(n_seq: int, n_heads: int, total_chunks: int, longest_chunks: int, K: int, V: int, bv: int,
-               fixed_length: bool, slots: int = 132) -> int:
-    """64-token chunks per segment for the split path, or 0 when one program per sequence is as fast;
-    slots: multiprocessors of the device."""
-    best, best_cost = 0, state_pass_us(n_seq * n_heads * (V // bv), longest_chunks, bv, slots)
+def plan_split(n_heads: int, total_chunks: int, longest_chunks: int, K: int, V: int, bv: int,
+               slots: int = 132) -> int:
+    """64-token chunks per segment for the split path, or 0 when one program per sequence is as fast:
+    the cheapest segment length, taken when it beats the unsplit path by 10%. total_chunks: chunks of all
+    sequences; slots: multiprocessors of the device."""
+    unsplit = state_pass_us(total_chunks * n_heads * (V // bv), longest_chunks, bv, slots)
+    best, best_cost = 0, float("inf")
     for ncs in (16, 32, 64, 128):
         if ncs >= longest_chunks:
             break
-        per_seq = math.ceil(longest_chunks / ncs)
-        segments = n_seq * per_seq if fixed_length else math.ceil(total_chunks / ncs) + n_seq
-        cost = (state_pass_us(segments * n_heads * ((V + K) // bv), ncs, bv, slots, transition=True)
-                + state_pass_us(segments * n_heads * (V // bv), ncs, bv, slots) + per_seq * COMBINE_US)
-        if cost < 0.9 * best_cost:
+        cost = (state_pass_us(total_chunks * n_heads * ((V + K) // bv), ncs, bv, slots, transition=True)
+                + state_pass_us(total_chunks * n_heads * (V // bv), ncs, bv, slots)
+                + math.ceil(longest_chunks / ncs) * COMBINE_US)
+        if cost < best_cost:
             best, best_cost = ncs, cost
-    return best
+    return best if best_cost < 0.9 * unsplit else 0
 
 
 def kda_forward(
@@ -128,7 +130,7 @@ def kda_forward(
     NT = triton.cdiv(T, BT)
     n_slots = B * NT if cu_seqlens is None else NT + max(N - 1, 0)
     if split_chunks is None:
-        split_chunks = plan_split(N, HV, n_slots, longest_chunks, K, V, bv, cu_seqlens is None, slots)
+        split_chunks = plan_split(HV, n_slots, longest_chunks, K, V, bv, slots)
     split = 0 < split_chunks < max(longest_chunks, 1)
     ncs = split_chunks if split else NO_SPLIT
     nsearch = max(1, math.ceil(math.log2(N + 1)))

@@ -9,7 +9,7 @@ from fastkda.forward import plan_split
 
 def plan(heads: int, tokens: int, slots: int = 132) -> int:
     chunks = tokens // 64
-    return plan_split(1, heads, chunks, chunks, 128, 128, 64, True, slots)
+    return plan_split(heads, chunks, chunks, 128, 128, 64, slots)
 
 
 @pytest.mark.parametrize("heads,tokens", [(4, 65536), (8, 32768), (12, 8192), (16, 16384)])
@@ -20,6 +20,13 @@ def test_few_heads_long_sequences_split(heads, tokens):
 @pytest.mark.parametrize("heads,tokens", [(96, 8192), (64, 8192), (32, 8192), (4, 1024)])
 def test_many_heads_or_short_sequences_do_not(heads, tokens):
     assert plan(heads, tokens) == 0
+
+
+def test_choices_measured_best_on_h100():
+    """The segment lengths that measured fastest on an H100 (docs/split.md)."""
+    assert [plan(h, t) * 64 for h, t in ((4, 65536), (8, 32768), (16, 16384), (12, 8192))] == [4096, 4096, 4096, 2048]
+    # varlen [60000] + 64 x [64], 8 heads: one long sequence among short ones
+    assert plan_split(8, 938 + 64 + 64, 938, 128, 128, 64) * 64 == 8192
 
 
 def test_fewer_multiprocessors_split_less():
