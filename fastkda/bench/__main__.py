@@ -86,6 +86,9 @@ def main(argv=None) -> int:
     from fastkda.bench.harness import run_cases
     from fastkda.bench.render import markdown_table, render
     cases = select_cases(args)
+    if not args.no_baselines:
+        print("fla autotunes its kernels on first use of each head count (a minute or more each on an H100) and "
+              "keeps the results on disk: a first run on a machine takes that much longer.", flush=True)
     result = run_cases(cases, warmup=args.warmup, reps=args.reps,
                        baselines=() if args.no_baselines else ("fla", "flash_kda"))
     out_dir = Path(args.out_dir)
