@@ -83,10 +83,10 @@ def main(argv=None) -> int:
     import torch
     if not torch.cuda.is_available():
         return cpu_smoke()
-    from fastkda.bench.harness import run_cases
+    from fastkda.bench.harness import available_baselines, run_cases
     from fastkda.bench.render import markdown_table, render
     cases = select_cases(args)
-    if not args.no_baselines:
+    if not args.no_baselines and available_baselines()["fla"]:
         print("fla autotunes its kernels on first use of each head count (a minute or more each on an H100) and "
               "keeps the results on disk: a first run on a machine takes that much longer.", flush=True)
     result = run_cases(cases, warmup=args.warmup, reps=args.reps,
