@@ -83,7 +83,7 @@ def kda_chunk_prepare_kernel(
     H, HV, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr,
     GATE: tl.constexpr, BOUNDED: tl.constexpr, HAS_A: tl.constexpr, HAS_BIAS: tl.constexpr,
     L2NORM: tl.constexpr, BETA_MODE: tl.constexpr, IS_VARLEN: tl.constexpr, DIAG_FLOOR: tl.constexpr,
-    INTERPRET: tl.constexpr, KS: tl.constexpr = 64,
+    INTERPRET: tl.constexpr, KS: tl.constexpr = 32,
 ):
     """Grid: one program per (chunk slot, value head). Fixed length: slot = b * NT + chunk; varlen: slots
     number the chunks of all sequences in order (chunk_offsets), and programs past the last chunk, or past
@@ -141,7 +141,7 @@ def kda_chunk_prepare_kernel(
         A_scale = 1.0
     out = (slot * HV + i_hv).to(tl.int64)
 
-    # ---- decay scores, one 64-wide slice of the head dim at a time (keeps the fp32 tiles small)
+    # ---- decay scores, one KS-wide slice of the head dim at a time (keeps the fp32 tiles small)
     AK = tl.zeros([BT, BT], dtype=tl.float32)
     AQ = tl.zeros([BT, BT], dtype=tl.float32)
     i_r = o_t[:, None]
