@@ -54,14 +54,17 @@ def multiprocessor_count(device_index: int) -> int:
     return torch.cuda.get_device_properties(device_index).multi_processor_count
 
 
+H100_SLOTS = 132  # multiprocessors of the H100 the costs below were measured on
+
+
 def parallel_slots(device: torch.device) -> int:
     """Multiprocessors of the device (on the CPU, those of an H100, so that plans match a GPU's)."""
     if device.type != "cuda":
-        return 132
+        return H100_SLOTS
     return multiprocessor_count(device.index if device.index is not None else torch.cuda.current_device())
 
 
-# State-kernel costs measured on an H100 (132 multiprocessors, docs/perf-notes.md): a program's chunk step
+# State-kernel costs measured on an H100 (docs/perf-notes.md): a program's chunk step
 # takes STEP_US when the GPU is not full; when it is, all chunk steps share it at THROUGHPUT_US per step of a
 # 64-column program (half that for transition programs, which write no output), scaled by the
 # multiprocessor count; the combine takes COMBINE_US per segment of the longest sequence.
@@ -72,21 +75,22 @@ def state_pass_us(steps: int, walk: int, bv: int, slots: int, transition: bool =
     """Estimated time of one pass of the state kernel: `steps` chunk steps of bv-column programs in all,
     the longest program walking `walk` chunks."""
     width = bv / 64 * (0.5 if transition else 1.0)
-    return max(walk * STEP_US, steps * THROUGHPUT_US * width * 132 / slots)
+    return max(walk * STEP_US, steps * THROUGHPUT_US * width * H100_SLOTS / slots)
 
 
 def plan_split(n_heads: int, total_chunks: int, longest_chunks: int, K: int, V: int, bv: int,
-               slots: int = 132) -> int:
+               slots: int = H100_SLOTS) -> int:
     """64-token chunks per segment for the split path, or 0 when one program per sequence is as fast:
     the cheapest segment length, taken when it beats the unsplit path by 10%. total_chunks: chunks of all
     sequences; slots: multiprocessors of the device."""
-    unsplit = state_pass_us(total_chunks * n_heads * (V // bv), longest_chunks, bv, slots)
+    out_steps = total_chunks * n_heads * (V // bv)              # the output pass, split or not
+    trans_steps = total_chunks * n_heads * ((V + K) // bv)      # the transition pass (an upper bound)
+    unsplit = state_pass_us(out_steps, longest_chunks, bv, slots)
     best, best_cost = 0, float("inf")
     for ncs in (16, 32, 64, 128):
         if ncs >= longest_chunks:
             break
-        cost = (state_pass_us(total_chunks * n_heads * ((V + K) // bv), ncs, bv, slots, transition=True)
-                + state_pass_us(total_chunks * n_heads * (V // bv), ncs, bv, slots)
+        cost = (state_pass_us(trans_steps, ncs, bv, slots, transition=True) + state_pass_us(out_steps, ncs, bv, slots)
                 + math.ceil(longest_chunks / ncs) * COMBINE_US)
         if cost < best_cost:
             best, best_cost = ncs, cost

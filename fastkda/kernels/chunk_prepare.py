@@ -27,7 +27,8 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from fastkda.kernels.common import bf16, find_sequence, gate_log2, mm, mm_acc, mm_f32, sequence_bounds, sigmoid_fast
+from fastkda.kernels.common import (LOG2E, bf16, find_sequence, gate_log2, mm, mm_acc, mm_f32, sequence_bounds,
+                                   sigmoid_fast)
 
 CHUNK = 64
 SOLVE_PRECISION: tl.constexpr = tl.constexpr("tf32")
@@ -96,14 +97,14 @@ def kda_chunk_prepare_kernel(
         if slot >= tl.minimum(tl.load(chunk_offsets + N), NSLOTS):
             return
         i_n = find_sequence(chunk_offsets, slot, N, NSEARCH)
-        i_c = slot - tl.load(chunk_offsets + i_n)
+        i_chunk = slot - tl.load(chunk_offsets + i_n)
         i_b = tl.zeros([], dtype=tl.int64)
     else:
         i_n = slot // NT
-        i_c = slot % NT
+        i_chunk = slot % NT
         i_b = i_n.to(tl.int64)
     bos, eos = sequence_bounds(cu_seqlens, i_n, T, IS_VARLEN)
-    t0 = (bos + i_c * BT).to(tl.int64)
+    t0 = (bos + i_chunk * BT).to(tl.int64)
     tl.static_assert(BT == 64, "the anchoring levels assume 64-token chunks")
     o_t = tl.arange(0, BT)
     o_k = tl.arange(0, K)
@@ -148,6 +149,8 @@ def kda_chunk_prepare_kernel(
     i_c = o_t[None, :]
     cross16 = ((i_r % 32) >= 16) & ((i_c % 32) < 16) & (i_r // 32 == i_c // 32)
     diag16 = (i_r // 16) == (i_c // 16)
+    # the diagonal blocks' shift: half the largest decay a block can have there (module docstring)
+    shift = 7.5 * DIAG_FLOOR * LOG2E
     for h in range(K // KS):  # a loop, not unrolled: one slice of tiles live at a time
         o_h = h * KS + tl.arange(0, KS)
         b_g = g_next.to(tl.float32)
@@ -177,15 +180,13 @@ def kda_chunk_prepare_kernel(
         f_r = tl.where(i_r % 32 >= 16, tl.exp2(tl.minimum(gam - anc, 0.0)), 0.0)
         f_c = tl.where(i_r % 32 < 16, tl.exp2(tl.minimum(anc - gam, 0.0)), 0.0)
         AK, AQ = scores(b_k * f_r, b_q * f_r, b_k * f_c, cross16, AK, AQ, INTERPRET)
-        # the 16x16 diagonal blocks, around the end of each block, shifted by half the largest decay a block
-        # can have there (module docstring)
-        shift = 7.5 * DIAG_FLOOR * 1.4426950408889634
+        # the 16x16 diagonal blocks, around the end of each block, shifted
         if BOUNDED:
             end = tl.where(i_r % 32 < 16, anc, tl.where(i_r < 32, a31, G))
             d = gam - end - shift
         else:
             # the decay from each token to its block's end with every step floored at DIAG_FLOOR
-            af3 = tl.maximum(tl.reshape(a, [BT // 16, 16, KS]), -DIAG_FLOOR * 1.4426950408889634)
+            af3 = tl.maximum(tl.reshape(a, [BT // 16, 16, KS]), -DIAG_FLOOR * LOG2E)
             d = tl.reshape(af3 - tl.cumsum(af3, axis=1, reverse=True), [BT, KS]) - shift
         f_r = tl.exp2(d)
         f_c = tl.exp2(-d)

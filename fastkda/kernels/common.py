@@ -9,9 +9,10 @@ import triton.language as tl
 
 # Per-step log-decay floor (natural units) used only when factoring the 16x16 diagonal blocks of an
 # unbounded gate: a step that decays more than exp(-10) = 4.5e-5 is treated as decaying by exactly that much
-# inside those blocks, which keeps every factor within exp(+-80). See docs/numerics.md. The kernels work in
-# log2 units (exp2 on the special-function unit), converting with log2(e) = 1.4426950408889634.
+# inside those blocks, which keeps every factor within exp(+-80). See docs/numerics.md.
 DIAG_DECAY_FLOOR = 10.0
+# The kernels work in log2 units (exp2 on the special-function unit): natural log-decays times log2(e).
+LOG2E: tl.constexpr = tl.constexpr(1.4426950408889634)
 
 
 def interpreting() -> bool:
@@ -73,7 +74,7 @@ def log2_fast(x, INTERPRET: tl.constexpr):
 def sigmoid_fast(x, INTERPRET: tl.constexpr):
     """1 / (1 + exp(-x)) with exp2 and the reciprocal on the special-function unit (rcp.approx, 1 ulp);
     tl.sigmoid divides to IEEE rounding, a long instruction sequence on every element of the gate."""
-    d = 1.0 + tl.exp2(x * -1.4426950408889634)
+    d = 1.0 + tl.exp2(x * -LOG2E)
     if INTERPRET:
         return 1.0 / d
     return tl.inline_asm_elementwise("rcp.approx.ftz.f32 $0, $1;", "=r,r", [d], dtype=tl.float32, is_pure=True, pack=1)
@@ -86,14 +87,14 @@ def gate_log2(graw, A_scale, bias, lower_bound, GATE: tl.constexpr, INTERPRET: t
     GATE 0: pre-gated, a = g. GATE 1: a = -exp(A_log) * softplus(g + dt_bias).
     GATE 2: a = lower_bound * sigmoid(exp(A_log) * (g + dt_bias)). A_scale is exp(A_log) (or 1)."""
     if GATE == 0:
-        return graw * 1.4426950408889634
+        return graw * LOG2E
     elif GATE == 1:
-        x = (graw + bias) * 1.4426950408889634
+        x = (graw + bias) * LOG2E
         # softplus in log2 units: log2(1 + 2^x), with x itself past 2^-24 relative
         return -A_scale * tl.where(x > 28.0, x, log2_fast(1.0 + tl.exp2(x), INTERPRET))
     else:
         x = A_scale * (graw + bias)
-        return lower_bound * 1.4426950408889634 * sigmoid_fast(x, INTERPRET)
+        return lower_bound * LOG2E * sigmoid_fast(x, INTERPRET)
 
 
 @triton.jit
