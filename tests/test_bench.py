@@ -71,3 +71,48 @@ def test_cpu_run_is_verified(capsys):
     assert main([]) == 0
     out = capsys.readouterr().out
     assert "RMS-relative error vs the float64 reference" in out and "ok" in out and "timings need a CUDA GPU" in out
+
+
+def test_parallel_compile_plan():
+    from fastkda.bench.warmup import plan_shares, share_of, worker_commands
+    assert plan_shares(4, 16) == 4 and plan_shares(16, 16) == 1 and plan_shares(16, 2) == 1 and plan_shares(2, 128) == 4
+    configs = list(range(10))
+    assert sorted(sum((share_of(configs, i, 4) for i in range(4)), [])) == configs  # each compiled once
+    assert share_of([0, 1], 3, 4) == [0]
+    cmds = worker_commands(["T8192-H32", "T65536-H4"], ("fla",), cpus=16)
+    assert len(cmds) == 8 and cmds[0][-4:] == ["T8192-H32", "0", "4", "fla"] and cmds[-1][-4:-2] == ["T65536-H4", "3"]
+    assert worker_commands(["T8192-H32"], (), cpus=1)[0][-1] == "-"
+
+
+def test_compile_only_autotuning_runs_its_share_untimed(monkeypatch):
+    """A worker's autotuners run each configuration of their share once and time none."""
+    import torch
+    import triton
+    import triton.language as tl
+    from triton.runtime.autotuner import Autotuner
+
+    from fastkda.bench.warmup import compile_only_autotuning
+    monkeypatch.setattr(Autotuner, "prune_configs", Autotuner.prune_configs)   # restored after the test
+    monkeypatch.setattr(Autotuner, "do_bench", Autotuner.__dict__["do_bench"])
+    monkeypatch.setattr(triton.testing, "do_bench", lambda *a, **k: pytest.fail("timed a configuration"))
+
+    @triton.autotune([triton.Config({"B": b}) for b in (1, 2, 4, 8, 16)], key=["n"])
+    @triton.jit
+    def count(x, n, B: tl.constexpr):
+        tl.atomic_add(x + B, 1)
+
+    compile_only_autotuning(share=1, shares=2)
+    x = torch.zeros(17, dtype=torch.int32, device="cuda" if torch.cuda.is_available() else "cpu")
+    count[(1,)](x, 3)
+    runs = {b: int(x[b]) for b in (1, 2, 4, 8, 16) if x[b]}
+    assert set(runs) == {2, 8} and runs[count.best_config.kwargs["B"]] == 2  # the share, then the chosen one again
+
+
+def test_render_without_baselines_writes_no_plot(tmp_path):
+    result = json.loads(json.dumps(RESULT))
+    for row in result["cases"]:
+        row["results"] = {"fastkda": row["results"]["fastkda"]}
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps(result))
+    md, png = render(path)
+    assert png is None and not (tmp_path / "r.png").exists() and "| T8192-H96 | 8192 | 96 | 1.700 |" in md.read_text()

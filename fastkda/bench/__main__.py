@@ -17,7 +17,7 @@ CPU_TOLERANCE = 1e-2
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m fastkda.bench", description=__doc__)
     p.add_argument("--cases", default=None, help="comma-separated case names (default: the full table)")
-    p.add_argument("--quick", action="store_true", help="a four-case subset (under 2 minutes once fla has autotuned for these head counts)")
+    p.add_argument("--quick", action="store_true", help="a four-case subset (under 2 minutes on an H100)")
     p.add_argument("--list", action="store_true", help="print the case names and exit")
     p.add_argument("--reps", type=int, default=20, help="timed repetitions per backend and case")
     p.add_argument("--warmup", type=int, default=3, help="untimed calls first")
@@ -25,6 +25,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--name", default=None, help="file stem (default: results_<gpu>)")
     p.add_argument("--no-baselines", action="store_true", help="time fastkda only")
     p.add_argument("--no-plot", action="store_true", help="skip the PNG")
+    p.add_argument("--serial-compile", action="store_true",
+                   help="compile in the timing process only (default: worker processes compile every kernel "
+                        "first, in parallel; the figures are the same, a first run is several times shorter)")
     p.add_argument("--render", default=None, metavar="JSON", help="only render an existing result JSON")
     return p.parse_args(argv)
 
@@ -86,11 +89,12 @@ def main(argv=None) -> int:
     from fastkda.bench.harness import available_baselines, run_cases
     from fastkda.bench.render import markdown_table, render
     cases = select_cases(args)
-    if not args.no_baselines and available_baselines()["fla"]:
+    if not args.no_baselines and available_baselines()["fla"] and args.serial_compile:
         print("fla autotunes its kernels on first use of each head count (a minute or more each on an H100) and "
               "keeps the results on disk: a first run on a machine takes that much longer.", flush=True)
     result = run_cases(cases, warmup=args.warmup, reps=args.reps,
-                       baselines=() if args.no_baselines else ("fla", "flash_kda"))
+                       baselines=() if args.no_baselines else ("fla", "flash_kda"),
+                       parallel_compile=not args.serial_compile)
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{args.name or gpu_stem(result['environment']['gpu'])}.json"

@@ -24,18 +24,19 @@ STATE_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 def make_inputs(case: BenchCase, device, seed: int = 0) -> dict:
     """Random raw inputs of a case (the gate and beta as logits, q and k unnormalized), bf16."""
-    gen = torch.Generator(device="cpu").manual_seed(seed)
+    gen = torch.Generator(device=device).manual_seed(seed)  # drawn where they are used: large cases in seconds
     H, HV, K, V = case.H, case.value_heads, case.K, case.V
     B, T = (1, case.tokens) if case.seqlens else (case.B, case.T)
     N = len(case.seqlens) if case.seqlens else B
 
-    def rnd(*shape, scale=1.0):
-        return (scale * torch.randn(*shape, generator=gen)).to(device=device, dtype=torch.bfloat16)
+    def rnd(*shape, scale=1.0, dtype=torch.bfloat16):
+        return (scale * torch.randn(*shape, generator=gen, device=device)).to(dtype)
 
     inp = dict(q=rnd(B, T, H, K), k=rnd(B, T, H, K), v=rnd(B, T, HV, V), g=rnd(B, T, HV, K), beta=rnd(B, T, HV),
-               A_log=torch.rand(HV, generator=gen).to(device), dt_bias=torch.rand(HV * K, generator=gen).to(device),
-               h0=(0.1 * torch.randn(N, HV, K, V, generator=gen)).to(device=device, dtype=STATE_DTYPES[case.state_dtype]),
-               cu_seqlens=None, cu_seqlens_cpu=None)
+               A_log=torch.rand(HV, generator=gen, device=device),
+               dt_bias=torch.rand(HV * K, generator=gen, device=device),
+               h0=rnd(N, HV, K, V, scale=0.1, dtype=STATE_DTYPES[case.state_dtype]), cu_seqlens=None,
+               cu_seqlens_cpu=None)
     if case.seqlens:
         cu = torch.tensor([0, *torch.tensor(case.seqlens).cumsum(0).tolist()], dtype=torch.int64)
         inp.update(cu_seqlens=cu.to(device), cu_seqlens_cpu=cu)
@@ -180,11 +181,17 @@ def backends_for(case: BenchCase, inp: dict, baselines: tuple[str, ...], found: 
 
 
 def run_cases(cases: list[BenchCase], warmup: int = 3, reps: int = 20,
-              baselines: tuple[str, ...] = ("fla", "flash_kda")) -> dict:
-    """Times every case on every available backend; returns the JSON-ready result."""
+              baselines: tuple[str, ...] = ("fla", "flash_kda"), parallel_compile: bool = False) -> dict:
+    """Times every case on every available backend; returns the JSON-ready result. parallel_compile: compile
+    every kernel in worker processes first (fastkda.bench.warmup; the figures do not change)."""
     began = time.perf_counter()
     device = torch.device("cuda")
     found = available_baselines()
+    compiled = None
+    if parallel_compile:
+        from fastkda.bench.warmup import compile_in_parallel
+        sys.stderr.write("compiling the kernels of every case in parallel processes first\n")
+        compiled = compile_in_parallel([c.name for c in cases], tuple(b for b in baselines if found.get(b)))
     flush = L2Flush(device)
     bw = copy_bandwidth_gbs(device)
     rows = []
@@ -222,4 +229,4 @@ def run_cases(cases: list[BenchCase], warmup: int = 3, reps: int = 20,
         torch.cuda.empty_cache()
     progress(total, total, "done")
     return dict(environment=environment(), copy_bandwidth_gbs=bw, warmup=warmup, reps=reps, cases=rows,
-                wall_s=time.perf_counter() - began)
+                parallel_compile=compiled, wall_s=time.perf_counter() - began)

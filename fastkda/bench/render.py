@@ -73,12 +73,12 @@ def plot(result: dict, path: Path) -> None:
 
 
 def render(json_path: Path, plot_png: bool = True) -> tuple[Path, Path | None]:
-    """Writes <stem>.md (and <stem>.png) beside the JSON; returns their paths."""
+    """Writes <stem>.md (and <stem>.png, when a baseline ran) beside the JSON; returns their paths."""
     result = json.loads(Path(json_path).read_text())
     md = Path(json_path).with_suffix(".md")
     md.write_text(markdown_table(result))
     png = None
-    if plot_png:
+    if plot_png and baselines_of(result):  # the plot is of speedups: nothing to draw without a baseline
         try:
             png = Path(json_path).with_suffix(".png")
             plot(result, png)
