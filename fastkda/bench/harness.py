@@ -181,17 +181,13 @@ def backends_for(case: BenchCase, inp: dict, baselines: tuple[str, ...], found: 
 
 
 def run_cases(cases: list[BenchCase], warmup: int = 3, reps: int = 20,
-              baselines: tuple[str, ...] = ("fla", "flash_kda"), parallel_compile: bool = False) -> dict:
-    """Times every case on every available backend; returns the JSON-ready result. parallel_compile: compile
-    every kernel in worker processes first (fastkda.bench.warmup; the figures do not change)."""
+              baselines: tuple[str, ...] = ("fla", "flash_kda"), compiling=None) -> dict:
+    """Times every case on every available backend; returns the JSON-ready result. compiling: a
+    fastkda.bench.warmup.CompileInBackground of these cases, waited for before the first timing."""
     began = time.perf_counter()
     device = torch.device("cuda")
     found = available_baselines()
-    compiled = None
-    if parallel_compile:
-        from fastkda.bench.warmup import compile_in_parallel
-        sys.stderr.write("compiling the kernels of every case in parallel processes first\n")
-        compiled = compile_in_parallel([c.name for c in cases], tuple(b for b in baselines if found.get(b)))
+    compiled = compiling.wait() if compiling is not None else None
     flush = L2Flush(device)
     bw = copy_bandwidth_gbs(device)
     rows = []

@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import time
 
 MAX_PROCESSES = 16  # each holds a CUDA context and one case's inputs and buffers
@@ -42,7 +43,8 @@ def worker_commands(case_names: list[str], baselines: tuple[str, ...], cpus: int
 def compile_in_parallel(case_names: list[str], baselines: tuple[str, ...], cpus: int | None = None,
                         timeout_s: float = 900.0) -> dict:
     """Runs the workers, at most MAX_PROCESSES at a time; returns {"seconds", "processes", "failed"}.
-    A failed worker costs nothing but time: the timing process compiles what it left out."""
+    baselines: those asked for (each worker runs those it can import). A failed worker costs nothing but
+    time: the timing process compiles what it left out."""
     began = time.perf_counter()
     commands = worker_commands(case_names, baselines, cpus or os.cpu_count() or 1)
     env = dict(os.environ, FLA_CACHE_RESULTS="0")  # the workers' autotuning choices are not real: keep them out
@@ -61,6 +63,21 @@ def compile_in_parallel(case_names: list[str], baselines: tuple[str, ...], cpus:
             failed += len(running) + len(pending)
             break
     return dict(seconds=time.perf_counter() - began, processes=len(commands), failed=failed)
+
+
+class CompileInBackground:
+    """Starts the workers at once (the timing process meanwhile imports what it needs); wait() returns
+    compile_in_parallel's summary once they have all exited."""
+
+    def __init__(self, case_names: list[str], baselines: tuple[str, ...]):
+        self._summary: dict = {}
+        self._thread = threading.Thread(target=lambda: self._summary.update(compile_in_parallel(case_names, baselines)),
+                                        daemon=True)
+        self._thread.start()
+
+    def wait(self) -> dict:
+        self._thread.join()
+        return self._summary
 
 
 def compile_only_autotuning(share: int, shares: int) -> None:

@@ -171,15 +171,18 @@ def kda_chunk_prepare_kernel(
         tl.store(ws_kd + out * BT * K + o_t[:, None] * K + o_h[None, :],
                  bf16(b_k * tl.exp2(G - gam), INTERPRET))                   # k exp(G - gamma)
         tl.store(ws_eg + out * K + o_h[None, :], tl.exp2(G))
-        # rows i >= 32 with columns j < 32, around token 31: both factors <= 1 (and 0 off those pairs)
-        f_r = tl.where(i_r >= 32, tl.exp2(tl.minimum(gam - a31, 0.0)), 0.0)
-        f_c = tl.where(i_r < 32, tl.exp2(tl.minimum(a31 - gam, 0.0)), 0.0)
-        AK, AQ = scores(b_k * f_r, b_q * f_r, b_k * f_c, None, AK, AQ, INTERPRET)
+        # rows i >= 32 with columns j < 32, around token 31: both factors <= 1 (and 0 off those pairs); a token
+        # is a row or a column of a level, never both, so one exp2 gives both factors
+        late = i_r >= 32
+        e = tl.exp2(tl.minimum(tl.where(late, gam - a31, a31 - gam), 0.0))
+        AK, AQ = scores(b_k * tl.where(late, e, 0.0), b_q * tl.where(late, e, 0.0), b_k * tl.where(late, 0.0, e),
+                        None, AK, AQ, INTERPRET)
         # rows 16-31 with columns 0-15 of each 32-token half, around its token 15: both factors <= 1
         anc = tl.where(i_r < 32, a15, a47)
-        f_r = tl.where(i_r % 32 >= 16, tl.exp2(tl.minimum(gam - anc, 0.0)), 0.0)
-        f_c = tl.where(i_r % 32 < 16, tl.exp2(tl.minimum(anc - gam, 0.0)), 0.0)
-        AK, AQ = scores(b_k * f_r, b_q * f_r, b_k * f_c, cross16, AK, AQ, INTERPRET)
+        late = i_r % 32 >= 16
+        e = tl.exp2(tl.minimum(tl.where(late, gam - anc, anc - gam), 0.0))
+        AK, AQ = scores(b_k * tl.where(late, e, 0.0), b_q * tl.where(late, e, 0.0), b_k * tl.where(late, 0.0, e),
+                        cross16, AK, AQ, INTERPRET)
         # the 16x16 diagonal blocks, around the end of each block, shifted
         if BOUNDED:
             end = tl.where(i_r % 32 < 16, anc, tl.where(i_r < 32, a31, G))
