@@ -31,6 +31,15 @@ def test_markdown_table_lists_every_case_and_baseline():
     assert "NVIDIA H100 80GB HBM3" in md and "L2 flushed" in md
 
 
+def test_disturbed_times_are_marked():
+    result = json.loads(json.dumps(RESULT))
+    result["cases"][0]["results"]["fla"].update(ms_min=3.3, ms_max=6.0)
+    result["cases"][1]["results"]["fla"].update(ms_min=1.45, ms_max=1.6)
+    md = markdown_table(result)
+    assert "| 3.400 * | 2.00x |" in md and "| 1.500 | 1.50x |" in md and "disturbed" in md
+    assert "disturbed" not in markdown_table(RESULT)
+
+
 def test_render_writes_table_and_png(tmp_path):
     path = tmp_path / "results_NVIDIA_H100.json"
     path.write_text(json.dumps(RESULT))

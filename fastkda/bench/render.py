@@ -9,8 +9,16 @@ from pathlib import Path
 BASELINE_LABELS = {"fla": "fla chunk_kda", "flash_kda": "FlashKDA"}
 
 
+SPREAD_LIMIT = 1.1  # a time whose slowest repetition exceeds the median by more than this is marked
+
+
 def _fmt(x: float | None, digits: int = 3) -> str:
     return "-" if x is None else f"{x:.{digits}f}"
+
+
+def _time(entry: dict) -> str:
+    """The median, marked * when the repetitions spread widely (the run was disturbed)."""
+    return _fmt(entry["ms"]) + (" *" if entry.get("ms_max", 0.0) > SPREAD_LIMIT * entry["ms"] else "")
 
 
 def baselines_of(result: dict) -> list[str]:
@@ -36,16 +44,19 @@ def markdown_table(result: dict) -> str:
     for row in result["cases"]:
         res = row["results"]
         heads = f"{row['H']}" if row["HV"] == row["H"] else f"{row['H']}/{row['HV']}"
-        cells = [row["case"], str(row["tokens"]), heads, _fmt(res["fastkda"]["ms"])]
+        cells = [row["case"], str(row["tokens"]), heads, _time(res["fastkda"])]
         diffs = []
         for b in bases:
             e = res.get(b)
-            cells += [_fmt(e["ms"]) if e else "-", f"{e['speedup_of_fastkda']:.2f}x" if e else "-"]
+            cells += [_time(e) if e else "-", f"{e['speedup_of_fastkda']:.2f}x" if e else "-"]
             if e:
                 diffs.append(e["rel_diff_vs_fastkda"])
         cells += [_fmt(row["floor_ms"]), f"{100 * row['bandwidth_fraction']:.0f}%",
                   f"{max(diffs):.1e}" + (" (!)" if max(diffs) > 1e-2 else "") if diffs else "-"]
         lines.append("| " + " | ".join(cells) + " |")
+    if any(" *" in line for line in lines[4:]):
+        lines += ["", f"\\* the slowest repetition took over {SPREAD_LIMIT:g}x the median: disturbed, worth a rerun "
+                  "(minimum and maximum are in the JSON)."]
     return "\n".join(lines) + "\n"
 
 
