@@ -25,12 +25,15 @@ NO_SPLIT = 1 << 24  # chunks per segment that means "one segment per sequence"
 
 @dataclass(frozen=True)
 class LaunchConfig:
-    """Launch parameters: state columns per program of the state kernel, its warps and pipeline depth, and
-    the warps and score-loop slice width of the prepare kernel (measured on an H100, docs/perf-notes.md)."""
+    """Launch parameters: state columns per program of the state kernel, its warps and pipeline depth (that of
+    the split path's transition pass apart: it loads less per chunk, and two stages let two programs share a
+    multiprocessor), and the warps and score-loop slice width of the prepare kernel (measured on an H100,
+    docs/perf-notes.md)."""
 
     block_v: int = 64
     num_warps: int = 4
     num_stages: int = 3
+    transition_stages: int = 2
     prepare_warps: int = 4
     prepare_slice: int = 32
 
@@ -178,7 +181,7 @@ def kda_forward(
     seg_start = torch.empty(n_seg, HV, K, V, dtype=torch.float32, device=device)
     kda_chunk_state_kernel[((V + K) // bv * HV * n_seg,)](
         seg_start=None, seg_trans=seg_trans, BV=bv, NCOL=(V + K) // bv, STORE_HT=False, STORE_HI=False,
-        SPLIT=True, TRANSITION=True, **state_args)
+        SPLIT=True, TRANSITION=True, **{**state_args, "num_stages": cfg.transition_stages})
     bvc = 32  # the combine holds P [K, K] in registers: narrow column blocks, 8 warps
     kda_combine_kernel[(V // bvc * HV * N,)](
         initial_state, seg_trans, seg_start, seg_offsets, T, ncs, n_seg, HV=HV, K=K, V=V, BV=bvc,
