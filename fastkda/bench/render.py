@@ -39,7 +39,7 @@ def markdown_table(result: dict) -> str:
     head += ["floor ms", "of copy BW", "max rel diff"]
     lines = [f"{env.get('gpu', 'unknown GPU')}, {env.get('date', '')}, torch {env.get('torch')}, triton {env.get('triton')}"
              f", fla {env.get('fla')}; copy bandwidth {result['copy_bandwidth_gbs']:.0f} GB/s; "
-             f"median of {result['reps']} CUDA-event timings, L2 flushed before each.", "",
+             f"median of {result['reps']} CUDA-event timings, L2 flushed and the host's launch time kept out before each.", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in result["cases"]:
         res = row["results"]
