@@ -27,8 +27,8 @@ NO_SPLIT = 1 << 24  # chunks per segment that means "one segment per sequence"
 class LaunchConfig:
     """Launch parameters: state columns per program of the state kernel, its warps and pipeline depth (that of
     the split path's transition pass apart: it loads less per chunk, and two stages let two programs share a
-    multiprocessor), and the warps and score-loop slice width of the prepare kernel (measured on an H100,
-    docs/perf-notes.md)."""
+    multiprocessor), and the warps and score-loop slice width of the prepare kernel for K = 128 (K = 64 runs
+    as one slice; measured on an H100, docs/perf-notes.md)."""
 
     block_v: int = 64
     num_warps: int = 4
@@ -74,10 +74,11 @@ def parallel_slots(device: torch.device) -> int:
 STEP_US, THROUGHPUT_US, COMBINE_US = 1.45, 0.019, 3.0
 
 
-def state_pass_us(steps: int, walk: int, bv: int, slots: int, transition: bool = False) -> float:
-    """Estimated time of one pass of the state kernel: `steps` chunk steps of bv-column programs in all,
-    the longest program walking `walk` chunks."""
-    width = bv / 64 * (0.5 if transition else 1.0)
+def state_pass_us(steps: int, walk: int, bv: int, slots: int, transition: bool = False, K: int = 128) -> float:
+    """Estimated time of one pass of the state kernel: `steps` chunk steps of bv-column programs with K-row
+    states in all, the longest program walking `walk` chunks. A step's work is three products over K and one
+    over the chunk's 64 tokens: (3 K + 64) / (3 * 128 + 64) of the K = 128 step the costs were measured on."""
+    width = bv / 64 * (0.5 if transition else 1.0) * (3 * K + 64) / (3 * 128 + 64)
     return max(walk * STEP_US, steps * THROUGHPUT_US * width * H100_SLOTS / slots)
 
 
@@ -88,12 +89,13 @@ def plan_split(n_heads: int, total_chunks: int, longest_chunks: int, K: int, V: 
     sequences; slots: multiprocessors of the device."""
     out_steps = total_chunks * n_heads * (V // bv)              # the output pass, split or not
     trans_steps = total_chunks * n_heads * ((V + K) // bv)      # the transition pass (an upper bound)
-    unsplit = state_pass_us(out_steps, longest_chunks, bv, slots)
+    unsplit = state_pass_us(out_steps, longest_chunks, bv, slots, K=K)
     best, best_cost = 0, float("inf")
     for ncs in (16, 32, 64, 128):
         if ncs >= longest_chunks:
             break
-        cost = (state_pass_us(trans_steps, ncs, bv, slots, transition=True) + state_pass_us(out_steps, ncs, bv, slots)
+        cost = (state_pass_us(trans_steps, ncs, bv, slots, transition=True, K=K)
+                + state_pass_us(out_steps, ncs, bv, slots, K=K)
                 + math.ceil(longest_chunks / ncs) * COMBINE_US)
         if cost < best_cost:
             best, best_cost = ncs, cost
@@ -159,7 +161,7 @@ def kda_forward(
             T, N, NT, n_slots, nsearch, scale, gate.lower_bound, H=H, HV=HV, K=K, V=V, BT=BT, GATE=gate.mode,
             BOUNDED=gate.bounded, HAS_A=A_log is not None, HAS_BIAS=dt_bias is not None, L2NORM=l2norm,
             BETA_MODE=beta_mode, IS_VARLEN=cu_seqlens is not None, DIAG_FLOOR=DIAG_DECAY_FLOOR, INTERPRET=interp,
-            KS=min(cfg.prepare_slice, K), num_warps=cfg.prepare_warps, num_stages=1)
+            KS=K if K <= 64 else min(cfg.prepare_slice, K), num_warps=cfg.prepare_warps, num_stages=1)
 
     state_args = dict(
         ws_w=ws[0], ws_u=ws[1], ws_kd=ws[2], ws_qg=ws[3], ws_m=ws[4], ws_eg=ws_eg, o=o, h0=initial_state, ht=ht,

@@ -32,3 +32,10 @@ def test_choices_measured_best_on_h100():
 def test_fewer_multiprocessors_split_less():
     assert plan(4, 65536, slots=132) > 0
     assert plan(4, 65536, slots=16) == 0
+
+
+def test_head_dim_64_splits_where_its_steps_are_cheaper():
+    """K = V = 64, 32 heads, T = 8192: on an H100 the state kernel took 0.21 ms unsplit and 0.14-0.15 ms in
+    1024- or 2048-token segments (docs/perf-notes.md, v7)."""
+    assert plan_split(32, 128, 128, 64, 64, 64) * 64 in (1024, 2048)
+    assert plan_split(32, 128, 128, 128, 128, 64) == 0
