@@ -10,16 +10,18 @@ bf16 (KDA.md section 2, with T = (I + A_kk)^-1):
 and exp(G) [K] in fp32. Stage 2 (chunk_state.py) runs the state through them.
 
 Decay factors (docs/numerics.md). exp(gamma_i - gamma_j) <= 1 for i >= j, but no single factoring
-exp(gamma_i - c) exp(c - gamma_j) fits in floating point over a whole chunk. The scores are built in three
+exp(gamma_i - c) exp(c - gamma_j) fits in floating point over a whole chunk. The scores are built from
 products, each over the pairs where its anchor c lies between j and i, so that both factors are <= 1:
     rows 32-63 with columns 0-31            around token 31,
+and then, for a lower-bounded gate (BOUNDED: steps of at most exp(lower_bound), lower_bound in [-5, 0)),
+the two 32x32 diagonal blocks around the end of each, both exponents shifted by 15.5 steps at the bound:
+the decay from a token to its block's end spans at most 31 steps, so every factor lies within
+2^+-(15.5 |lower_bound| log2 e) <= 2^+-112. For other gates, two more levels:
     rows 16-31 with columns 0-15 (and 48-63 with 32-47) around token 15 (47),
-and the 16x16 diagonal blocks around the end of each block, both exponents shifted by 7.5 steps of
-exp(-DIAG_FLOOR): the decay from a token to its block's end spans at most 15 steps, so every factor lies
-within 2^+-108 for a lower-bounded gate (BOUNDED: steps of at most exp(-5)), with the anchors the other
-levels already need. For other gates the per-step decay is floored at exp(-DIAG_FLOOR) = exp(-10) inside
-these blocks only (same bound); a pair across such a step decays by less than 4.5e-5 either way, which is
-the only approximation made.
+and the 16x16 diagonal blocks around the end of each block, with every step's decay floored at
+exp(-DIAG_FLOOR) = exp(-10) inside these blocks only and the exponents shifted by 7.5 such steps (factors
+within 2^+-108); a pair across such a step decays by less than 4.5e-5 either way, which is the only
+approximation made.
 """
 
 from __future__ import annotations
@@ -40,18 +42,37 @@ def _add4(a0, a1, a2, a3, b0, b1, b2, b3):
 
 
 @triton.jit
-def block_ends(x, o_t, INTERPRET: tl.constexpr):
-    """Rows 15, 31, 47 and 63 of a [64, W] tile as [1, W] rows (each a sum with one nonzero term, so exact),
-    in one reduction pass: its cross-warp exchange is the cost, so four rows share it. The interpreter, for
-    which a four-operand reduction is slow, sums them one by one."""
-    r = o_t[:, None]
-    x15, x31 = tl.where(r == 15, x, 0.0), tl.where(r == 31, x, 0.0)
-    x47, x63 = tl.where(r == 47, x, 0.0), tl.where(r == 63, x, 0.0)
+def _add2(a0, a1, b0, b1):
+    return a0 + b0, a1 + b1
+
+
+@triton.jit
+def row_of(x, o_t, r):
+    """Row r of a [64, W] tile as a [1, W] row (a sum with one nonzero term, so exact)."""
+    return tl.sum(tl.where(o_t[:, None] == r, x, 0.0), 0)[None, :]
+
+
+@triton.jit
+def quarter_ends(x, o_t, INTERPRET: tl.constexpr):
+    """Rows 15, 31, 47 and 63 of a [64, W] tile as [1, W] rows, in one reduction pass: its cross-warp
+    exchange is the cost, so the rows share it. The interpreter, for which a multi-operand reduction is
+    slow, takes them one by one."""
     if INTERPRET:
-        e15, e31, e47, e63 = tl.sum(x15, 0), tl.sum(x31, 0), tl.sum(x47, 0), tl.sum(x63, 0)
-    else:
-        e15, e31, e47, e63 = tl.reduce((x15, x31, x47, x63), 0, _add4)
+        return row_of(x, o_t, 15), row_of(x, o_t, 31), row_of(x, o_t, 47), row_of(x, o_t, 63)
+    r = o_t[:, None]
+    e15, e31, e47, e63 = tl.reduce((tl.where(r == 15, x, 0.0), tl.where(r == 31, x, 0.0), tl.where(r == 47, x, 0.0),
+                                    tl.where(r == 63, x, 0.0)), 0, _add4)
     return e15[None, :], e31[None, :], e47[None, :], e63[None, :]
+
+
+@triton.jit
+def half_ends(x, o_t, INTERPRET: tl.constexpr):
+    """Rows 31 and 63 of a [64, W] tile as [1, W] rows, in one reduction pass (as `quarter_ends`)."""
+    if INTERPRET:
+        return row_of(x, o_t, 31), row_of(x, o_t, 63)
+    r = o_t[:, None]
+    e31, e63 = tl.reduce((tl.where(r == 31, x, 0.0), tl.where(r == 63, x, 0.0)), 0, _add2)
+    return e31[None, :], e63[None, :]
 
 
 @triton.jit
@@ -149,8 +170,13 @@ def kda_chunk_prepare_kernel(
     i_c = o_t[None, :]
     cross16 = ((i_r % 32) >= 16) & ((i_c % 32) < 16) & (i_r // 32 == i_c // 32)
     diag16 = (i_r // 16) == (i_c // 16)
+    diag32 = (i_r // 32) == (i_c // 32)
+    late = i_r >= 32
     # the diagonal blocks' shift: half the largest decay a block can have there (module docstring)
-    shift = 7.5 * DIAG_FLOOR * LOG2E
+    if BOUNDED:
+        shift = 15.5 * -lower_bound * LOG2E
+    else:
+        shift = 7.5 * DIAG_FLOOR * LOG2E
     for h in range(K // KS):  # a loop, not unrolled: one slice of tiles live at a time
         o_h = h * KS + tl.arange(0, KS)
         b_g = g_next.to(tl.float32)
@@ -161,7 +187,11 @@ def kda_chunk_prepare_kernel(
             bias = tl.zeros([1, KS], dtype=tl.float32)
         a = tl.where(m_tk, gate_log2(b_g, A_scale, bias, lower_bound, GATE, INTERPRET), 0.0)   # log2 units
         gam = tl.cumsum(a, axis=0)                                                 # decay through row i
-        a15, a31, a47, G = block_ends(gam, o_t, INTERPRET)        # anchors; G: the decay over the chunk
+        # anchors; G: the decay over the chunk
+        if BOUNDED:
+            a31, G = half_ends(gam, o_t, INTERPRET)
+        else:
+            a15, a31, a47, G = quarter_ends(gam, o_t, INTERPRET)
         b_k = tl.load(k + rows * s_kt + o_h[None, :], mask=m_tk, other=0.0).to(tl.float32) * k_norm
         b_q = tl.load(q + rows * s_qt + o_h[None, :], mask=m_tk, other=0.0).to(tl.float32) * q_norm
         eg = tl.exp2(gam)
@@ -173,27 +203,25 @@ def kda_chunk_prepare_kernel(
         tl.store(ws_eg + out * K + o_h[None, :], tl.exp2(G))
         # rows i >= 32 with columns j < 32, around token 31: both factors <= 1 (and 0 off those pairs); a token
         # is a row or a column of a level, never both, so one exp2 gives both factors
-        late = i_r >= 32
         e = tl.exp2(tl.minimum(tl.where(late, gam - a31, a31 - gam), 0.0))
         AK, AQ = scores(b_k * tl.where(late, e, 0.0), b_q * tl.where(late, e, 0.0), b_k * tl.where(late, 0.0, e),
                         None, AK, AQ, INTERPRET)
-        # rows 16-31 with columns 0-15 of each 32-token half, around its token 15: both factors <= 1
-        anc = tl.where(i_r < 32, a15, a47)
-        late = i_r % 32 >= 16
-        e = tl.exp2(tl.minimum(tl.where(late, gam - anc, anc - gam), 0.0))
-        AK, AQ = scores(b_k * tl.where(late, e, 0.0), b_q * tl.where(late, e, 0.0), b_k * tl.where(late, 0.0, e),
-                        cross16, AK, AQ, INTERPRET)
-        # the 16x16 diagonal blocks, around the end of each block, shifted
         if BOUNDED:
-            end = tl.where(i_r % 32 < 16, anc, tl.where(i_r < 32, a31, G))
-            d = gam - end - shift
+            # the two 32x32 diagonal blocks, around the end of each, shifted
+            d = gam - tl.where(late, G, a31) - shift
+            AK, AQ = scores(b_k * tl.exp2(d), b_q * tl.exp2(d), b_k * tl.exp2(-d), diag32, AK, AQ, INTERPRET)
         else:
-            # the decay from each token to its block's end with every step floored at DIAG_FLOOR
+            # rows 16-31 with columns 0-15 of each 32-token half, around its token 15: both factors <= 1
+            anc = tl.where(late, a47, a15)
+            late16 = i_r % 32 >= 16
+            e = tl.exp2(tl.minimum(tl.where(late16, gam - anc, anc - gam), 0.0))
+            AK, AQ = scores(b_k * tl.where(late16, e, 0.0), b_q * tl.where(late16, e, 0.0),
+                            b_k * tl.where(late16, 0.0, e), cross16, AK, AQ, INTERPRET)
+            # the 16x16 diagonal blocks, around the end of each block, shifted: the decay from each token to
+            # its block's end with every step floored at DIAG_FLOOR
             af3 = tl.maximum(tl.reshape(a, [BT // 16, 16, KS]), -DIAG_FLOOR * LOG2E)
             d = tl.reshape(af3 - tl.cumsum(af3, axis=1, reverse=True), [BT, KS]) - shift
-        f_r = tl.exp2(d)
-        f_c = tl.exp2(-d)
-        AK, AQ = scores(b_k * f_r, b_q * f_r, b_k * f_c, diag16, AK, AQ, INTERPRET)
+            AK, AQ = scores(b_k * tl.exp2(d), b_q * tl.exp2(d), b_k * tl.exp2(-d), diag16, AK, AQ, INTERPRET)
     tl.store(ws_m + out * BT * BT + o_t[:, None] * BT + o_t[None, :],
              bf16(tl.where(o_t[:, None] >= o_t[None, :], AQ, 0.0), INTERPRET))
 
