@@ -15,7 +15,7 @@ import triton
 
 from fastkda.kernels.chunk_prepare import CHUNK, kda_chunk_prepare_kernel
 from fastkda.kernels.chunk_state import kda_chunk_state_kernel
-from fastkda.kernels.common import DIAG_DECAY_FLOOR, interpreting
+from fastkda.kernels.common import DIAG_DECAY_FLOOR, HALF_BLOCK_SHIFT, interpreting
 from fastkda.kernels.split import kda_combine_kernel, kda_schedule_kernel
 
 GATE_PRE, GATE_SOFTPLUS, GATE_LOWER_BOUND = 0, 1, 2
@@ -160,8 +160,8 @@ def kda_forward(
             v.stride(2), g.stride(0), g.stride(1), g.stride(2), beta.stride(0), beta.stride(1), beta.stride(2),
             T, N, NT, n_slots, nsearch, scale, gate.lower_bound, H=H, HV=HV, K=K, V=V, BT=BT, GATE=gate.mode,
             BOUNDED=gate.bounded, HAS_A=A_log is not None, HAS_BIAS=dt_bias is not None, L2NORM=l2norm,
-            BETA_MODE=beta_mode, IS_VARLEN=cu_seqlens is not None, DIAG_FLOOR=DIAG_DECAY_FLOOR, INTERPRET=interp,
-            KS=K if K <= 64 else min(cfg.prepare_slice, K), num_warps=cfg.prepare_warps, num_stages=1)
+            BETA_MODE=beta_mode, IS_VARLEN=cu_seqlens is not None, DIAG_FLOOR=DIAG_DECAY_FLOOR,
+            HALF_SHIFT=HALF_BLOCK_SHIFT, INTERPRET=interp, KS=K if K <= 64 else min(cfg.prepare_slice, K), num_warps=cfg.prepare_warps, num_stages=1)
 
     state_args = dict(
         ws_w=ws[0], ws_u=ws[1], ws_kd=ws[2], ws_qg=ws[3], ws_m=ws[4], ws_eg=ws_eg, o=o, h0=initial_state, ht=ht,

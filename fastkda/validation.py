@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import torch
 
+from fastkda.kernels.common import BOUNDED_STEP
+
 SUPPORTED_HEAD_DIMS = (64, 128)
 INPUT_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 STATE_DTYPES = (torch.float32, torch.bfloat16)
-SAFE_LOWER_BOUND = (-5.0, 0.0)
+SAFE_LOWER_BOUND = (-BOUNDED_STEP, 0.0)
 
 
 def _dtype_name(dtype: torch.dtype) -> str:

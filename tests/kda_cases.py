@@ -77,7 +77,11 @@ def make_inputs(case: Case, device) -> dict:
     if case.g_fill:
         what, _, val = case.g_fill.partition("=")
         fill = {"uniform": lambda s: torch.rand(*s, generator=gen) * 16 - 8,
-                "normal": lambda s: 8 * rnd(*s)}.get(val, lambda s: torch.full(s, float(val)))
+                "normal": lambda s: 8 * rnd(*s),
+                # strong decay (exp(-20) a step) in the first half of the key dims, mild in the rest
+                "mixed": lambda s: torch.where(torch.arange(s[-1]) < s[-1] // 2, -20.0,
+                                               -torch.nn.functional.softplus(rnd(*s)))}.get(
+            val, lambda s: torch.full(s, float(val)))
         if what == "g":
             g, dt_bias = fill((B, T, HV, K)), torch.zeros(HV * K)
         else:

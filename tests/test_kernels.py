@@ -47,6 +47,8 @@ CPU_CASES = [
     with_(BASE, gate="softplus", g_fill="g=normal"),
     with_(BASE, gate="lb", g_fill="bias=-8"),
     with_(BASE, gate="lb", g_fill="g=8"),                         # every step at the bound: the widest factors
+    # per 32-column slice, the 32-token diagonal blocks where they fit and the 16-token ones where they do not
+    with_(BASE, K=128, V=64, gate="pre", g_fill="g=mixed"),
     # weak decay, so that a segment's state map P is far from zero and the split path has to apply it (with
     # the random gates above the state forgets its start within a few dozen tokens)
     with_(BASE, T=260, split_size=64, g_fill="bias=-8", h0="fp32"),
@@ -81,7 +83,8 @@ GPU_RANDOM = [
 GPU_EXTREME = (
     [with_(G, gate="lb", g_fill=f) for f in GATE_SWEEP]
     + [with_(G, gate="softplus", g_fill=f) for f in GATE_SWEEP]
-    + [with_(G, gate="pre", g_fill="g=-1000"), with_(G, collinear=True), with_(G, gate="softplus", collinear=True)]
+    + [with_(G, gate="pre", g_fill="g=-1000"), with_(G, gate="pre", g_fill="g=mixed"), with_(G, collinear=True),
+       with_(G, gate="softplus", collinear=True)]
 )
 
 

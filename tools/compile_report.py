@@ -13,6 +13,7 @@ from triton.backends.compiler import GPUTarget
 
 from fastkda.kernels.chunk_prepare import kda_chunk_prepare_kernel
 from fastkda.kernels.chunk_state import kda_chunk_state_kernel
+from fastkda.kernels.common import HALF_BLOCK_SHIFT
 
 I32_PTRS = {"cu_seqlens", "seg_offsets", "chunk_offsets"}
 F32_PTRS = {"A_log", "dt_bias", "h0", "ht", "seg_start", "seg_trans", "ws_eg"}
@@ -52,7 +53,8 @@ def ptxas_verbose(ck) -> str:
 
 def prepare_variant(warps=4, K=128, V=128, bounded=True, ks=32, maxnreg=None):
     c = dict(K=K, V=V, BT=64, GATE=2 if bounded else 1, BOUNDED=bounded, HAS_A=True, HAS_BIAS=True,
-             L2NORM=True, BETA_MODE=1, IS_VARLEN=False, DIAG_FLOOR=10.0, INTERPRET=False, KS=ks)
+             L2NORM=True, BETA_MODE=1, IS_VARLEN=False, DIAG_FLOOR=10.0, HALF_SHIFT=HALF_BLOCK_SHIFT,
+             INTERPRET=False, KS=ks)
     return compile_kernel(kda_chunk_prepare_kernel, c, warps, 1, maxnreg)
 
 

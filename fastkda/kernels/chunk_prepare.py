@@ -97,6 +97,32 @@ def scores(k_rows, q_rows, k_cols, keep, AK, AQ, INTERPRET: tl.constexpr):
     return AK, AQ
 
 
+@triton.jit
+def diagonal_halves(b_k, b_q, gam, a31, G, late, diag32, AK, AQ, HALF_SHIFT: tl.constexpr, INTERPRET: tl.constexpr):
+    """The two 32x32 diagonal blocks, around the end of each, both exponents shifted by HALF_SHIFT: exact when
+    no token decays by more than 2^-(2 HALF_SHIFT) to its half's end."""
+    d = gam - tl.where(late, G, a31) - HALF_SHIFT
+    return scores(b_k * tl.exp2(d), b_q * tl.exp2(d), b_k * tl.exp2(-d), diag32, AK, AQ, INTERPRET)
+
+
+@triton.jit
+def diagonal_quarters(a, b_k, b_q, gam, a15, a47, late, cross16, diag16, AK, AQ, DIAG_FLOOR: tl.constexpr,
+                      INTERPRET: tl.constexpr):
+    """The diagonal blocks for any decay: rows 16-31 with columns 0-15 of each half around its token 15 (both
+    factors <= 1), then the 16x16 diagonal blocks around the end of each, with every step's decay floored at
+    exp(-DIAG_FLOOR) and both exponents shifted by 7.5 such steps."""
+    anc = tl.where(late, a47, a15)
+    i_r = tl.arange(0, 64)[:, None]
+    late16 = i_r % 32 >= 16
+    e = tl.exp2(tl.minimum(tl.where(late16, gam - anc, anc - gam), 0.0))
+    AK, AQ = scores(b_k * tl.where(late16, e, 0.0), b_q * tl.where(late16, e, 0.0), b_k * tl.where(late16, 0.0, e),
+                    cross16, AK, AQ, INTERPRET)
+    KS: tl.constexpr = a.shape[1]
+    af3 = tl.maximum(tl.reshape(a, [4, 16, KS]), -DIAG_FLOOR * LOG2E)
+    d = tl.reshape(af3 - tl.cumsum(af3, axis=1, reverse=True), [64, KS]) - 7.5 * DIAG_FLOOR * LOG2E
+    return scores(b_k * tl.exp2(d), b_q * tl.exp2(d), b_k * tl.exp2(-d), diag16, AK, AQ, INTERPRET)
+
+
 @triton.jit(do_not_specialize=["H", "HV"])  # one compilation for every head count
 def kda_chunk_prepare_kernel(
     q, k, v, g, beta, A_log, dt_bias, ws_w, ws_u, ws_kd, ws_qg, ws_m, ws_eg, cu_seqlens, chunk_offsets,
@@ -105,7 +131,7 @@ def kda_chunk_prepare_kernel(
     H, HV, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr,
     GATE: tl.constexpr, BOUNDED: tl.constexpr, HAS_A: tl.constexpr, HAS_BIAS: tl.constexpr,
     L2NORM: tl.constexpr, BETA_MODE: tl.constexpr, IS_VARLEN: tl.constexpr, DIAG_FLOOR: tl.constexpr,
-    INTERPRET: tl.constexpr, KS: tl.constexpr = 32,
+    HALF_SHIFT: tl.constexpr, INTERPRET: tl.constexpr, KS: tl.constexpr = 32,
 ):
     """Grid: one program per (chunk slot, value head). Fixed length: slot = b * NT + chunk; varlen: slots
     number the chunks of all sequences in order (chunk_offsets), and programs past the last chunk, or past
@@ -172,11 +198,6 @@ def kda_chunk_prepare_kernel(
     diag16 = (i_r // 16) == (i_c // 16)
     diag32 = (i_r // 32) == (i_c // 32)
     late = i_r >= 32
-    # the diagonal blocks' shift: half the largest decay a block can have there (module docstring)
-    if BOUNDED:
-        shift = 15.5 * -lower_bound * LOG2E
-    else:
-        shift = 7.5 * DIAG_FLOOR * LOG2E
     for h in range(K // KS):  # a loop, not unrolled: one slice of tiles live at a time
         o_h = h * KS + tl.arange(0, KS)
         b_g = g_next.to(tl.float32)
@@ -206,22 +227,12 @@ def kda_chunk_prepare_kernel(
         e = tl.exp2(tl.minimum(tl.where(late, gam - a31, a31 - gam), 0.0))
         AK, AQ = scores(b_k * tl.where(late, e, 0.0), b_q * tl.where(late, e, 0.0), b_k * tl.where(late, 0.0, e),
                         None, AK, AQ, INTERPRET)
-        if BOUNDED:
-            # the two 32x32 diagonal blocks, around the end of each, shifted
-            d = gam - tl.where(late, G, a31) - shift
-            AK, AQ = scores(b_k * tl.exp2(d), b_q * tl.exp2(d), b_k * tl.exp2(-d), diag32, AK, AQ, INTERPRET)
+        if BOUNDED:  # steps of at most exp(-BOUNDED_STEP): the 32-token halves always fit
+            AK, AQ = diagonal_halves(b_k, b_q, gam, a31, G, late, diag32, AK, AQ, HALF_SHIFT, INTERPRET)
+        elif tl.max(tl.maximum(-a31, a31 - G)) <= 2 * HALF_SHIFT:  # this slice's halves fit as well
+            AK, AQ = diagonal_halves(b_k, b_q, gam, a31, G, late, diag32, AK, AQ, HALF_SHIFT, INTERPRET)
         else:
-            # rows 16-31 with columns 0-15 of each 32-token half, around its token 15: both factors <= 1
-            anc = tl.where(late, a47, a15)
-            late16 = i_r % 32 >= 16
-            e = tl.exp2(tl.minimum(tl.where(late16, gam - anc, anc - gam), 0.0))
-            AK, AQ = scores(b_k * tl.where(late16, e, 0.0), b_q * tl.where(late16, e, 0.0),
-                            b_k * tl.where(late16, 0.0, e), cross16, AK, AQ, INTERPRET)
-            # the 16x16 diagonal blocks, around the end of each block, shifted: the decay from each token to
-            # its block's end with every step floored at DIAG_FLOOR
-            af3 = tl.maximum(tl.reshape(a, [BT // 16, 16, KS]), -DIAG_FLOOR * LOG2E)
-            d = tl.reshape(af3 - tl.cumsum(af3, axis=1, reverse=True), [BT, KS]) - shift
-            AK, AQ = scores(b_k * tl.exp2(d), b_q * tl.exp2(d), b_k * tl.exp2(-d), diag16, AK, AQ, INTERPRET)
+            AK, AQ = diagonal_quarters(a, b_k, b_q, gam, a15, a47, late, cross16, diag16, AK, AQ, DIAG_FLOOR, INTERPRET)
     tl.store(ws_m + out * BT * BT + o_t[:, None] * BT + o_t[None, :],
              bf16(tl.where(o_t[:, None] >= o_t[None, :], AQ, 0.0), INTERPRET))
 
