@@ -37,6 +37,7 @@ class Case:
     split_size: int | None = 0        # 0: one segment per sequence
     g_fill: str | None = None         # gate sweep: "g=<value>", "g=uniform", "g=normal", "bias=..."
     collinear: bool = False           # all keys of a chunk within 1e-3 of one unit vector
+    beta_value: float | None = None   # every beta this value (with beta_sigmoid=False: as given)
     strided: bool = False             # q, k, v as slices of one fused projection
     seed: int = 0
 
@@ -57,6 +58,8 @@ class Case:
             parts.append(f"split{self.split_size}")
         if self.g_fill:
             parts.append(self.g_fill)
+        if self.beta_value is not None:
+            parts.append(f"beta={self.beta_value:g}")
         return "-".join(parts)
 
 
@@ -89,6 +92,8 @@ def make_inputs(case: Case, device) -> dict:
     if case.gate == "pre":
         g = -torch.nn.functional.softplus(g) if not case.g_fill else g
     beta = rnd(B, T, HV) if case.beta_sigmoid else torch.rand(B, T, HV, generator=gen)
+    if case.beta_value is not None:
+        beta = torch.full((B, T, HV), case.beta_value)
     args = dict(q=q.to(dt), k=k.to(dt), v=v.to(dt), g=g.to(dt), beta=beta.to(dt),
                 use_qk_l2norm_in_kernel=case.l2norm, use_beta_sigmoid_in_kernel=case.beta_sigmoid,
                 output_final_state=case.final, state_v_first=case.v_first,

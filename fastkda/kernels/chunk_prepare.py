@@ -123,6 +123,26 @@ def diagonal_quarters(a, b_k, b_q, gam, a15, a47, late, cross16, diag16, AK, AQ,
     return scores(b_k * tl.exp2(d), b_q * tl.exp2(d), b_k * tl.exp2(-d), diag16, AK, AQ, INTERPRET)
 
 
+@triton.jit
+def invert_unit_lower(A, FP16: tl.constexpr, INTERPRET: tl.constexpr):
+    """(I + A)^-1 for a strictly lower triangular [64, 64] A, by doubling the inverted diagonal blocks,
+    1 -> 2 -> ... -> 64: with T the inverse of the block-diagonal part, [[T1, 0], [-T2 A21 T1, T2]] =
+    T - T A_off T is exact at every level. FP16: the products take fp16 operands (the mantissa of tf32, half
+    the bytes; values past 65504 become inf), else tf32."""
+    i_r = tl.arange(0, 64)[:, None]
+    i_c = tl.arange(0, 64)[None, :]
+    Tm = tl.where(i_r == i_c, 1.0, 0.0) - tl.where((i_r % 2 == 1) & (i_c == i_r - 1), A, 0.0)
+    for lv in tl.static_range(1, 6):
+        b = 1 << lv
+        A_off = tl.where(((i_r // b) % 2 == 1) & (i_c // b == i_r // b - 1), A, 0.0)
+        if FP16:
+            Th = Tm.to(tl.float16)
+            Tm = Tm - mm(mm(Th, A_off.to(tl.float16), INTERPRET).to(tl.float16), Th, INTERPRET)
+        else:
+            Tm = Tm - mm_f32(mm_f32(Tm, A_off, SOLVE_PRECISION, INTERPRET), Tm, SOLVE_PRECISION, INTERPRET)
+    return Tm
+
+
 @triton.jit(do_not_specialize=["H", "HV"])  # one compilation for every head count
 def kda_chunk_prepare_kernel(
     q, k, v, g, beta, A_log, dt_bias, ws_w, ws_u, ws_kd, ws_qg, ws_m, ws_eg, cu_seqlens, chunk_offsets,
@@ -236,14 +256,12 @@ def kda_chunk_prepare_kernel(
     tl.store(ws_m + out * BT * BT + o_t[:, None] * BT + o_t[None, :],
              bf16(tl.where(o_t[:, None] >= o_t[None, :], AQ, 0.0), INTERPRET))
 
-    # ---- T = (I + A_kk)^-1 by doubling the inverted diagonal blocks, 1 -> 2 -> ... -> 64: with T the inverse
-    # of the block-diagonal part, [[T1, 0], [-T2 A21 T1, T2]] = T - T A_off T is exact at every level
+    # ---- T = (I + A_kk)^-1, with fp16 products; in the rare chunk where those overflow (a transition that
+    # grows by 2^16 within 64 tokens), again with tf32 products
     Akk = tl.where(o_t[:, None] > o_t[None, :], AK * b_b[:, None], 0.0)
-    Tm = tl.where(i_r == i_c, 1.0, 0.0) - tl.where((i_r % 2 == 1) & (i_c == i_r - 1), Akk, 0.0)
-    for lv in tl.static_range(1, 6):
-        b = 1 << lv
-        A_off = tl.where(((i_r // b) % 2 == 1) & (i_c // b == i_r // b - 1), Akk, 0.0)
-        Tm = Tm - mm_f32(mm_f32(Tm, A_off, SOLVE_PRECISION, INTERPRET), Tm, SOLVE_PRECISION, INTERPRET)
+    Tm = invert_unit_lower(Akk, True, INTERPRET)
+    if tl.sum(tl.where(tl.abs(Tm) <= 3.0e38, 0, 1)) != 0:  # inf or NaN
+        Tm = invert_unit_lower(Akk, False, INTERPRET)
     Tb = bf16(Tm * b_b[None, :], INTERPRET)                                  # T diag(beta)
 
     # ---- W = T diag(beta) k exp(gamma) over the parked rows, and U = T diag(beta) v
