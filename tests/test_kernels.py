@@ -65,10 +65,10 @@ def test_forward_interpreter(case):
 
 # A transition that grows by 2^16 within a chunk (beta = 3 on collinear keys, no decay): the inverse's fp16
 # products overflow and the chunk is solved again with tf32 products. The problem itself is ill-conditioned in
-# bf16 (the float32-only kernels measure the same 5.6e-2), hence the looser bound; without the second solve the
-# output is inf.
+# bf16: 5.6e-2 under the interpreter (fp32 products, with or without the fp16 first solve) and 0.13 on an H100
+# (tf32), hence the loose bound; without the second solve the output is inf.
 GROWING = with_(BASE, T=100, gate="pre", g_fill="g=0", collinear=True, beta_sigmoid=False, beta_value=3.0)
-TOL_GROWING = {"o": 0.1, "final": 0.1}
+TOL_GROWING = {"o": 0.3, "final": 0.3}
 
 
 def test_inverse_overflow_interpreter():
