@@ -1,9 +1,11 @@
 """Compiles the forward's kernels for sm_90 without a GPU and prints registers and spills (ptxas -v, from the
-ptxas that ships with Triton). Usage: python tools/compile_report.py"""
+ptxas that ships with Triton) and SASS instruction counts: in all, and in the longest loop (nvdisasm).
+Usage: python tools/compile_report.py"""
 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import tempfile
 import time
@@ -51,6 +53,33 @@ def ptxas_verbose(ck) -> str:
     return " | ".join(ln.split("info    : ")[-1].strip() for ln in res.stderr.splitlines() if "spill" in ln or "Used" in ln)
 
 
+def sass_counts(ck) -> str:
+    """Static SASS instructions of the kernel and of its longest loop (the prepare kernel's score loop)."""
+    tool = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "nvdisasm")
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "k.cubin")
+        open(path, "wb").write(ck.asm["cubin"])
+        sass = subprocess.run([tool, "-c", path], capture_output=True, text=True).stdout
+    addrs, label_at, pending, branches = [], {}, None, []
+    for line in sass.splitlines():
+        label = re.match(r"\s*\.(L_x_\d+):", line)
+        if label:
+            pending = label.group(1)
+            continue
+        ins = re.match(r"\s*/\*([0-9a-f]+)\*/\s+(?:@!?U?P\w+\s+)?(\w+)(.*)", line)
+        if ins:
+            addr = int(ins.group(1), 16)
+            addrs.append(addr)
+            if pending:
+                label_at[pending], pending = addr, None
+            target = re.search(r"`\(\.(L_x_\d+)\)", ins.group(3))
+            if ins.group(2) == "BRA" and target:
+                branches.append((addr, target.group(1)))
+    loops = [(label_at[t], a) for a, t in branches if t in label_at and label_at[t] < a]
+    longest = max((sum(lo <= x <= hi for x in addrs) for lo, hi in loops), default=0)
+    return f"{len(addrs)} SASS instructions, {longest} in the longest loop"
+
+
 def prepare_variant(warps=4, K=128, V=128, bounded=True, ks=32, maxnreg=None):
     c = dict(K=K, V=V, BT=64, GATE=2 if bounded else 1, BOUNDED=bounded, HAS_A=True, HAS_BIAS=True,
              L2NORM=True, BETA_MODE=1, IS_VARLEN=False, DIAG_FLOOR=10.0, HALF_SHIFT=HALF_BLOCK_SHIFT,
@@ -68,7 +97,7 @@ def state_variant(bv=64, warps=4, stages=2, K=128, V=128, transition=False):
 if __name__ == "__main__":
     for kw in (dict(warps=4), dict(warps=4, ks=64), dict(warps=4, bounded=False)):
         ck, dt = prepare_variant(**kw)
-        print(f"prepare {kw} {dt:.1f}s smem={ck.metadata.shared}: {ptxas_verbose(ck)}")
+        print(f"prepare {kw} {dt:.1f}s smem={ck.metadata.shared}: {ptxas_verbose(ck)}; {sass_counts(ck)}")
     for kw in (dict(bv=64, warps=4, stages=3), dict(bv=32, warps=4, stages=3), dict(bv=64, warps=4, stages=3, transition=True)):
         ck, dt = state_variant(**kw)
-        print(f"state {kw} {dt:.1f}s smem={ck.metadata.shared}: {ptxas_verbose(ck)}")
+        print(f"state {kw} {dt:.1f}s smem={ck.metadata.shared}: {ptxas_verbose(ck)}; {sass_counts(ck)}")

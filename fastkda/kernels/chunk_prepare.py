@@ -11,17 +11,21 @@ and exp(G) [K] in fp32. Stage 2 (chunk_state.py) runs the state through them.
 
 Decay factors (docs/numerics.md). exp(gamma_i - gamma_j) <= 1 for i >= j, but no single factoring
 exp(gamma_i - c) exp(c - gamma_j) fits in floating point over a whole chunk. The scores are built from
-products, each over the pairs where its anchor c lies between j and i, so that both factors are <= 1:
-    rows 32-63 with columns 0-31            around token 31,
-and then, for a lower-bounded gate (BOUNDED: steps of at most exp(lower_bound), lower_bound in [-5, 0)),
-the two 32x32 diagonal blocks around the end of each, both exponents shifted by 15.5 steps at the bound:
-the decay from a token to its block's end spans at most 31 steps, so every factor lies within
-2^+-(15.5 |lower_bound| log2 e) <= 2^+-112. For other gates, two more levels:
+products, each over the pairs where its anchor c lies between j and i, one KS-wide slice of the key dims at
+a time:
+    rows 32-63 with columns 0-31            around token 31 (both factors <= 1),
+then the two 32x32 diagonal blocks around the end of each, both exponents shifted by HALF_SHIFT: exact when
+no token decays by more than 2^-(2 HALF_SHIFT) to the end of its half, which 31 steps of at most
+exp(-BOUNDED_STEP) guarantee for a lower-bounded gate (BOUNDED) and the kernel checks per slice for the
+others. Where the check fails, two levels instead:
     rows 16-31 with columns 0-15 (and 48-63 with 32-47) around token 15 (47),
 and the 16x16 diagonal blocks around the end of each block, with every step's decay floored at
 exp(-DIAG_FLOOR) = exp(-10) inside these blocks only and the exponents shifted by 7.5 such steps (factors
 within 2^+-108); a pair across such a step decays by less than 4.5e-5 either way, which is the only
 approximation made.
+
+The inverse T takes fp16 products (tf32's mantissa, half the operand bytes); a chunk whose T overflows fp16
+is solved again with tf32 products.
 """
 
 from __future__ import annotations
