@@ -41,11 +41,6 @@ SOLVE_PRECISION: tl.constexpr = tl.constexpr("tf32")
 
 
 @triton.jit
-def _add4(a0, a1, a2, a3, b0, b1, b2, b3):
-    return a0 + b0, a1 + b1, a2 + b2, a3 + b3
-
-
-@triton.jit
 def _add2(a0, a1, b0, b1):
     return a0 + b0, a1 + b1
 
@@ -57,26 +52,15 @@ def row_of(x, o_t, r):
 
 
 @triton.jit
-def quarter_ends(x, o_t, INTERPRET: tl.constexpr):
-    """Rows 15, 31, 47 and 63 of a [64, W] tile as [1, W] rows, in one reduction pass: its cross-warp
-    exchange is the cost, so the rows share it. The interpreter, for which a multi-operand reduction is
-    slow, takes them one by one."""
+def row_pair(x, o_t, r0: tl.constexpr, r1: tl.constexpr, INTERPRET: tl.constexpr):
+    """Rows r0 and r1 of a [64, W] tile as [1, W] rows, in one reduction pass: its cross-warp exchange is the
+    cost, so the two rows share it. The interpreter, for which a two-operand reduction is slow, takes them
+    one by one."""
     if INTERPRET:
-        return row_of(x, o_t, 15), row_of(x, o_t, 31), row_of(x, o_t, 47), row_of(x, o_t, 63)
+        return row_of(x, o_t, r0), row_of(x, o_t, r1)
     r = o_t[:, None]
-    e15, e31, e47, e63 = tl.reduce((tl.where(r == 15, x, 0.0), tl.where(r == 31, x, 0.0), tl.where(r == 47, x, 0.0),
-                                    tl.where(r == 63, x, 0.0)), 0, _add4)
-    return e15[None, :], e31[None, :], e47[None, :], e63[None, :]
-
-
-@triton.jit
-def half_ends(x, o_t, INTERPRET: tl.constexpr):
-    """Rows 31 and 63 of a [64, W] tile as [1, W] rows, in one reduction pass (as `quarter_ends`)."""
-    if INTERPRET:
-        return row_of(x, o_t, 31), row_of(x, o_t, 63)
-    r = o_t[:, None]
-    e31, e63 = tl.reduce((tl.where(r == 31, x, 0.0), tl.where(r == 63, x, 0.0)), 0, _add2)
-    return e31[None, :], e63[None, :]
+    e0, e1 = tl.reduce((tl.where(r == r0, x, 0.0), tl.where(r == r1, x, 0.0)), 0, _add2)
+    return e0[None, :], e1[None, :]
 
 
 @triton.jit
@@ -110,13 +94,15 @@ def diagonal_halves(b_k, b_q, gam, a31, G, late, diag32, AK, AQ, HALF_SHIFT: tl.
 
 
 @triton.jit
-def diagonal_quarters(a, b_k, b_q, gam, a15, a47, late, cross16, diag16, AK, AQ, DIAG_FLOOR: tl.constexpr,
+def diagonal_quarters(a, b_k, b_q, gam, late, cross16, diag16, AK, AQ, DIAG_FLOOR: tl.constexpr,
                       INTERPRET: tl.constexpr):
     """The diagonal blocks for any decay: rows 16-31 with columns 0-15 of each half around its token 15 (both
     factors <= 1), then the 16x16 diagonal blocks around the end of each, with every step's decay floored at
     exp(-DIAG_FLOOR) and both exponents shifted by 7.5 such steps."""
+    o_t = tl.arange(0, 64)
+    i_r = o_t[:, None]
+    a15, a47 = row_pair(gam, o_t, 15, 47, INTERPRET)
     anc = tl.where(late, a47, a15)
-    i_r = tl.arange(0, 64)[:, None]
     late16 = i_r % 32 >= 16
     e = tl.exp2(tl.minimum(tl.where(late16, gam - anc, anc - gam), 0.0))
     AK, AQ = scores(b_k * tl.where(late16, e, 0.0), b_q * tl.where(late16, e, 0.0), b_k * tl.where(late16, 0.0, e),
@@ -226,19 +212,22 @@ def kda_chunk_prepare_kernel(
         o_h = h * KS + tl.arange(0, KS)
         b_g = g_next.to(tl.float32)
         g_next = tl.load(g + rows * s_gt + KS + o_h[None, :], mask=m_tk & (KS + o_h < K)[None, :], other=0.0)
+        if BOUNDED:  # the slice's keys and queries are requested before the gate's running sum, which hides
+            # their latency; the other gates' longer loop has no registers to spare for that
+            kraw = tl.load(k + rows * s_kt + o_h[None, :], mask=m_tk, other=0.0)
+            qraw = tl.load(q + rows * s_qt + o_h[None, :], mask=m_tk, other=0.0)
         if HAS_BIAS:
             bias = tl.load(dt_bias + i_hv * K + o_h).to(tl.float32)[None, :]
         else:
             bias = tl.zeros([1, KS], dtype=tl.float32)
         a = tl.where(m_tk, gate_log2(b_g, A_scale, bias, lower_bound, GATE, INTERPRET), 0.0)   # log2 units
         gam = tl.cumsum(a, axis=0)                                                 # decay through row i
-        # anchors; G: the decay over the chunk
-        if BOUNDED:
-            a31, G = half_ends(gam, o_t, INTERPRET)
-        else:
-            a15, a31, a47, G = quarter_ends(gam, o_t, INTERPRET)
-        b_k = tl.load(k + rows * s_kt + o_h[None, :], mask=m_tk, other=0.0).to(tl.float32) * k_norm
-        b_q = tl.load(q + rows * s_qt + o_h[None, :], mask=m_tk, other=0.0).to(tl.float32) * q_norm
+        a31, G = row_pair(gam, o_t, 31, 63, INTERPRET)         # anchors; G: the decay over the chunk
+        if not BOUNDED:
+            kraw = tl.load(k + rows * s_kt + o_h[None, :], mask=m_tk, other=0.0)
+            qraw = tl.load(q + rows * s_qt + o_h[None, :], mask=m_tk, other=0.0)
+        b_k = kraw.to(tl.float32) * k_norm
+        b_q = qraw.to(tl.float32) * q_norm
         eg = tl.exp2(gam)
         tl.store(ws_qg + out * BT * K + o_t[:, None] * K + o_h[None, :], bf16(b_q * eg, INTERPRET))  # q exp(gamma)
         # k exp(gamma), parked in the W slot until T is known
@@ -256,7 +245,7 @@ def kda_chunk_prepare_kernel(
         elif tl.max(tl.maximum(-a31, a31 - G)) <= 2 * HALF_SHIFT:  # this slice's halves fit as well
             AK, AQ = diagonal_halves(b_k, b_q, gam, a31, G, late, diag32, AK, AQ, HALF_SHIFT, INTERPRET)
         else:
-            AK, AQ = diagonal_quarters(a, b_k, b_q, gam, a15, a47, late, cross16, diag16, AK, AQ, DIAG_FLOOR, INTERPRET)
+            AK, AQ = diagonal_quarters(a, b_k, b_q, gam, late, cross16, diag16, AK, AQ, DIAG_FLOOR, INTERPRET)
     tl.store(ws_m + out * BT * BT + o_t[:, None] * BT + o_t[None, :],
              bf16(tl.where(o_t[:, None] >= o_t[None, :], AQ, 0.0), INTERPRET))
 
