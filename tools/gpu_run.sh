@@ -2,7 +2,7 @@
 # GPU tests, sweeps and benchmarks in one go on a GPU host. Wheels found in .whl/ are installed first (for
 # hosts without network: pip download fla-core into .whl/), and fla's autotuning
 # results are kept in .cache/triton-cache.tgz between runs (fla autotunes every new shape for about a minute).
-# Usage: bash tools/gpu_run.sh STAGE... (stages: tests, alltests, sweep, quick, bench); results under $OUT.
+# Usage: bash tools/gpu_run.sh STAGE... (stages: tests, alltests, errors, sweep, quick, bench); results under $OUT.
 set -u
 OUT=${OUT:-gpu-results}
 mkdir -p "$OUT"
@@ -16,6 +16,7 @@ for stage in "$@"; do
   case $stage in
     tests) timeout 420 python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_kernels.py 2>&1 | tail -40 | tee "$OUT/tests.log" ;;
     alltests) timeout 480 python3 -m pytest -q -m gpu -p no:cacheprovider tests 2>&1 | tail -60 | tee "$OUT/tests.log" ;;
+    errors) timeout 400 python3 tools/gpu_errors.py "$OUT/errors.json" 2>&1 | grep -E "^(random|extreme|growing)" ;;
     sweep) timeout 400 python3 tools/gpu_sweep.py "$OUT/sweep.json" 2>&1 | tail -60 ;;
     quick) timeout 300 python3 -m fastkda.bench --quick --out-dir "$OUT" 2>&1 | tail -30 ;;
     bench) timeout 580 python3 -m fastkda.bench --out-dir "$OUT" 2>&1 | tail -40 ;;
