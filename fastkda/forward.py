@@ -145,20 +145,21 @@ def kda_forward(
     nsearch = max(1, math.ceil(math.log2(N + 1)))
     interp = interpreting()
 
-    seg_offsets = chunk_offsets = None
+    seg_offsets = chunk_offsets = chunk_seq = None
     if cu_seqlens is not None:
         seg_offsets = torch.empty(N + 1, dtype=torch.int32, device=device)
         chunk_offsets = torch.empty(N + 1, dtype=torch.int32, device=device)
-        kda_schedule_kernel[(1,)](cu_seqlens, seg_offsets, chunk_offsets, N, T, ncs, BLOCK=1024)
+        chunk_seq = torch.empty(max(n_slots, 1), dtype=torch.int32, device=device)
+        kda_schedule_kernel[(1,)](cu_seqlens, seg_offsets, chunk_offsets, chunk_seq, N, T, ncs, n_slots, BLOCK=1024)
 
     ws = [torch.empty(n_slots, HV, BT, d, dtype=torch.bfloat16, device=device) for d in (K, V, K, K, BT)]
     ws_eg = torch.empty(n_slots, HV, K, dtype=torch.float32, device=device)
     if n_slots:
         kda_chunk_prepare_kernel[(n_slots * HV,)](
-            q, k, v, g, beta, A_log, dt_bias, *ws, ws_eg, cu_seqlens, chunk_offsets,
+            q, k, v, g, beta, A_log, dt_bias, *ws, ws_eg, cu_seqlens, chunk_offsets, chunk_seq,
             q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2), v.stride(0), v.stride(1),
             v.stride(2), g.stride(0), g.stride(1), g.stride(2), beta.stride(0), beta.stride(1), beta.stride(2),
-            T, N, NT, n_slots, nsearch, scale, gate.lower_bound, H=H, HV=HV, K=K, V=V, BT=BT, GATE=gate.mode,
+            T, N, NT, n_slots, scale, gate.lower_bound, H=H, HV=HV, K=K, V=V, BT=BT, GATE=gate.mode,
             BOUNDED=gate.bounded, HAS_A=A_log is not None, HAS_BIAS=dt_bias is not None, L2NORM=l2norm,
             BETA_MODE=beta_mode, IS_VARLEN=cu_seqlens is not None, DIAG_FLOOR=DIAG_DECAY_FLOOR,
             HALF_SHIFT=HALF_BLOCK_SHIFT, INTERPRET=interp, KS=K if K <= 64 else min(cfg.prepare_slice, K), num_warps=cfg.prepare_warps, num_stages=1)

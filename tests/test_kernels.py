@@ -130,3 +130,28 @@ def test_split_equals_unsplit_gpu(split_size, g_fill):
     split = run_case(with_(case, split_size=split_size), torch.device("cuda"))
     for name in ("o", "final", "inter"):
         assert split[name] <= 1.5 * unsplit[name] + 1e-4, (name, split, unsplit)
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
+def test_varlen_schedule(device):
+    """The varlen schedule over more sequences and chunk slots than one block of the kernel (1024), with empty
+    sequences, including at both ends: prefix sums and the sequence of every chunk slot."""
+    if device == "cpu" and torch.cuda.is_available():
+        pytest.skip("the interpreter cases run on CPU-only machines")
+    from fastkda.kernels.split import kda_schedule_kernel
+
+    gen = torch.Generator().manual_seed(0)
+    lengths = torch.randint(0, 200, (2500,), generator=gen) * (torch.rand(2500, generator=gen) > 0.3)
+    lengths[0] = lengths[-1] = 0
+    cu = torch.cat([torch.zeros(1, dtype=torch.int64), lengths.cumsum(0)]).to(torch.int32)
+    N, T, ncs = len(lengths), int(cu[-1]), 4
+    chunks = (lengths + 63) // 64
+    n_slots = T // 64 + 1 + N - 1
+    seg, off, seq = (torch.full((n,), -7, dtype=torch.int32, device=device) for n in (N + 1, N + 1, n_slots))
+    kda_schedule_kernel[(1,)](cu.to(device), seg, off, seq, N, T, ncs, n_slots, BLOCK=1024)
+    exp_off = torch.cat([torch.zeros(1, dtype=torch.int64), chunks.cumsum(0)])
+    exp_seg = torch.cat([torch.zeros(1, dtype=torch.int64), ((chunks + ncs - 1) // ncs).clamp_min(1).cumsum(0)])
+    assert torch.equal(off.cpu().long(), exp_off) and torch.equal(seg.cpu().long(), exp_seg)
+    exp_seq = torch.repeat_interleave(torch.arange(N), chunks)
+    total = int(exp_off[-1])
+    assert total > 1024 and torch.equal(seq.cpu()[:total].long(), exp_seq)

@@ -33,7 +33,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from fastkda.kernels.common import (LOG2E, bf16, find_sequence, gate_log2, mm, mm_acc, mm_f32, sequence_bounds,
+from fastkda.kernels.common import (LOG2E, bf16, gate_log2, mm, mm_acc, mm_f32, sequence_bounds,
                                    sigmoid_fast)
 
 CHUNK = 64
@@ -135,9 +135,9 @@ def invert_unit_lower(A, FP16: tl.constexpr, INTERPRET: tl.constexpr):
 
 @triton.jit(do_not_specialize=["H", "HV"])  # one compilation for every head count
 def kda_chunk_prepare_kernel(
-    q, k, v, g, beta, A_log, dt_bias, ws_w, ws_u, ws_kd, ws_qg, ws_m, ws_eg, cu_seqlens, chunk_offsets,
+    q, k, v, g, beta, A_log, dt_bias, ws_w, ws_u, ws_kd, ws_qg, ws_m, ws_eg, cu_seqlens, chunk_offsets, chunk_seq,
     s_qb, s_qt, s_qh, s_kb, s_kt, s_kh, s_vb, s_vt, s_vh, s_gb, s_gt, s_gh, s_bb, s_bt, s_bh,
-    T, N, NT, NSLOTS, NSEARCH, scale, lower_bound,
+    T, N, NT, NSLOTS, scale, lower_bound,
     H, HV, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr,
     GATE: tl.constexpr, BOUNDED: tl.constexpr, HAS_A: tl.constexpr, HAS_BIAS: tl.constexpr,
     L2NORM: tl.constexpr, BETA_MODE: tl.constexpr, IS_VARLEN: tl.constexpr, DIAG_FLOOR: tl.constexpr,
@@ -153,7 +153,7 @@ def kda_chunk_prepare_kernel(
     if IS_VARLEN:
         if slot >= tl.minimum(tl.load(chunk_offsets + N), NSLOTS):
             return
-        i_n = find_sequence(chunk_offsets, slot, N, NSEARCH)
+        i_n = tl.load(chunk_seq + slot)
         i_chunk = slot - tl.load(chunk_offsets + i_n)
         i_b = tl.zeros([], dtype=tl.int64)
     else:

@@ -11,10 +11,21 @@ from fastkda.kernels.common import mm_f32, segments_per_sequence, sequence_bound
 
 
 @triton.jit
-def kda_schedule_kernel(cu_seqlens, seg_offsets, chunk_offsets, N, T, NCS, BLOCK: tl.constexpr):
+def _max(a, b):
+    return tl.maximum(a, b)
+
+
+@triton.jit
+def kda_schedule_kernel(cu_seqlens, seg_offsets, chunk_offsets, chunk_seq, N, T, NCS, NSLOTS, BLOCK: tl.constexpr):
     """Exclusive prefix sums over the N sequences of cu_seqlens, each of length N + 1:
     seg_offsets of the segment counts (at least one a sequence) and chunk_offsets of the 64-token chunk
-    counts. One program; reads cu_seqlens on the device, so the host never waits."""
+    counts; and chunk_seq [NSLOTS], the sequence of each chunk slot (slots past the last chunk: the last
+    non-empty sequence), so that the chunk programs find theirs with one load instead of a search. One
+    program; reads cu_seqlens on the device, so the host never waits."""
+    for start in range(0, NSLOTS, BLOCK):
+        idx = start + tl.arange(0, BLOCK)
+        tl.store(chunk_seq + idx, tl.zeros([BLOCK], dtype=tl.int32), mask=idx < NSLOTS)
+    tl.debug_barrier()  # the zeros are in place before any thread marks a slot
     seg_carry = tl.zeros([], dtype=tl.int32)
     chunk_carry = tl.zeros([], dtype=tl.int32)
     for start in range(0, N + 1, BLOCK):
@@ -23,10 +34,22 @@ def kda_schedule_kernel(cu_seqlens, seg_offsets, chunk_offsets, N, T, NCS, BLOCK
         bos, eos = sequence_bounds(cu_seqlens, tl.where(inside, idx, 0), T, True)
         n_chunks = tl.where(inside, tl.cdiv(eos - bos, 64).to(tl.int32), 0)
         n_segs = tl.where(inside, tl.maximum(tl.cdiv(n_chunks, NCS), 1), 0)
+        first_chunk = chunk_carry + tl.cumsum(n_chunks, 0) - n_chunks
         tl.store(seg_offsets + idx, seg_carry + tl.cumsum(n_segs, 0) - n_segs, mask=idx <= N)
-        tl.store(chunk_offsets + idx, chunk_carry + tl.cumsum(n_chunks, 0) - n_chunks, mask=idx <= N)
+        tl.store(chunk_offsets + idx, first_chunk, mask=idx <= N)
+        # each non-empty sequence marks its first slot (no two share one); a running maximum fills the rest
+        tl.store(chunk_seq + first_chunk, idx, mask=inside & (n_chunks > 0) & (first_chunk < NSLOTS))
         seg_carry += tl.sum(n_segs, 0)
         chunk_carry += tl.sum(n_chunks, 0)
+    tl.debug_barrier()  # the marks were written by other threads of this program
+    seq_carry = tl.zeros([], dtype=tl.int32)
+    for start in range(0, NSLOTS, BLOCK):
+        idx = start + tl.arange(0, BLOCK)
+        inside = idx < NSLOTS
+        marks = tl.load(chunk_seq + idx, mask=inside, other=0)
+        tl.debug_barrier()  # every thread has read its marks before any is overwritten
+        tl.store(chunk_seq + idx, tl.maximum(tl.associative_scan(marks, 0, _max), seq_carry), mask=inside)
+        seq_carry = tl.maximum(seq_carry, tl.max(marks, 0))
 
 
 @triton.jit(do_not_specialize=["HV"])  # one compilation for every head count
