@@ -162,7 +162,8 @@ def kda_forward(
             T, N, NT, n_slots, scale, gate.lower_bound, H=H, HV=HV, K=K, V=V, BT=BT, GATE=gate.mode,
             BOUNDED=gate.bounded, HAS_A=A_log is not None, HAS_BIAS=dt_bias is not None, L2NORM=l2norm,
             BETA_MODE=beta_mode, IS_VARLEN=cu_seqlens is not None, DIAG_FLOOR=DIAG_DECAY_FLOOR,
-            HALF_SHIFT=HALF_BLOCK_SHIFT, INTERPRET=interp, KS=K if K <= 64 else min(cfg.prepare_slice, K), num_warps=cfg.prepare_warps, num_stages=1)
+            HALF_SHIFT=HALF_BLOCK_SHIFT, INTERPRET=interp, KS=K if K <= 64 else min(cfg.prepare_slice, K),
+            num_warps=cfg.prepare_warps, num_stages=1)
 
     state_args = dict(
         ws_w=ws[0], ws_u=ws[1], ws_kd=ws[2], ws_qg=ws[3], ws_m=ws[4], ws_eg=ws_eg, o=o, h0=initial_state, ht=ht,

@@ -144,8 +144,8 @@ def kda_chunk_prepare_kernel(
     HALF_SHIFT: tl.constexpr, INTERPRET: tl.constexpr, KS: tl.constexpr = 32,
 ):
     """Grid: one program per (chunk slot, value head). Fixed length: slot = b * NT + chunk; varlen: slots
-    number the chunks of all sequences in order (chunk_offsets), and programs past the last chunk, or past
-    the NSLOTS slots of the workspace (a malformed cu_seqlens), exit."""
+    number the chunks of all sequences in order (chunk_offsets; chunk_seq gives each slot's sequence), and
+    programs past the last chunk, or past the NSLOTS slots of the workspace (a malformed cu_seqlens), exit."""
     pid = tl.program_id(0)
     i_hv = pid % HV
     slot = pid // HV
