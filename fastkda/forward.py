@@ -152,22 +152,23 @@ def kda_forward(
         chunk_seq = torch.empty(max(n_slots, 1), dtype=torch.int32, device=device)
         kda_schedule_kernel[(1,)](cu_seqlens, seg_offsets, chunk_offsets, chunk_seq, N, T, ncs, n_slots, BLOCK=1024)
 
-    ws = [torch.empty(n_slots, HV, BT, d, dtype=torch.bfloat16, device=device) for d in (K, V, K, K, BT)]
+    ws = [torch.empty(n_slots, HV, BT, d, dtype=torch.bfloat16, device=device) for d in (K, K, K, BT)]
     ws_eg = torch.empty(n_slots, HV, K, dtype=torch.float32, device=device)
     if n_slots:
         kda_chunk_prepare_kernel[(n_slots * HV,)](
-            q, k, v, g, beta, A_log, dt_bias, *ws, ws_eg, cu_seqlens, chunk_offsets, chunk_seq,
-            q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2), v.stride(0), v.stride(1),
-            v.stride(2), g.stride(0), g.stride(1), g.stride(2), beta.stride(0), beta.stride(1), beta.stride(2),
-            T, N, NT, n_slots, scale, gate.lower_bound, H=H, HV=HV, K=K, V=V, BT=BT, GATE=gate.mode,
+            q, k, g, beta, A_log, dt_bias, *ws, ws_eg, cu_seqlens, chunk_offsets, chunk_seq,
+            q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
+            g.stride(0), g.stride(1), g.stride(2), beta.stride(0), beta.stride(1), beta.stride(2),
+            T, N, NT, n_slots, scale, gate.lower_bound, H=H, HV=HV, K=K, BT=BT, GATE=gate.mode,
             BOUNDED=gate.bounded, HAS_A=A_log is not None, HAS_BIAS=dt_bias is not None, L2NORM=l2norm,
             BETA_MODE=beta_mode, IS_VARLEN=cu_seqlens is not None, DIAG_FLOOR=DIAG_DECAY_FLOOR,
             HALF_SHIFT=HALF_BLOCK_SHIFT, INTERPRET=interp, KS=K if K <= 64 else min(cfg.prepare_slice, K),
             num_warps=cfg.prepare_warps, num_stages=1)
 
     state_args = dict(
-        ws_w=ws[0], ws_u=ws[1], ws_kd=ws[2], ws_qg=ws[3], ws_m=ws[4], ws_eg=ws_eg, o=o, h0=initial_state, ht=ht,
-        hi=hi, cu_seqlens=cu_seqlens, seg_offsets=seg_offsets, chunk_offsets=chunk_offsets, T=T, N=N, NT=NT,
+        v=v, ws_kg=ws[0], ws_ku=ws[1], ws_qg=ws[2], ws_mu=ws[3], ws_eg=ws_eg, o=o, h0=initial_state, ht=ht,
+        hi=hi, cu_seqlens=cu_seqlens, seg_offsets=seg_offsets, chunk_offsets=chunk_offsets, s_vb=v.stride(0),
+        s_vt=v.stride(1), s_vh=v.stride(2), T=T, N=N, NT=NT,
         NSLOTS=n_slots, NT_ALLOC=num_intermediate or 0, NCS=ncs, NSEARCH=nsearch, HV=HV, K=K, V=V, BT=BT,
         HAS_H0=initial_state is not None, STATE_V_FIRST=state_v_first, IS_VARLEN=cu_seqlens is not None,
         INTERPRET=interp, num_warps=cfg.num_warps, num_stages=cfg.num_stages)

@@ -80,8 +80,8 @@ def sass_counts(ck) -> str:
     return f"{len(addrs)} SASS instructions, {longest} in the longest loop"
 
 
-def prepare_variant(warps=4, K=128, V=128, bounded=True, ks=32, maxnreg=None):
-    c = dict(K=K, V=V, BT=64, GATE=2 if bounded else 1, BOUNDED=bounded, HAS_A=True, HAS_BIAS=True,
+def prepare_variant(warps=4, K=128, bounded=True, ks=32, maxnreg=None):
+    c = dict(K=K, BT=64, GATE=2 if bounded else 1, BOUNDED=bounded, HAS_A=True, HAS_BIAS=True,
              L2NORM=True, BETA_MODE=1, IS_VARLEN=False, DIAG_FLOOR=10.0, HALF_SHIFT=HALF_BLOCK_SHIFT,
              INTERPRET=False, KS=ks)
     return compile_kernel(kda_chunk_prepare_kernel, c, warps, 1, maxnreg)

@@ -1,13 +1,15 @@
 """Stage 1 of the KDA forward: everything that does not depend on the state, for all chunks in parallel.
 
-One program per (64-token chunk, value head). It reads q, k, v, g and beta of its chunk once and writes, in
-bf16 (KDA.md section 2, with T = (I + A_kk)^-1):
-    W  = T diag(beta) (k * exp(gamma))        [BT, K]
-    U  = T diag(beta) v                       [BT, V]
-    Kd = k * exp(G - gamma)                   [BT, K]    (G: the decay over the whole chunk)
+One program per (64-token chunk, value head). It reads q, k, g and beta of its chunk once and writes, in
+bf16 (KDA.md section 2, with T = (I + A_kk)^-1 and Tb = T diag(beta)):
+    Kg = k * exp(gamma)                       [BT, K]
     Qg = scale * q * exp(gamma)               [BT, K]
-    M  = scale * the query-key decay scores   [BT, BT]   (lower triangle, diagonal included)
-and exp(G) [K] in fp32. Stage 2 (chunk_state.py) runs the state through them.
+    Ku = Tb^T (k * exp(G - gamma))            [BT, K]    (G: the decay over the whole chunk)
+    Mu = M Tb                                 [BT, BT]   (M: scale * the query-key decay scores, lower
+                                                          triangle with the diagonal)
+and exp(G) [K] in fp32. Stage 2 (chunk_state.py) runs the state through them and v: with the residuals
+R = v - Kg S before the solve, the new values are Tb R, so o = Qg S + Mu R and the update is Ku^T R. The
+triangular solve is folded into the key and score rows, which v never has to visit here.
 
 Decay factors (docs/numerics.md). exp(gamma_i - gamma_j) <= 1 for i >= j, but no single factoring
 exp(gamma_i - c) exp(c - gamma_j) fits in floating point over a whole chunk. The scores are built from
@@ -61,13 +63,6 @@ def row_pair(x, o_t, r0: tl.constexpr, r1: tl.constexpr, INTERPRET: tl.constexpr
     r = o_t[:, None]
     e0, e1 = tl.reduce((tl.where(r == r0, x, 0.0), tl.where(r == r1, x, 0.0)), 0, _add2)
     return e0[None, :], e1[None, :]
-
-
-@triton.jit
-def prefetch_l2(ptrs, INTERPRET: tl.constexpr):
-    """Asks L2 for the lines at ptrs ahead of their use (no result; never faults)."""
-    if not INTERPRET:
-        tl.inline_asm_elementwise("prefetch.global.L2 [$1];", "=r,l", [ptrs], dtype=tl.int32, is_pure=False, pack=1)
 
 
 @triton.jit
@@ -135,10 +130,10 @@ def invert_unit_lower(A, FP16: tl.constexpr, INTERPRET: tl.constexpr):
 
 @triton.jit(do_not_specialize=["H", "HV"])  # one compilation for every head count
 def kda_chunk_prepare_kernel(
-    q, k, v, g, beta, A_log, dt_bias, ws_w, ws_u, ws_kd, ws_qg, ws_m, ws_eg, cu_seqlens, chunk_offsets, chunk_seq,
-    s_qb, s_qt, s_qh, s_kb, s_kt, s_kh, s_vb, s_vt, s_vh, s_gb, s_gt, s_gh, s_bb, s_bt, s_bh,
+    q, k, g, beta, A_log, dt_bias, ws_kg, ws_ku, ws_qg, ws_mu, ws_eg, cu_seqlens, chunk_offsets, chunk_seq,
+    s_qb, s_qt, s_qh, s_kb, s_kt, s_kh, s_gb, s_gt, s_gh, s_bb, s_bt, s_bh,
     T, N, NT, NSLOTS, scale, lower_bound,
-    H, HV, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr,
+    H, HV, K: tl.constexpr, BT: tl.constexpr,
     GATE: tl.constexpr, BOUNDED: tl.constexpr, HAS_A: tl.constexpr, HAS_BIAS: tl.constexpr,
     L2NORM: tl.constexpr, BETA_MODE: tl.constexpr, IS_VARLEN: tl.constexpr, DIAG_FLOOR: tl.constexpr,
     HALF_SHIFT: tl.constexpr, INTERPRET: tl.constexpr, KS: tl.constexpr = 32,
@@ -165,7 +160,6 @@ def kda_chunk_prepare_kernel(
     tl.static_assert(BT == 64, "the anchoring levels assume 64-token chunks")
     o_t = tl.arange(0, BT)
     o_k = tl.arange(0, K)
-    o_v = tl.arange(0, V)
     valid = (t0 + o_t) < eos
     m_tk = valid[:, None]
     rows = (t0 + o_t).to(tl.int64)[:, None]
@@ -181,9 +175,7 @@ def kda_chunk_prepare_kernel(
     k += i_b * s_kb + i_h * s_kh
     q += i_b * s_qb + i_h * s_qh
     g += i_b * s_gb + i_hv * s_gh
-    v += i_b * s_vb + i_hv * s_vh
-    # v is read last: have it in L2 by then; the first slice of g is loaded now, each next one a slice ahead
-    prefetch_l2(v + tl.minimum(t0 + o_t, eos - 1)[:, None] * s_vt + (tl.arange(0, 2) * (V // 2))[None, :], INTERPRET)
+    # the first slice of g is loaded now, each next one a slice ahead
     g_next = tl.load(g + rows * s_gt + tl.arange(0, KS)[None, :], mask=m_tk, other=0.0)
     if L2NORM:
         kk = tl.load(k + rows * s_kt + o_k[None, :], mask=m_tk, other=0.0).to(tl.float32)
@@ -230,10 +222,9 @@ def kda_chunk_prepare_kernel(
         b_q = qraw.to(tl.float32) * q_norm
         eg = tl.exp2(gam)
         tl.store(ws_qg + out * BT * K + o_t[:, None] * K + o_h[None, :], bf16(b_q * eg, INTERPRET))  # q exp(gamma)
-        # k exp(gamma), parked in the W slot until T is known
-        tl.store(ws_w + out * BT * K + o_t[:, None] * K + o_h[None, :], bf16(b_k * eg, INTERPRET))
-        tl.store(ws_kd + out * BT * K + o_t[:, None] * K + o_h[None, :],
-                 bf16(b_k * tl.exp2(G - gam), INTERPRET))                   # k exp(G - gamma)
+        tl.store(ws_kg + out * BT * K + o_t[:, None] * K + o_h[None, :], bf16(b_k * eg, INTERPRET))  # k exp(gamma)
+        # k exp(G - gamma), parked in the Ku slot until T is known
+        tl.store(ws_ku + out * BT * K + o_t[:, None] * K + o_h[None, :], bf16(b_k * tl.exp2(G - gam), INTERPRET))
         tl.store(ws_eg + out * K + o_h[None, :], tl.exp2(G))
         # rows i >= 32 with columns j < 32, around token 31: both factors <= 1 (and 0 off those pairs); a token
         # is a row or a column of a level, never both, so one exp2 gives both factors
@@ -246,8 +237,8 @@ def kda_chunk_prepare_kernel(
             AK, AQ = diagonal_halves(b_k, b_q, gam, a31, G, late, diag32, AK, AQ, HALF_SHIFT, INTERPRET)
         else:
             AK, AQ = diagonal_quarters(a, b_k, b_q, gam, late, cross16, diag16, AK, AQ, DIAG_FLOOR, INTERPRET)
-    tl.store(ws_m + out * BT * BT + o_t[:, None] * BT + o_t[None, :],
-             bf16(tl.where(o_t[:, None] >= o_t[None, :], AQ, 0.0), INTERPRET))
+    p_m = ws_mu + out * BT * BT + o_t[:, None] * BT + o_t[None, :]
+    tl.store(p_m, bf16(tl.where(o_t[:, None] >= o_t[None, :], AQ, 0.0), INTERPRET))  # M, parked likewise
 
     # ---- T = (I + A_kk)^-1, with fp16 products; in the rare chunk where those overflow (a transition that
     # grows by 2^16 within 64 tokens), again with tf32 products
@@ -257,11 +248,11 @@ def kda_chunk_prepare_kernel(
         Tm = invert_unit_lower(Akk, False, INTERPRET)
     Tb = bf16(Tm * b_b[None, :], INTERPRET)                                  # T diag(beta)
 
-    # ---- W = T diag(beta) k exp(gamma) over the parked rows, and U = T diag(beta) v
+    # ---- the solve folded into the parked rows: Ku = Tb^T Kd, Mu = M Tb
     tl.debug_barrier()  # the parked rows were written by other threads of this program
-    p_w = ws_w + out * BT * K + o_t[:, None] * K + o_k[None, :]
-    W = mm(Tb, tl.load(p_w), INTERPRET)
+    p_ku = ws_ku + out * BT * K + o_t[:, None] * K + o_k[None, :]
+    Ku = mm(tl.trans(Tb), tl.load(p_ku), INTERPRET)
+    Mu = mm(tl.load(p_m), Tb, INTERPRET)
     tl.debug_barrier()
-    tl.store(p_w, bf16(W, INTERPRET))
-    b_v = tl.load(v + rows * s_vt + o_v[None, :], mask=m_tk, other=0.0)
-    tl.store(ws_u + out * BT * V + o_t[:, None] * V + o_v[None, :], bf16(mm(Tb, bf16(b_v, INTERPRET), INTERPRET), INTERPRET))
+    tl.store(p_ku, bf16(Ku, INTERPRET))
+    tl.store(p_m, bf16(Mu, INTERPRET))

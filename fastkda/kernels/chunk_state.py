@@ -1,7 +1,7 @@
 """Stage 2 of the KDA forward: the state chain. One program walks the chunks of one segment of one sequence
 for one value head and BV state columns, keeping the state S [K, BV] in fp32 registers; per chunk it reads
-what stage 1 wrote and computes
-    Vn = U - W S,    o = Qg S + M Vn,    S <- diag(exp(G)) S + Kd^T Vn.
+what stage 1 wrote (chunk_prepare.py) and the chunk's values, and computes
+    R = v - Kg S,    o = Qg S + Mu R,    S <- diag(exp(G)) S + Ku^T R.
 Only this chain is sequential.
 
 The split-sequence path (docs/split.md) runs it twice: with TRANSITION, for each segment but the last of a
@@ -19,8 +19,8 @@ from fastkda.kernels.common import bf16, cast, find_sequence, mm, segments_per_s
 
 @triton.jit(do_not_specialize=["HV"])  # one compilation for every head count
 def kda_chunk_state_kernel(
-    ws_w, ws_u, ws_kd, ws_qg, ws_m, ws_eg, o, h0, ht, hi, seg_start, seg_trans,
-    cu_seqlens, seg_offsets, chunk_offsets,
+    v, ws_kg, ws_ku, ws_qg, ws_mu, ws_eg, o, h0, ht, hi, seg_start, seg_trans,
+    cu_seqlens, seg_offsets, chunk_offsets, s_vb, s_vt, s_vh,
     T, N, NT, NSLOTS, NT_ALLOC, NCS, NSEARCH,
     HV, K: tl.constexpr, V: tl.constexpr, BV: tl.constexpr, NCOL: tl.constexpr,
     BT: tl.constexpr, HAS_H0: tl.constexpr, STORE_HT: tl.constexpr, STORE_HI: tl.constexpr,
@@ -83,24 +83,26 @@ def kda_chunk_state_kernel(
         S = tl.zeros([K, BV], dtype=tl.float32)
 
     o += ((i_b * T + bos) * HV + i_hv) * V
+    p_v = v + i_b * s_vb + i_hv * s_vh + o_t[:, None] * s_vt + cols[None, :]
     for c in range(c_begin, c_end):
         ws = ((slot0 + c) * HV + i_hv) * BT
-        b_w = tl.load(ws_w + ws * K + o_t[:, None] * K + o_k[None, :])
-        b_kd = tl.load(ws_kd + ws * K + o_t[:, None] * K + o_k[None, :])
-        b_u = tl.load(ws_u + ws * V + o_t[:, None] * V + cols[None, :], mask=m_u[None, :], other=0.0)
+        in_seq = ((c * BT + o_t) < seq_len)[:, None]
+        b_kg = tl.load(ws_kg + ws * K + o_t[:, None] * K + o_k[None, :])
+        b_ku = tl.load(ws_ku + ws * K + o_t[:, None] * K + o_k[None, :])
+        b_v = tl.load(p_v + (bos + c * BT) * s_vt, mask=in_seq & m_u[None, :], other=0.0)  # bos: int64
         eg = tl.load(ws_eg + (ws // BT) * K + o_k)
         Sb = bf16(S, INTERPRET)
-        Vb = bf16(b_u.to(tl.float32) - mm(b_w, Sb, INTERPRET), INTERPRET)
+        Rb = bf16(b_v.to(tl.float32) - mm(b_kg, Sb, INTERPRET), INTERPRET)
         if not TRANSITION:
             if STORE_HI:
                 tl.store(hi + (((slot0 + c) * HV + i_hv) * K) * V + state_offsets(o_k, cols, K, V, STATE_V_FIRST),
                          cast(S, hi.dtype.element_ty, INTERPRET), mask=(slot0 + c < NT_ALLOC * (i_b + 1)) & (o_k[:, None] < K))
             b_qg = tl.load(ws_qg + ws * K + o_t[:, None] * K + o_k[None, :])
-            b_m = tl.load(ws_m + ws * BT + o_t[:, None] * BT + o_t[None, :])
-            b_o = mm(b_qg, Sb, INTERPRET) + mm(b_m, Vb, INTERPRET)
+            b_mu = tl.load(ws_mu + ws * BT + o_t[:, None] * BT + o_t[None, :])
+            b_o = mm(b_qg, Sb, INTERPRET) + mm(b_mu, Rb, INTERPRET)
             tl.store(o + (c * BT + o_t)[:, None].to(tl.int64) * (HV * V) + cols[None, :],
-                     cast(b_o, o.dtype.element_ty, INTERPRET), mask=((c * BT + o_t) < seq_len)[:, None])
-        S = S * eg[:, None] + mm(tl.trans(b_kd), Vb, INTERPRET)
+                     cast(b_o, o.dtype.element_ty, INTERPRET), mask=in_seq)
+        S = S * eg[:, None] + mm(tl.trans(b_ku), Rb, INTERPRET)
 
     if TRANSITION:
         tl.store(seg_trans + ((i_g * HV + i_hv) * K).to(tl.int64) * (V + K) + o_k[:, None] * (V + K) + cols[None, :], S)
