@@ -225,8 +225,12 @@ def kda_chunk_prepare_kernel(
         b_k = kraw.to(tl.float32) * k_norm
         b_q = qraw.to(tl.float32) * q_norm
         eg = tl.exp2(gam)
-        tl.store(ws_qg + out * BT * K + o_t[:, None] * K + o_h[None, :], bf16(b_q * eg, INTERPRET))  # q exp(gamma)
-        tl.store(ws_kg + out * BT * K + o_t[:, None] * K + o_h[None, :], bf16(b_k * eg, INTERPRET))  # k exp(gamma)
+        # what this program writes for the state kernel is not read again here: streamed past L2 (evict_first),
+        # which keeps the q, k and g lines of the programs in flight there (-4% at H=96, docs/perf-notes.md v9)
+        tl.store(ws_qg + out * BT * K + o_t[:, None] * K + o_h[None, :], bf16(b_q * eg, INTERPRET),
+                 eviction_policy="evict_first")                                       # q exp(gamma)
+        tl.store(ws_kg + out * BT * K + o_t[:, None] * K + o_h[None, :], bf16(b_k * eg, INTERPRET),
+                 eviction_policy="evict_first")                                       # k exp(gamma)
         # k exp(G - gamma), parked in the Ku slot until T is known
         tl.store(ws_ku + out * BT * K + o_t[:, None] * K + o_h[None, :], bf16(b_k * tl.exp2(G - gam), INTERPRET))
         tl.store(ws_eg + out * K + o_h[None, :], tl.exp2(G))
@@ -258,5 +262,5 @@ def kda_chunk_prepare_kernel(
     Ku = mm(tl.trans(Tb), tl.load(p_ku), INTERPRET)
     Mu = mm(tl.load(p_m), Tb, INTERPRET)
     tl.debug_barrier()
-    tl.store(p_ku, bf16(Ku, INTERPRET))
-    tl.store(p_m, bf16(Mu, INTERPRET))
+    tl.store(p_ku, bf16(Ku, INTERPRET), eviction_policy="evict_first")
+    tl.store(p_m, bf16(Mu, INTERPRET), eviction_policy="evict_first")
