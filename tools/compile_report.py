@@ -17,7 +17,7 @@ from fastkda.kernels.chunk_prepare import kda_chunk_prepare_kernel
 from fastkda.kernels.chunk_state import kda_chunk_state_kernel
 from fastkda.kernels.common import HALF_BLOCK_SHIFT
 
-I32_PTRS = {"cu_seqlens", "seg_offsets", "chunk_offsets"}
+I32_PTRS = {"cu_seqlens", "seg_offsets", "chunk_offsets", "chunk_seq"}
 F32_PTRS = {"A_log", "dt_bias", "h0", "ht", "seg_start", "seg_trans", "ws_eg"}
 UNALIGNED = {"T", "N", "NT", "NSLOTS", "NT_ALLOC", "NCS", "NSEG", "NSEARCH", "H", "HV", "s_bb", "s_bt", "s_bh"}
 

@@ -239,9 +239,8 @@ def kda_chunk_prepare_kernel(
         e = tl.exp2(tl.minimum(tl.where(late, gam - a31, a31 - gam), 0.0))
         AK, AQ = scores(b_k * tl.where(late, e, 0.0), b_q * tl.where(late, e, 0.0), b_k * tl.where(late, 0.0, e),
                         None, AK, AQ, INTERPRET)
-        if BOUNDED:  # steps of at most exp(-BOUNDED_STEP): the 32-token halves always fit
-            AK, AQ = diagonal_halves(b_k, b_q, gam, a31, G, late, diag32, AK, AQ, HALF_SHIFT, INTERPRET)
-        elif tl.max(tl.maximum(-a31, a31 - G)) <= 2 * HALF_SHIFT:  # this slice's halves fit as well
+        # steps of at most exp(-BOUNDED_STEP) always fit the 32-token halves; other gates are checked per slice
+        if BOUNDED or tl.max(tl.maximum(-a31, a31 - G)) <= 2 * HALF_SHIFT:
             AK, AQ = diagonal_halves(b_k, b_q, gam, a31, G, late, diag32, AK, AQ, HALF_SHIFT, INTERPRET)
         else:
             AK, AQ = diagonal_quarters(a, b_k, b_q, gam, late, cross16, diag16, AK, AQ, DIAG_FLOOR, INTERPRET)
