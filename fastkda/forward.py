@@ -71,7 +71,7 @@ def parallel_slots(device: torch.device) -> int:
 # takes STEP_US when the GPU is not full; when it is, all chunk steps share it at THROUGHPUT_US per step of a
 # 64-column program (half that for transition programs, which write no output), scaled by the
 # multiprocessor count; the combine takes COMBINE_US per segment of the longest sequence.
-STEP_US, THROUGHPUT_US, COMBINE_US = 1.45, 0.019, 3.0
+STEP_US, THROUGHPUT_US, COMBINE_US = 1.45, 0.019, 2.0
 
 
 def state_pass_us(steps: int, walk: int, bv: int, slots: int, transition: bool = False, K: int = 128) -> float:
