@@ -37,6 +37,15 @@ class LaunchConfig:
     prepare_warps: int = 4
     prepare_slice: int = 32
 
+    def __post_init__(self):
+        # the transition pass compiled with one stage (no pipelining) and 32-column blocks made an illegal memory
+        # access on an H100 under Triton 3.6 (64 columns, or two stages, ran correctly); one stage is also the
+        # slower choice there (docs/perf-notes.md, v10), so it is refused rather than left to fail in a kernel
+        if self.transition_stages < 2:
+            raise ValueError(f"transition_stages: expected at least 2, got {self.transition_stages}")
+        if self.block_v not in (16, 32, 64, 128):
+            raise ValueError(f"block_v: expected 16, 32, 64 or 128, got {self.block_v}")
+
 
 @dataclass(frozen=True)
 class GateSpec:

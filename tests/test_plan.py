@@ -1,10 +1,11 @@
-"""The split planner (docs/split.md): which shapes it splits, and that it reads the multiprocessor count."""
+"""The split planner (docs/split.md): which shapes it splits, and that it reads the multiprocessor count; the launch
+parameters it refuses."""
 
 from __future__ import annotations
 
 import pytest
 
-from fastkda.forward import plan_split
+from fastkda.forward import LaunchConfig, plan_split
 
 
 def plan(heads: int, tokens: int, slots: int = 132) -> int:
@@ -39,3 +40,9 @@ def test_head_dim_64_splits_where_its_steps_are_cheaper():
     1024- or 2048-token segments (docs/perf-notes.md, v7)."""
     assert plan_split(32, 128, 128, 64, 64, 64) * 64 in (1024, 2048)
     assert plan_split(32, 128, 128, 128, 128, 64) == 0
+
+
+@pytest.mark.parametrize("kwargs", [dict(transition_stages=1), dict(block_v=48)], ids=["transition_stages=1", "block_v=48"])
+def test_launch_config_refuses_unverified_settings(kwargs):
+    with pytest.raises(ValueError, match=next(iter(kwargs))):
+        LaunchConfig(**kwargs)
