@@ -196,7 +196,8 @@ def kda_forward(
     kda_chunk_state_kernel[((V + K) // bv * HV * n_seg,)](
         seg_start=None, seg_trans=seg_trans, BV=bv, NCOL=(V + K) // bv, STORE_HT=False, STORE_HI=False,
         SPLIT=True, TRANSITION=True, **{**state_args, "num_stages": cfg.transition_stages})
-    bvc = 32  # narrow column blocks, 8 warps: chosen when P went through registers (tf32x3, perf-notes v2); not re-tuned for tf32
+    # narrow column blocks and 8 warps: chosen when P went through registers (tf32x3, perf-notes v2), not re-tuned
+    bvc = 32
     kda_combine_kernel[(V // bvc * HV * N,)](
         initial_state, seg_trans, seg_start, seg_offsets, T, ncs, n_seg, HV=HV, K=K, V=V, BV=bvc,
         HAS_H0=initial_state is not None, STATE_V_FIRST=state_v_first, IS_VARLEN=cu_seqlens is not None,
