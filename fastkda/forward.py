@@ -47,6 +47,9 @@ class LaunchConfig:
             raise ValueError(f"block_v: expected 16, 32, 64 or 128, got {self.block_v}")
 
 
+DEFAULT_CONFIG = LaunchConfig()
+
+
 @dataclass(frozen=True)
 class GateSpec:
     """How the kernel turns g into a log-decay: mode, whether the lower-bounded fast path applies, bound."""
@@ -130,7 +133,7 @@ def kda_forward(
     HV, V = v.shape[2], v.shape[3]
     device = q.device
     N = B if cu_seqlens is None else cu_seqlens.shape[0] - 1
-    cfg = config or LaunchConfig()
+    cfg = config or DEFAULT_CONFIG
     BT = CHUNK
     slots = parallel_slots(device)
     bv = min(cfg.block_v, V)

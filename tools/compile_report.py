@@ -53,13 +53,19 @@ def ptxas_verbose(ck) -> str:
     return " | ".join(ln.split("info    : ")[-1].strip() for ln in res.stderr.splitlines() if "spill" in ln or "Used" in ln)
 
 
-def sass_counts(ck) -> str:
-    """Static SASS instructions of the kernel and of its longest loop (the prepare kernel's score loop)."""
+def disassemble(ck) -> str:
+    """The SASS of a compiled kernel (nvdisasm, from the tools that ship with Triton)."""
     tool = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "nvdisasm")
     with tempfile.TemporaryDirectory() as d:
         path = os.path.join(d, "k.cubin")
-        open(path, "wb").write(ck.asm["cubin"])
-        sass = subprocess.run([tool, "-c", path], capture_output=True, text=True).stdout
+        with open(path, "wb") as f:
+            f.write(ck.asm["cubin"])
+        return subprocess.run([tool, "-c", path], capture_output=True, text=True, check=True).stdout
+
+
+def sass_counts(ck) -> str:
+    """Static SASS instructions of the kernel and of its longest loop (the prepare kernel's score loop)."""
+    sass = disassemble(ck)
     addrs, label_at, pending, branches = [], {}, None, []
     for line in sass.splitlines():
         label = re.match(r"\s*\.(L_x_\d+):", line)

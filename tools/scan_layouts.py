@@ -8,17 +8,15 @@ Usage: python tools/scan_layouts.py"""
 from __future__ import annotations
 
 import collections
-import os
 import re
-import subprocess
-import tempfile
-from pathlib import Path
 
 import triton
 import triton.language as tl
 from triton.backends.compiler import GPUTarget
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
+
+from compile_report import disassemble  # tools/ is this script's directory
 
 
 @triton.jit
@@ -61,12 +59,7 @@ def gluon_slice(g, out, A, lb, COALESCED: gl.constexpr):
 
 
 def sass_counts(ck) -> str:
-    tool = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "nvdisasm")
-    with tempfile.TemporaryDirectory() as d:
-        path = os.path.join(d, "k.cubin")
-        Path(path).write_bytes(ck.asm["cubin"])
-        sass = subprocess.run([tool, "-c", path], capture_output=True, text=True, check=True).stdout
-    ops = [op.split(".")[0] for op in re.findall(r"/\*[0-9a-f]+\*/\s+(?:@!?U?P\w+\s+)?([A-Z][\w.]*)", sass)]
+    ops = [op.split(".")[0] for op in re.findall(r"/\*[0-9a-f]+\*/\s+(?:@!?U?P\w+\s+)?([A-Z][\w.]*)", disassemble(ck))]
     return f"{len(ops)} SASS instructions; most frequent {collections.Counter(ops).most_common(8)}"
 
 

@@ -11,13 +11,13 @@ import triton.language as tl
 # unbounded gate: a step that decays more than exp(-10) = 4.5e-5 is treated as decaying by exactly that much
 # inside those blocks, which keeps every factor within exp(+-80). See docs/numerics.md.
 DIAG_DECAY_FLOOR = 10.0
+# The kernels work in log2 units (exp2 on the special-function unit): natural log-decays times log2(e).
+LOG2E: tl.constexpr = tl.constexpr(1.4426950408889634)
 # The lower-bounded gate's fast path: per-step log-decays of at most BOUNDED_STEP (natural units; lower_bound
 # in [-BOUNDED_STEP, 0)). A 32-token block then decays by at most 31 such steps from its first token to its
 # last, so both factors of its scores fit within 2^+-HALF_BLOCK_SHIFT once shifted by half that span.
 BOUNDED_STEP = 5.0
-HALF_BLOCK_SHIFT = 15.5 * BOUNDED_STEP * 1.4426950408889634
-# The kernels work in log2 units (exp2 on the special-function unit): natural log-decays times log2(e).
-LOG2E: tl.constexpr = tl.constexpr(1.4426950408889634)
+HALF_BLOCK_SHIFT = 15.5 * BOUNDED_STEP * LOG2E.value
 
 
 def interpreting() -> bool:
