@@ -27,8 +27,8 @@ NO_SPLIT = 1 << 24  # chunks per segment that means "one segment per sequence"
 class LaunchConfig:
     """Launch parameters: state columns per program of the state kernel, its warps and pipeline depth (that of
     the split path's transition pass apart: it loads less per chunk, and two stages let two programs share a
-    multiprocessor), and the warps and score-loop slice width of the prepare kernel for K = 128 (K = 64 runs
-    as one slice; measured on an H100, docs/perf-notes.md)."""
+    multiprocessor), and the warps, score-loop slice width and register cap (None: the compiler's choice) of the
+    prepare kernel for K = 128 (K = 64 runs as one slice; measured on an H100, docs/perf-notes.md)."""
 
     block_v: int = 64
     num_warps: int = 4
@@ -36,6 +36,7 @@ class LaunchConfig:
     transition_stages: int = 2
     prepare_warps: int = 4
     prepare_slice: int = 32
+    prepare_maxnreg: int | None = None
 
     def __post_init__(self):
         # the transition pass compiled with one stage (no pipelining) and 32-column blocks made an illegal memory
@@ -175,7 +176,7 @@ def kda_forward(
             BOUNDED=gate.bounded, HAS_A=A_log is not None, HAS_BIAS=dt_bias is not None, L2NORM=l2norm,
             BETA_MODE=beta_mode, IS_VARLEN=cu_seqlens is not None, DIAG_FLOOR=DIAG_DECAY_FLOOR,
             HALF_SHIFT=HALF_BLOCK_SHIFT, INTERPRET=interp, KS=K if K <= 64 else min(cfg.prepare_slice, K),
-            num_warps=cfg.prepare_warps, num_stages=1)
+            num_warps=cfg.prepare_warps, num_stages=1, maxnreg=cfg.prepare_maxnreg)
 
     state_args = dict(
         v=v, ws_kg=ws[0], ws_ku=ws[1], ws_qg=ws[2], ws_mu=ws[3], ws_eg=ws_eg, o=o, h0=initial_state, ht=ht,
