@@ -1,9 +1,10 @@
 """Stall samples and executed instructions of an Nsight Compute source page (--page source --csv
 --print-source sass) per source line, from the profiled cubin's line table.
-Usage: python tools/ncu_lines.py SASS.csv KERNEL.cubin [TOP]"""
+Usage: python tools/ncu_lines.py SASS.csv[.gz] KERNEL.cubin [TOP]"""
 
 import collections
 import csv
+import gzip
 import os
 import re
 import subprocess
@@ -27,7 +28,8 @@ def line_table(cubin):
 
 
 def main():
-    rows = list(csv.reader(open(sys.argv[1])))
+    path = sys.argv[1]
+    rows = list(csv.reader(gzip.open(path, "rt") if path.endswith(".gz") else open(path)))
     hdr, data = rows[1], rows[2:]
     seq = line_table(sys.argv[2])
     top = int(sys.argv[3]) if len(sys.argv) > 3 else 40
