@@ -81,19 +81,39 @@ def scores(k_rows, q_rows, k_cols, keep, AK, AQ, INTERPRET: tl.constexpr):
 
 
 @triton.jit
-def diagonal_halves(b_k, b_q, gam, a31, G, late, diag32, AK, AQ, HALF_SHIFT: tl.constexpr, INTERPRET: tl.constexpr):
-    """The two 32x32 diagonal blocks, around the end of each, both exponents shifted by HALF_SHIFT: exact when
-    no token decays by more than 2^-(2 HALF_SHIFT) to its half's end."""
-    d = gam - tl.where(late, G, a31) - HALF_SHIFT
-    return scores(b_k * tl.exp2(d), b_q * tl.exp2(d), b_k * tl.exp2(-d), diag32, AK, AQ, INTERPRET)
+def levels_halves(b_k, b_q, gam, a31, G, late, diag32, AK, AQ, p_kd, HALF_SHIFT: tl.constexpr, INTERPRET: tl.constexpr):
+    """The scores from the cross level and the two 32x32 diagonal blocks, when no token decays by more than
+    2^-(2 HALF_SHIFT) to the end of its half. One pair of factors per element, f = exp2(t) and r = exp2(-t) with
+    t = gamma - (the gamma of the half's last token) - HALF_SHIFT, serves the diagonal blocks as they are and the
+    cross level and exp(G - gamma) times per-column constants: each derived factor is <= 1 and so is the constant
+    that scales it (or the constant is a representable power of the shift), so an underflow to 0 stands for a
+    true value below 2^-126, as in a direct exp2 (docs/numerics.md). Stores k exp(G - gamma) at p_kd."""
+    t = gam - tl.where(late, G + HALF_SHIFT, a31 + HALF_SHIFT)
+    f = tl.exp2(t)
+    r = tl.exp2(-t)
+    kf = b_k * f
+    qf = b_q * f
+    kr = b_k * r
+    kr2 = kr * tl.exp2(-HALF_SHIFT)          # k exp(gamma_end - gamma): exp(a31 - gamma) early, exp(G - gamma) late
+    # cross level, rows i >= 32 with columns j < 32 around token 31: exp(gamma_i - a31) = f_i exp2(G + s - a31)
+    c_row = tl.where(late, tl.exp2(G + HALF_SHIFT - a31), 0.0)
+    AK, AQ = scores(kf * c_row, qf * c_row, tl.where(late, 0.0, kr2), None, AK, AQ, INTERPRET)
+    tl.store(p_kd, bf16(kr2 * tl.where(late, 1.0, tl.exp2(G - a31)), INTERPRET))
+    return scores(kf, qf, kr, diag32, AK, AQ, INTERPRET)
 
 
 @triton.jit
-def diagonal_quarters(a, b_k, b_q, gam, late, cross16, diag16, AK, AQ, DIAG_FLOOR: tl.constexpr,
-                      INTERPRET: tl.constexpr):
-    """The diagonal blocks for any decay: rows 16-31 with columns 0-15 of each half around its token 15 (both
-    factors <= 1), then the 16x16 diagonal blocks around the end of each, with every step's decay floored at
-    exp(-DIAG_FLOOR) and both exponents shifted by 7.5 such steps."""
+def levels_quarters(a, b_k, b_q, gam, a31, G, late, cross16, diag16, AK, AQ, p_kd, DIAG_FLOOR: tl.constexpr,
+                    INTERPRET: tl.constexpr):
+    """The scores for any decay: the cross level around token 31, rows 16-31 with columns 0-15 of each half
+    around its token 15 (both factors <= 1), then the 16x16 diagonal blocks around the end of each, with every
+    step's decay floored at exp(-DIAG_FLOOR) and both exponents shifted by 7.5 such steps. Stores k exp(G - gamma)
+    at p_kd."""
+    tl.store(p_kd, bf16(b_k * tl.exp2(G - gam), INTERPRET))
+    # a token is a row or a column of a level, never both, so one exp2 gives both factors
+    e = tl.exp2(tl.minimum(tl.where(late, gam - a31, a31 - gam), 0.0))
+    AK, AQ = scores(b_k * tl.where(late, e, 0.0), b_q * tl.where(late, e, 0.0), b_k * tl.where(late, 0.0, e),
+                    None, AK, AQ, INTERPRET)
     o_t = tl.arange(0, 64)
     i_r = o_t[:, None]
     a15, a47 = row_pair(gam, o_t, 15, 47, INTERPRET)
@@ -231,19 +251,15 @@ def kda_chunk_prepare_kernel(
                  eviction_policy="evict_first")                                       # q exp(gamma)
         tl.store(ws_kg + out * BT * K + o_t[:, None] * K + o_h[None, :], bf16(b_k * eg, INTERPRET),
                  eviction_policy="evict_first")                                       # k exp(gamma)
-        # k exp(G - gamma), parked in the Ku slot until T is known
-        tl.store(ws_ku + out * BT * K + o_t[:, None] * K + o_h[None, :], bf16(b_k * tl.exp2(G - gam), INTERPRET))
         tl.store(ws_eg + out * K + o_h[None, :], tl.exp2(G))
-        # rows i >= 32 with columns j < 32, around token 31: both factors <= 1 (and 0 off those pairs); a token
-        # is a row or a column of a level, never both, so one exp2 gives both factors
-        e = tl.exp2(tl.minimum(tl.where(late, gam - a31, a31 - gam), 0.0))
-        AK, AQ = scores(b_k * tl.where(late, e, 0.0), b_q * tl.where(late, e, 0.0), b_k * tl.where(late, 0.0, e),
-                        None, AK, AQ, INTERPRET)
+        # k exp(G - gamma) is parked in the Ku slot until T is known
+        p_kd = ws_ku + out * BT * K + o_t[:, None] * K + o_h[None, :]
         # steps of at most exp(-BOUNDED_STEP) always fit the 32-token halves; other gates are checked per slice
         if BOUNDED or tl.max(tl.maximum(-a31, a31 - G)) <= 2 * HALF_SHIFT:
-            AK, AQ = diagonal_halves(b_k, b_q, gam, a31, G, late, diag32, AK, AQ, HALF_SHIFT, INTERPRET)
+            AK, AQ = levels_halves(b_k, b_q, gam, a31, G, late, diag32, AK, AQ, p_kd, HALF_SHIFT, INTERPRET)
         else:
-            AK, AQ = diagonal_quarters(a, b_k, b_q, gam, late, cross16, diag16, AK, AQ, DIAG_FLOOR, INTERPRET)
+            AK, AQ = levels_quarters(a, b_k, b_q, gam, a31, G, late, cross16, diag16, AK, AQ, p_kd, DIAG_FLOOR,
+                                     INTERPRET)
     p_m = ws_mu + out * BT * BT + o_t[:, None] * BT + o_t[None, :]
     tl.store(p_m, bf16(tl.where(o_t[:, None] >= o_t[None, :], AQ, 0.0), INTERPRET))  # M, parked likewise
 

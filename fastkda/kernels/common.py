@@ -76,30 +76,35 @@ def log2_fast(x, INTERPRET: tl.constexpr):
 
 
 @triton.jit
-def sigmoid_fast(x, INTERPRET: tl.constexpr):
-    """1 / (1 + exp(-x)) with exp2 and the reciprocal on the special-function unit (rcp.approx, 1 ulp);
-    tl.sigmoid divides to IEEE rounding, a long instruction sequence on every element of the gate."""
-    d = 1.0 + tl.exp2(x * -LOG2E)
+def rcp_fast(x, INTERPRET: tl.constexpr):
+    """1 / x on the special-function unit (rcp.approx, 1 ulp); Triton's division rounds to IEEE, a long
+    instruction sequence on every element."""
     if INTERPRET:
-        return 1.0 / d
-    return tl.inline_asm_elementwise("rcp.approx.ftz.f32 $0, $1;", "=r,r", [d], dtype=tl.float32, is_pure=True, pack=1)
+        return 1.0 / x
+    return tl.inline_asm_elementwise("rcp.approx.ftz.f32 $0, $1;", "=r,r", [x], dtype=tl.float32, is_pure=True, pack=1)
+
+
+@triton.jit
+def sigmoid_fast(x, INTERPRET: tl.constexpr):
+    """1 / (1 + exp(-x)) with exp2 and the reciprocal on the special-function unit."""
+    return rcp_fast(1.0 + tl.exp2(x * -LOG2E), INTERPRET)
 
 
 @triton.jit
 def gate_log2(graw, A_scale, bias, lower_bound, GATE: tl.constexpr, INTERPRET: tl.constexpr):
-    """Log-decay in log2 units from the raw gate input (fp32 tile).
-
+    """Log-decay in log2 units from the raw gate input (fp32 tile); bias is a [1, K] row.
     GATE 0: pre-gated, a = g. GATE 1: a = -exp(A_log) * softplus(g + dt_bias).
-    GATE 2: a = lower_bound * sigmoid(exp(A_log) * (g + dt_bias)). A_scale is exp(A_log) (or 1)."""
+    GATE 2: a = lower_bound * sigmoid(exp(A_log) * (g + dt_bias)). A_scale is exp(A_log) (or 1).
+    The factors are folded into the row so that each element takes one fused multiply-add before its exp2."""
     if GATE == 0:
         return graw * LOG2E
     elif GATE == 1:
-        x = (graw + bias) * LOG2E
+        x = graw * LOG2E + bias * LOG2E
         # softplus in log2 units: log2(1 + 2^x), with x itself past 2^-24 relative
         return -A_scale * tl.where(x > 28.0, x, log2_fast(1.0 + tl.exp2(x), INTERPRET))
     else:
-        x = A_scale * (graw + bias)
-        return lower_bound * LOG2E * sigmoid_fast(x, INTERPRET)
+        s = A_scale * -LOG2E
+        return lower_bound * LOG2E * rcp_fast(1.0 + tl.exp2(graw * s + bias * s), INTERPRET)
 
 
 @triton.jit
