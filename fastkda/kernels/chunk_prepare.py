@@ -81,6 +81,16 @@ def scores(k_rows, q_rows, k_cols, keep, AK, AQ, INTERPRET: tl.constexpr):
 
 
 @triton.jit
+def anchored_level(b_k, b_q, gam, anc, rows, keep, AK, AQ, INTERPRET: tl.constexpr):
+    """Adds a level whose rows (the mask rows) decay to the anchor anc and whose other tokens, its columns, decay
+    from it: both factors exp2(-|gamma - anc|) <= 1. A token is a row or a column of a level, never both, so one
+    exp2 gives both factors."""
+    e = tl.exp2(tl.minimum(tl.where(rows, gam - anc, anc - gam), 0.0))
+    return scores(b_k * tl.where(rows, e, 0.0), b_q * tl.where(rows, e, 0.0), b_k * tl.where(rows, 0.0, e), keep,
+                  AK, AQ, INTERPRET)
+
+
+@triton.jit
 def levels_halves(b_k, b_q, gam, a31, G, late, diag32, AK, AQ, p_kd, HALF_SHIFT: tl.constexpr, INTERPRET: tl.constexpr):
     """The scores from the cross level and the two 32x32 diagonal blocks, when no token decays by more than
     2^-(2 HALF_SHIFT) to the end of its half. One pair of factors per element, f = exp2(t) and r = exp2(-t) with
@@ -110,18 +120,10 @@ def levels_quarters(a, b_k, b_q, gam, a31, G, late, cross16, diag16, AK, AQ, p_k
     step's decay floored at exp(-DIAG_FLOOR) and both exponents shifted by 7.5 such steps. Stores k exp(G - gamma)
     at p_kd."""
     tl.store(p_kd, bf16(b_k * tl.exp2(G - gam), INTERPRET))
-    # a token is a row or a column of a level, never both, so one exp2 gives both factors
-    e = tl.exp2(tl.minimum(tl.where(late, gam - a31, a31 - gam), 0.0))
-    AK, AQ = scores(b_k * tl.where(late, e, 0.0), b_q * tl.where(late, e, 0.0), b_k * tl.where(late, 0.0, e),
-                    None, AK, AQ, INTERPRET)
-    o_t = tl.arange(0, 64)
-    i_r = o_t[:, None]
-    a15, a47 = row_pair(gam, o_t, 15, 47, INTERPRET)
-    anc = tl.where(late, a47, a15)
-    late16 = i_r % 32 >= 16
-    e = tl.exp2(tl.minimum(tl.where(late16, gam - anc, anc - gam), 0.0))
-    AK, AQ = scores(b_k * tl.where(late16, e, 0.0), b_q * tl.where(late16, e, 0.0), b_k * tl.where(late16, 0.0, e),
-                    cross16, AK, AQ, INTERPRET)
+    AK, AQ = anchored_level(b_k, b_q, gam, a31, late, None, AK, AQ, INTERPRET)
+    a15, a47 = row_pair(gam, tl.arange(0, 64), 15, 47, INTERPRET)
+    late16 = tl.arange(0, 64)[:, None] % 32 >= 16
+    AK, AQ = anchored_level(b_k, b_q, gam, tl.where(late, a47, a15), late16, cross16, AK, AQ, INTERPRET)
     KS: tl.constexpr = a.shape[1]
     af3 = tl.maximum(tl.reshape(a, [4, 16, KS]), -DIAG_FLOOR * LOG2E)
     d = tl.reshape(af3 - tl.cumsum(af3, axis=1, reverse=True), [64, KS]) - 7.5 * DIAG_FLOOR * LOG2E
