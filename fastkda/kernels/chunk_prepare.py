@@ -91,25 +91,28 @@ def anchored_level(b_k, b_q, gam, anc, rows, keep, AK, AQ, INTERPRET: tl.constex
 
 
 @triton.jit
-def levels_halves(b_k, b_q, gam, a31, G, late, diag32, AK, AQ, p_kd, HALF_SHIFT: tl.constexpr, INTERPRET: tl.constexpr):
-    """The scores from the cross level and the two 32x32 diagonal blocks, when no token decays by more than
-    2^-(2 HALF_SHIFT) to the end of its half. One pair of factors per element, f = exp2(t) and r = exp2(-t) with
-    t = gamma - (the gamma of the half's last token) - HALF_SHIFT, serves the diagonal blocks as they are and the
-    cross level and exp(G - gamma) times per-column constants: each derived factor is <= 1 and so is the constant
-    that scales it (or the constant is a representable power of the shift), so an underflow to 0 stands for a
-    true value below 2^-126, as in a direct exp2 (docs/numerics.md). Stores k exp(G - gamma) at p_kd."""
+def levels_halves(b_k, b_q, gam, a31, G, late, AK, AQ, p_kd, HALF_SHIFT: tl.constexpr, INTERPRET: tl.constexpr):
+    """The scores of the two 32x32 diagonal blocks and the cross block between them, when no token decays by
+    more than 2^-(2 HALF_SHIFT) to the end of its half. One pair of factors per element, f = exp2(t) and
+    r = exp2(-t) with t = gamma - (the gamma of the half's last token) - HALF_SHIFT, serves the diagonal blocks as
+    they are, and the cross block and exp(G - gamma) times per-column constants (docs/numerics.md). Two products
+    per slice, both accumulated on the tensor cores without a mask:
+        rows f (late rows times exp2(G - a31)) with the early columns r: the early block and the cross block;
+        rows f with the late columns r: the late block.
+    Whatever else they add lies above the diagonal, which the caller discards. Stores k exp(G - gamma) at p_kd."""
     t = gam - tl.where(late, G + HALF_SHIFT, a31 + HALF_SHIFT)
     f = tl.exp2(t)
     r = tl.exp2(-t)
     kf = b_k * f
     qf = b_q * f
     kr = b_k * r
-    kr2 = kr * tl.exp2(-HALF_SHIFT)          # k exp(gamma_end - gamma): exp(a31 - gamma) early, exp(G - gamma) late
-    # cross level, rows i >= 32 with columns j < 32 around token 31: exp(gamma_i - a31) = f_i exp2(G + s - a31)
-    c_row = tl.where(late, tl.exp2(G + HALF_SHIFT - a31), 0.0)
-    AK, AQ = scores(kf * c_row, qf * c_row, tl.where(late, 0.0, kr2), None, AK, AQ, INTERPRET)
-    tl.store(p_kd, bf16(kr2 * tl.where(late, 1.0, tl.exp2(G - a31)), INTERPRET))
-    return scores(kf, qf, kr, diag32, AK, AQ, INTERPRET)
+    # late rows: exp2(gamma_i - a31 - s) = f_i c c with c = exp2((G - a31) / 2) in [2^-HALF_SHIFT, 1]: an underflow
+    # of either product stands for a true row factor below 2^-126, so a lost term is below 2^-126 2^HALF_SHIFT
+    c = tl.where(late, tl.exp2((G - a31) * 0.5), 1.0)
+    AK, AQ = scores(kf * c * c, qf * c * c, tl.where(late, 0.0, kr), None, AK, AQ, INTERPRET)
+    # k exp(gamma_end - gamma) (exp(a31 - gamma) early, exp(G - gamma) late), early rows times exp(G - a31)
+    tl.store(p_kd, bf16(kr * tl.exp2(-HALF_SHIFT) * tl.where(late, 1.0, tl.exp2(G - a31)), INTERPRET))
+    return scores(kf, qf, tl.where(late, kr, 0.0), None, AK, AQ, INTERPRET)
 
 
 @triton.jit
@@ -224,7 +227,6 @@ def kda_chunk_prepare_kernel(
     i_c = o_t[None, :]
     cross16 = ((i_r % 32) >= 16) & ((i_c % 32) < 16) & (i_r // 32 == i_c // 32)
     diag16 = (i_r // 16) == (i_c // 16)
-    diag32 = (i_r // 32) == (i_c // 32)
     late = i_r >= 32
     for h in range(K // KS):  # a loop, not unrolled: one slice of tiles live at a time
         o_h = h * KS + tl.arange(0, KS)
@@ -258,7 +260,7 @@ def kda_chunk_prepare_kernel(
         p_kd = ws_ku + out * BT * K + o_t[:, None] * K + o_h[None, :]
         # steps of at most exp(-BOUNDED_STEP) always fit the 32-token halves; other gates are checked per slice
         if BOUNDED or tl.max(tl.maximum(-a31, a31 - G)) <= 2 * HALF_SHIFT:
-            AK, AQ = levels_halves(b_k, b_q, gam, a31, G, late, diag32, AK, AQ, p_kd, HALF_SHIFT, INTERPRET)
+            AK, AQ = levels_halves(b_k, b_q, gam, a31, G, late, AK, AQ, p_kd, HALF_SHIFT, INTERPRET)
         else:
             AK, AQ = levels_quarters(a, b_k, b_q, gam, a31, G, late, cross16, diag16, AK, AQ, p_kd, DIAG_FLOOR,
                                      INTERPRET)
