@@ -9,7 +9,7 @@ import triton
 
 from fastkda.forward import (BETA_RAW, BETA_SIGMOID, BETA_SIGMOID2, GATE_LOWER_BOUND, GATE_PRE,
                              GATE_SOFTPLUS)
-from fastkda.kernels.chunk_prepare import CHUNK
+from fastkda.kernels.chunk_prepare import CHUNK, MAX_ROW_STRIDE
 from fastkda.op import NONE, chunk_kda_fwd
 from fastkda.validation import SAFE_LOWER_BOUND, check_cu_seqlens, check_gate, check_inputs, check_state
 
@@ -158,8 +158,11 @@ def normalize_call(q, k, v, g, beta, scale, initial_state, output_final_state, u
     else:
         longest = triton.cdiv(T, CHUNK)
         num_chunks = triton.cdiv(T, CHUNK) + N - 1
-    # the kernels need unit stride in the head dim only; other strides are read as given
-    q, k, v, g = (x if x.stride(-1) == 1 else x.contiguous() for x in (q, k, v, g))
+    # the kernels need unit stride in the head dim only; other strides are read as given, except a token stride
+    # so large that a chunk's 64 rows overflow int32 offsets (the kernels offset rows from the chunk's first)
+    q, k, v, g = (x if x.stride(-1) == 1 and x.stride(1) < MAX_ROW_STRIDE else x.contiguous() for x in (q, k, v, g))
+    if beta.stride(1) >= MAX_ROW_STRIDE:
+        beta = beta.contiguous()
     if dt_bias is not None:
         dt_bias = dt_bias.reshape(HV * K).contiguous()
     if A_log is not None:

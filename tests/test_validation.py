@@ -103,3 +103,14 @@ def test_backward_raises_clearly():
     o, _ = fastkda.chunk_kda(**args)
     with pytest.raises(NotImplementedError, match="no backward yet"):
         o.float().sum().backward()
+
+
+def test_token_stride_past_int32_rows_is_copied():
+    """The kernels offset a chunk's rows in int32; a view whose 64 rows would overflow that is copied first."""
+    from fastkda.kernels.chunk_prepare import MAX_ROW_STRIDE
+    args = base(T=1)
+    q = args["q"]
+    view = q.as_strided(q.shape, (q.stride(0), MAX_ROW_STRIDE, q.stride(2), 1))
+    o_view, _ = fastkda.chunk_kda(**dict(args, q=view))
+    o, _ = fastkda.chunk_kda(**args)
+    assert torch.equal(o_view, o)
