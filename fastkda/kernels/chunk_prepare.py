@@ -19,7 +19,8 @@ a time:
 then the two 32x32 diagonal blocks around the end of each, both exponents shifted by HALF_SHIFT: exact when
 no token decays by more than 2^-(2 HALF_SHIFT) to the end of its half, which 31 steps of at most
 exp(-BOUNDED_STEP) guarantee for a lower-bounded gate (BOUNDED) and the kernel checks per slice for the
-others. Where the check fails, two levels instead:
+others. There the two blocks and level 1 take two products with no mask (levels_halves: level 1's rows are the
+second block's rows times a per-column constant). Where the check fails, two levels instead:
     rows 16-31 with columns 0-15 (and 48-63 with 32-47) around token 15 (47),
 and the 16x16 diagonal blocks around the end of each block, with every step's decay floored at
 exp(-DIAG_FLOOR) = exp(-10) inside these blocks only and the exponents shifted by 7.5 such steps (factors
@@ -195,7 +196,7 @@ def kda_chunk_prepare_kernel(
     m_tk = valid[:, None]
     # the pointers hold the chunk's first row (int64), the tiles' rows are int32 offsets from there (the API copies
     # a tensor whose token stride is MAX_ROW_STRIDE or more)
-    rows = o_t[:, None]
+    i_r = o_t[:, None]
 
     # ---- beta and the row norms of q and k over the whole head dim (q and k are read again per slice
     # below, mostly from L2: holding the full tiles instead spilled and halved the speed, docs/perf-notes.md)
@@ -209,12 +210,12 @@ def kda_chunk_prepare_kernel(
     q += i_b * s_qb + i_h * s_qh + t0 * s_qt
     g += i_b * s_gb + i_hv * s_gh + t0 * s_gt
     # the first slice of g is loaded now, each next one a slice ahead; g is read once (evict_first: -1%, v13)
-    g_next = tl.load(g + rows * s_gt + tl.arange(0, KS)[None, :], mask=m_tk, other=0.0,
+    g_next = tl.load(g + i_r * s_gt + tl.arange(0, KS)[None, :], mask=m_tk, other=0.0,
                      eviction_policy="evict_first")
     if L2NORM:
-        kk = tl.load(k + rows * s_kt + o_k[None, :], mask=m_tk, other=0.0).to(tl.float32)
+        kk = tl.load(k + i_r * s_kt + o_k[None, :], mask=m_tk, other=0.0).to(tl.float32)
         k_norm = tl.rsqrt(tl.sum(kk * kk, axis=1) + 1e-6)[:, None]
-        qq = tl.load(q + rows * s_qt + o_k[None, :], mask=m_tk, other=0.0).to(tl.float32)
+        qq = tl.load(q + i_r * s_qt + o_k[None, :], mask=m_tk, other=0.0).to(tl.float32)
         q_norm = tl.rsqrt(tl.sum(qq * qq, axis=1) + 1e-6)[:, None] * scale
     else:
         k_norm = 1.0
@@ -228,7 +229,6 @@ def kda_chunk_prepare_kernel(
     # ---- decay scores, one KS-wide slice of the head dim at a time (keeps the fp32 tiles small)
     AK = tl.zeros([BT, BT], dtype=tl.float32)
     AQ = tl.zeros([BT, BT], dtype=tl.float32)
-    i_r = o_t[:, None]
     i_c = o_t[None, :]
     cross16 = ((i_r % 32) >= 16) & ((i_c % 32) < 16) & (i_r // 32 == i_c // 32)
     diag16 = (i_r // 16) == (i_c // 16)
@@ -236,12 +236,12 @@ def kda_chunk_prepare_kernel(
     for h in range(K // KS):  # a loop, not unrolled: one slice of tiles live at a time
         o_h = h * KS + tl.arange(0, KS)
         b_g = g_next.to(tl.float32)
-        g_next = tl.load(g + rows * s_gt + KS + o_h[None, :], mask=m_tk & (KS + o_h < K)[None, :], other=0.0,
+        g_next = tl.load(g + i_r * s_gt + KS + o_h[None, :], mask=m_tk & (KS + o_h < K)[None, :], other=0.0,
                          eviction_policy="evict_first")
         if BOUNDED:  # the slice's keys and queries are requested before the gate's running sum, which hides
             # their latency; the other gates' longer loop has no registers to spare for that
-            kraw = tl.load(k + rows * s_kt + o_h[None, :], mask=m_tk, other=0.0)
-            qraw = tl.load(q + rows * s_qt + o_h[None, :], mask=m_tk, other=0.0)
+            kraw = tl.load(k + i_r * s_kt + o_h[None, :], mask=m_tk, other=0.0)
+            qraw = tl.load(q + i_r * s_qt + o_h[None, :], mask=m_tk, other=0.0)
         if HAS_BIAS:
             bias = tl.load(dt_bias + i_hv * K + o_h).to(tl.float32)[None, :]
         else:
@@ -250,8 +250,8 @@ def kda_chunk_prepare_kernel(
         gam = tl.cumsum(a, axis=0)                                                 # decay through row i
         a31, G = row_pair(gam, o_t, 31, 63, INTERPRET)         # anchors; G: the decay over the chunk
         if not BOUNDED:
-            kraw = tl.load(k + rows * s_kt + o_h[None, :], mask=m_tk, other=0.0)
-            qraw = tl.load(q + rows * s_qt + o_h[None, :], mask=m_tk, other=0.0)
+            kraw = tl.load(k + i_r * s_kt + o_h[None, :], mask=m_tk, other=0.0)
+            qraw = tl.load(q + i_r * s_qt + o_h[None, :], mask=m_tk, other=0.0)
         b_k = kraw.to(tl.float32) * k_norm
         b_q = qraw.to(tl.float32) * q_norm
         eg = tl.exp2(gam)
