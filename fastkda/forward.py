@@ -28,7 +28,8 @@ class LaunchConfig:
     """Launch parameters: state columns per program of the state kernel, its warps and pipeline depth (that of
     the split path's transition pass apart: it loads less per chunk, and two stages let two programs share a
     multiprocessor), and the warps, score-loop slice width and register cap (None: the compiler's choice) of the
-    prepare kernel for K = 128 (K = 64 runs as one slice; measured on an H100, docs/perf-notes.md)."""
+    prepare kernel for K = 128 (K = 64 runs as one slice; measured on an H100, docs/perf-notes.md); prepare_sm90:
+    on sm_90, the Gluon prepare kernel for the lower-bounded gate at K = 128 (chunk_prepare_sm90.py)."""
 
     block_v: int = 64
     num_warps: int = 4
@@ -37,6 +38,7 @@ class LaunchConfig:
     prepare_warps: int = 4
     prepare_slice: int = 32
     prepare_maxnreg: int | None = None
+    prepare_sm90: bool = True
 
     def __post_init__(self):
         # the transition pass compiled with one stage (no pipelining) and 32-column blocks made an illegal memory
@@ -68,6 +70,23 @@ def new_output(shape, dtype, device) -> torch.Tensor:
 @functools.cache
 def multiprocessor_count(device_index: int) -> int:
     return torch.cuda.get_device_properties(device_index).multi_processor_count
+
+
+@functools.cache
+def is_sm90(device_index: int) -> bool:
+    """Whether the Gluon prepare kernel can run: an sm_90 device and Triton 3.6 or later (the Gluon API it uses)."""
+    version = tuple(int(x) for x in triton.__version__.split(".")[:2])
+    return version >= (3, 6) and torch.cuda.get_device_capability(device_index) == (9, 0)
+
+
+def prepare_kernel(device: torch.device, gate: GateSpec, K: int, cfg: LaunchConfig):
+    """The prepare kernel for this call: the Gluon one on sm_90 for the lower-bounded gate at K = 128 (the
+    fast path), else the portable Triton one (also the interpreter's: it cannot run Gluon)."""
+    if (cfg.prepare_sm90 and device.type == "cuda" and not interpreting() and gate.bounded and K == 128
+            and is_sm90(device.index if device.index is not None else torch.cuda.current_device())):
+        from fastkda.kernels.chunk_prepare_sm90 import kda_chunk_prepare_sm90_kernel
+        return kda_chunk_prepare_sm90_kernel
+    return kda_chunk_prepare_kernel
 
 
 H100_SLOTS = 132  # multiprocessors of the H100 the costs below were measured on
@@ -168,7 +187,7 @@ def kda_forward(
     ws = [torch.empty(n_slots, HV, BT, d, dtype=torch.bfloat16, device=device) for d in (K, K, K, BT)]
     ws_eg = torch.empty(n_slots, HV, K, dtype=torch.float32, device=device)
     if n_slots:
-        kda_chunk_prepare_kernel[(n_slots * HV,)](
+        prepare_kernel(device, gate, K, cfg)[(n_slots * HV,)](
             q, k, g, beta, A_log, dt_bias, *ws, ws_eg, cu_seqlens, chunk_offsets, chunk_seq,
             q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
             g.stride(0), g.stride(1), g.stride(2), beta.stride(0), beta.stride(1), beta.stride(2),

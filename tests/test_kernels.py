@@ -1,12 +1,15 @@
 """The Triton forward against the float64 chunked reference, on fresh random inputs with NaN-poisoned outputs:
-under the interpreter at small shapes on any machine, and on the GPU at full shapes (marker gpu)."""
+under the interpreter at small shapes on any machine, and on the GPU at full shapes (marker gpu). On an sm_90 GPU
+the lower-bounded gate at K = 128 takes the Gluon prepare kernel; the portable one is tested there as well."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from kda_cases import Case, run_case, with_
+import fastkda
+import fastkda.forward as fwd
+from kda_cases import Case, make_inputs, rel_err, run_case, with_
 
 # RMS-relative error bounds per output. Random inputs: the forward issue's bar. Sweeps and extreme gates: 1e-2.
 TOL_RANDOM = {"o": 5e-3, "final": 5e-3, "inter": 5e-3}
@@ -117,6 +120,35 @@ def test_forward_gpu(case):
 @pytest.mark.parametrize("case", GPU_EXTREME, ids=lambda c: c.id)
 def test_forward_gpu_extreme(case):
     check(run_case(case, torch.device("cuda")), TOL_EXTREME)
+
+
+# the cases of the sm_90 prepare kernel (lower-bounded gate, K = 128), through the portable prepare kernel
+PORTABLE = [c for c in GPU_RANDOM if c.gate == "lb" and c.K == 128 and c.lower_bound == -5.0][:5] + [
+    with_(G, gate="lb", g_fill="g=8"), with_(G, collinear=True)]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("case", PORTABLE, ids=lambda c: c.id)
+def test_forward_gpu_portable_prepare(case, monkeypatch):
+    monkeypatch.setattr(fwd, "DEFAULT_CONFIG", fwd.LaunchConfig(prepare_sm90=False))
+    check(run_case(case, torch.device("cuda")), TOL_EXTREME if case.g_fill or case.collinear else TOL_RANDOM)
+
+
+@pytest.mark.gpu
+def test_prepare_sm90_agrees_with_portable(monkeypatch):
+    """Same math, different programs: on an sm_90 GPU the two prepare kernels give the same outputs up to the
+    order of fp32 sums (and the selection picks the Gluon kernel there)."""
+    dev = torch.device("cuda")
+    if not fwd.is_sm90(torch.cuda.current_device()):
+        pytest.skip("the Gluon prepare kernel runs on sm_90 only")
+    gate = fwd.GateSpec(fwd.GATE_LOWER_BOUND, True, -5.0)
+    assert fwd.prepare_kernel(dev, gate, 128, fwd.DEFAULT_CONFIG).__name__ == "kda_chunk_prepare_sm90_kernel"
+    args = make_inputs(with_(G, T=4000, seqlens=(1300, 0, 547, 2048, 105), intermediate=True), dev)
+    fast = fastkda.chunk_kda(**args)
+    monkeypatch.setattr(fwd, "DEFAULT_CONFIG", fwd.LaunchConfig(prepare_sm90=False))
+    portable = fastkda.chunk_kda(**args)
+    for a, b in zip(fast, portable, strict=True):
+        assert rel_err(a, b.double().cpu()) <= 1e-3
 
 
 @pytest.mark.gpu

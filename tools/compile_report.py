@@ -12,8 +12,10 @@ import time
 
 import triton
 from triton.backends.compiler import GPUTarget
+from triton.experimental.gluon._runtime import GluonASTSource, GluonJITFunction
 
 from fastkda.kernels.chunk_prepare import kda_chunk_prepare_kernel
+from fastkda.kernels.chunk_prepare_sm90 import kda_chunk_prepare_sm90_kernel
 from fastkda.kernels.chunk_state import kda_chunk_state_kernel
 from fastkda.kernels.common import HALF_BLOCK_SHIFT
 
@@ -37,7 +39,8 @@ def compile_kernel(fn, constexprs: dict, warps: int, stages: int, maxnreg=None):
         else:
             sig[name] = "*i32" if name in I32_PTRS else "*fp32" if name in F32_PTRS else "*bf16"
             attrs[(i,)] = [["tt.divisibility", 16]]
-    src = triton.compiler.ASTSource(fn=fn, signature=sig, constexprs=constexprs, attrs=attrs)
+    source = GluonASTSource if isinstance(fn, GluonJITFunction) else triton.compiler.ASTSource
+    src = source(fn=fn, signature=sig, constexprs=constexprs, attrs=attrs)
     t = time.time()
     ck = triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": warps, "num_stages": stages, **({"maxnreg": maxnreg} if maxnreg else {})})
     return ck, time.time() - t
@@ -86,11 +89,12 @@ def sass_counts(ck) -> str:
     return f"{len(addrs)} SASS instructions, {longest} in the longest loop"
 
 
-def prepare_variant(warps=4, K=128, bounded=True, ks=32, maxnreg=None):
+def prepare_variant(warps=4, K=128, bounded=True, ks=32, maxnreg=None, sm90=False, varlen=False):
     c = dict(K=K, BT=64, GATE=2 if bounded else 1, BOUNDED=bounded, HAS_A=True, HAS_BIAS=True,
-             L2NORM=True, BETA_MODE=1, IS_VARLEN=False, DIAG_FLOOR=10.0, HALF_SHIFT=HALF_BLOCK_SHIFT,
+             L2NORM=True, BETA_MODE=1, IS_VARLEN=varlen, DIAG_FLOOR=10.0, HALF_SHIFT=HALF_BLOCK_SHIFT,
              INTERPRET=False, KS=ks)
-    return compile_kernel(kda_chunk_prepare_kernel, c, warps, 1, maxnreg)
+    fn = kda_chunk_prepare_sm90_kernel if sm90 else kda_chunk_prepare_kernel
+    return compile_kernel(fn, c, warps, 1, maxnreg)
 
 
 def state_variant(bv=64, warps=4, stages=2, K=128, V=128, transition=False):

@@ -1,0 +1,293 @@
+"""Stage 1 of the KDA forward on Hopper for the main mode, in Gluon (Triton's layout-explicit dialect).
+
+The same program as `kda_chunk_prepare_kernel` (chunk_prepare.py: one program per (64-token chunk, value head),
+the same outputs, the same anchoring of the lower-bounded gate's scores, the same inverse), for the case that
+dominates prefill: the lower-bounded gate with per-step decays of at most exp(-BOUNDED_STEP), K = 128, on sm_90.
+What Triton's block-level language cannot express is where each tile lives (docs/design.md):
+  - the gate's running sum runs in a layout where each warp owns all 64 tokens of 8 key dims (L below), so the
+    sum and the anchor rows take shuffles inside a warp instead of shared memory and barriers; the slice is
+    loaded and stored in a coalesced layout (C) and converted twice;
+  - the score products are issued asynchronously and waited for only when their operand tiles are rewritten,
+    one slice later, so they overlap the next slice's gate, running sum and stores;
+  - k exp(G - gamma) and the scores M stay in shared memory until the inverse is known, instead of a round
+    trip through global memory;
+  - the inverse's second product of each level accumulates into T directly (its operand is stored negated).
+The Triton kernel remains the path for every other mode, other GPUs and the interpreter (which cannot run
+Gluon); the GPU tests run both against the float64 reference.
+"""
+
+from __future__ import annotations
+
+import triton.language as tl
+from triton.experimental import gluon
+from triton.experimental.gluon import language as gl
+from triton.experimental.gluon.language.nvidia.ampere import mma_v2
+from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared, warpgroup_mma, warpgroup_mma_init,
+                                                             warpgroup_mma_wait)
+
+from fastkda.kernels.common import LOG2E
+
+@gluon.jit
+def _add(a, b):
+    return a + b
+
+
+@gluon.jit
+def _rcp(x):
+    """1 / x on the special-function unit (as common.rcp_fast)."""
+    return gl.inline_asm_elementwise("rcp.approx.ftz.f32 $0, $1;", "=r,r", [x], dtype=gl.float32, is_pure=True,
+                                     pack=1)
+
+
+@gluon.jit
+def _row_norms(p, s_t, valid, F: gl.constexpr):
+    """rsqrt(sum of squares + 1e-6) of the 64 rows of a [64, 128] tile at p (row stride s_t), SliceLayout(1, F)."""
+    o_t = gl.arange(0, 64, layout=gl.SliceLayout(1, F))
+    o_k = gl.arange(0, 128, layout=gl.SliceLayout(0, F))
+    x = gl.load(p + gl.expand_dims(o_t * s_t, 1) + gl.expand_dims(o_k, 0), mask=gl.expand_dims(valid, 1),
+                other=0.0).to(gl.float32)
+    return gl.rsqrt(gl.sum(x * x, axis=1) + 1e-6)
+
+
+@gluon.jit
+def _invert_unit_lower(A, scratch_t, scratch_a, scratch_p, MMA: gl.constexpr):
+    """(I + A)^-1 for a strictly lower triangular [64, 64] fp32 A in the MMA layout, by doubling the inverted
+    diagonal blocks 1 -> 2 -> ... -> 64 (chunk_prepare.invert_unit_lower), with fp16 products from shared
+    memory: T <- T + (T (-A_off)) T, the second product accumulating into T."""
+    i_r = gl.expand_dims(gl.arange(0, 64, layout=gl.SliceLayout(1, MMA)), 1)
+    i_c = gl.expand_dims(gl.arange(0, 64, layout=gl.SliceLayout(0, MMA)), 0)
+    A_neg = -A
+    Tm = gl.where(i_r == i_c, 1.0, 0.0) + gl.where((i_r % 2 == 1) & (i_c == i_r - 1), A_neg, 0.0)
+    for lv in gl.static_range(1, 6):
+        scratch_t.store(Tm.to(gl.float16))
+        scratch_a.store(gl.where(((i_r >> lv) % 2 == 1) & (i_c >> lv == (i_r >> lv) - 1), A_neg, 0.0).to(gl.float16))
+        fence_async_shared()
+        gl.thread_barrier()
+        P = warpgroup_mma(scratch_t, scratch_a, gl.zeros([64, 64], gl.float32, MMA), use_acc=False)   # -T A_off
+        scratch_p.store(P.to(gl.float16))
+        fence_async_shared()
+        gl.thread_barrier()
+        Tm = warpgroup_mma(scratch_p, scratch_t, Tm)
+        gl.thread_barrier()   # the next level rewrites the scratch tiles
+    return Tm
+
+
+@gluon.jit
+def _invert_unit_lower_tf32(A, MMA: gl.constexpr):
+    """The same inverse with tf32 products (mma.sync on registers): for the rare chunk whose T overflows fp16."""
+    V2: gl.constexpr = gl.NVMMADistributedLayout(version=[2, 0], warps_per_cta=[4, 1], instr_shape=[16, 8])
+    OA: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=V2, k_width=1)
+    OB: gl.constexpr = gl.DotOperandLayout(operand_index=1, parent=V2, k_width=1)
+    i_r = gl.expand_dims(gl.arange(0, 64, layout=gl.SliceLayout(1, MMA)), 1)
+    i_c = gl.expand_dims(gl.arange(0, 64, layout=gl.SliceLayout(0, MMA)), 0)
+    Tm = gl.where(i_r == i_c, 1.0, 0.0) - gl.where((i_r % 2 == 1) & (i_c == i_r - 1), A, 0.0)
+    for lv in gl.static_range(1, 6):
+        A_off = gl.where(((i_r >> lv) % 2 == 1) & (i_c >> lv == (i_r >> lv) - 1), A, 0.0)
+        zero = gl.zeros([64, 64], gl.float32, V2)
+        P = mma_v2(gl.convert_layout(Tm, OA), gl.convert_layout(A_off, OB), zero, input_precision="tf32")
+        Q = mma_v2(gl.convert_layout(P, OA), gl.convert_layout(Tm, OB), zero, input_precision="tf32")
+        Tm = Tm - gl.convert_layout(Q, MMA)
+    return Tm
+
+
+@gluon.jit(do_not_specialize=["H", "HV"])
+def kda_chunk_prepare_sm90_kernel(
+    q, k, g, beta, A_log, dt_bias, ws_kg, ws_ku, ws_qg, ws_mu, ws_eg, cu_seqlens, chunk_offsets, chunk_seq,
+    s_qb, s_qt, s_qh, s_kb, s_kt, s_kh, s_gb, s_gt, s_gh, s_bb, s_bt, s_bh,
+    T, N, NT, NSLOTS, scale, lower_bound,
+    H, HV, K: gl.constexpr, BT: gl.constexpr,
+    GATE: gl.constexpr, BOUNDED: gl.constexpr, HAS_A: gl.constexpr, HAS_BIAS: gl.constexpr,
+    L2NORM: gl.constexpr, BETA_MODE: gl.constexpr, IS_VARLEN: gl.constexpr, DIAG_FLOOR: gl.constexpr,
+    HALF_SHIFT: gl.constexpr, INTERPRET: gl.constexpr, KS: gl.constexpr = 32,
+):
+    """Arguments as kda_chunk_prepare_kernel's (GATE, BOUNDED, DIAG_FLOOR, INTERPRET and KS are fixed here:
+    the lower-bounded gate's fast path, 32-column slices, compiled)."""
+    gl.static_assert(K == 128, "the sm_90 prepare kernel is specialized to K = 128")
+    gl.static_assert(BT == 64, "the anchoring levels assume 64-token chunks")
+    gl.static_assert(KS == 32, "the layouts below assume 32-column slices")
+    # C: a [64, 32] slice, 16 contiguous bytes per thread (coalesced loads and stores)
+    C: gl.constexpr = gl.BlockedLayout([1, 8], [8, 4], [4, 1], [1, 0])
+    # L: each warp owns all 64 tokens of 8 key dims (8 tokens x 2 dims per thread): the running sum stays in a warp
+    L: gl.constexpr = gl.BlockedLayout([8, 2], [8, 4], [1, 4], [0, 1])
+    F: gl.constexpr = gl.BlockedLayout([1, 8], [2, 16], [4, 1], [1, 0])      # [64, 128] rows
+    MMA: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, 64, 16])
+    MMA32: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, 32, 16])
+    SH32: gl.constexpr = gl.NVMMASharedLayout(swizzle_byte_width=64, element_bitwidth=16, rank=2)
+    SH64: gl.constexpr = gl.NVMMASharedLayout(swizzle_byte_width=128, element_bitwidth=16, rank=2)
+    ROW_C: gl.constexpr = gl.SliceLayout(1, C)
+    COL_C: gl.constexpr = gl.SliceLayout(0, C)
+
+    pid = gl.program_id(0)
+    i_hv = pid % HV
+    slot = pid // HV
+    i_h = i_hv // (HV // H)
+    if IS_VARLEN:
+        if slot >= gl.minimum(gl.load(chunk_offsets + N), NSLOTS):
+            return
+        i_n = gl.load(chunk_seq + slot)
+        i_chunk = slot - gl.load(chunk_offsets + i_n)
+        i_b = (slot * 0).to(gl.int64)
+        bos = gl.load(cu_seqlens + i_n).to(gl.int64)
+        eos = gl.load(cu_seqlens + i_n + 1).to(gl.int64)
+        bos = gl.minimum(gl.maximum(bos, 0), T)
+        eos = gl.minimum(gl.maximum(eos, bos), T)
+    else:
+        i_n = slot // NT
+        i_chunk = slot % NT
+        i_b = i_n.to(gl.int64)
+        bos = (slot * 0).to(gl.int64)
+        eos = bos + T
+    t0 = bos + i_chunk * BT
+    n_valid = eos - t0                      # tokens of the chunk inside its sequence
+
+    k += i_b * s_kb + i_h * s_kh + t0 * s_kt
+    q += i_b * s_qb + i_h * s_qh + t0 * s_qt
+    g += i_b * s_gb + i_hv * s_gh + t0 * s_gt
+    beta += i_b * s_bb + i_hv * s_bh + t0 * s_bt
+    out = (slot * HV + i_hv).to(gl.int64)
+    ws_kg += out * BT * K
+    ws_qg += out * BT * K
+    ws_ku += out * BT * K
+    ws_mu += out * BT * BT
+    ws_eg += out * K
+
+    # ---- index tiles of the slice layout C
+    c_t = gl.arange(0, 64, layout=ROW_C)
+    c_h = gl.arange(0, 32, layout=COL_C)
+    r_c = gl.expand_dims(c_t, 1)
+    valid_c = gl.expand_dims(c_t < n_valid, 1)
+    late = r_c >= 32
+    offs_c = gl.expand_dims(c_t * K, 1) + gl.expand_dims(c_h, 0)           # rows of the workspace
+    zero_c = gl.zeros([64, 32], gl.float32, C)
+    cols_row = gl.expand_dims(c_h, 0) + gl.expand_dims(c_t * 0, 1)
+    first_row = cols_row < 32 * (r_c == 0).to(gl.int32)
+    o_g = gl.expand_dims(c_t * s_gt, 1) + gl.expand_dims(c_h, 0)
+    o_k = gl.expand_dims(c_t * s_kt, 1) + gl.expand_dims(c_h, 0)
+    o_q = gl.expand_dims(c_t * s_qt, 1) + gl.expand_dims(c_h, 0)
+    # each slice's loads are issued one slice ahead, after the previous slice's fence (a fence waits for the
+    # memory operations in flight, loads included)
+    g_next = gl.load(g + o_g, mask=valid_c, other=0.0, eviction_policy="evict_first")
+    k_next = gl.load(k + o_k, mask=valid_c, other=0.0)
+    q_next = gl.load(q + o_q, mask=valid_c, other=0.0)
+
+    if L2NORM:
+        f_t = gl.arange(0, 64, layout=gl.SliceLayout(1, F))
+        k_norm = gl.expand_dims(gl.convert_layout(_row_norms(k, s_kt, f_t < n_valid, F), ROW_C), 1)
+        q_norm = gl.expand_dims(gl.convert_layout(_row_norms(q, s_qt, f_t < n_valid, F), ROW_C), 1) * scale
+    else:
+        k_norm = gl.full([64, 1], 1.0, gl.float32, C)
+        q_norm = gl.full([64, 1], 1.0, gl.float32, C) * scale
+    if HAS_A:
+        A_scale = gl.exp(gl.load(A_log + i_hv).to(gl.float32))
+    else:
+        A_scale = 1.0
+    s_gate = A_scale * -LOG2E
+
+    # ---- shared memory: the slice's product operands, k exp(G - gamma) of all slices, the scores M, the inverse
+    rows_k1 = gl.allocate_shared_memory(gl.bfloat16, [64, 32], SH32)
+    rows_q1 = gl.allocate_shared_memory(gl.bfloat16, [64, 32], SH32)
+    cols_1 = gl.allocate_shared_memory(gl.bfloat16, [64, 32], SH32)
+    rows_k2 = gl.allocate_shared_memory(gl.bfloat16, [64, 32], SH32)
+    rows_q2 = gl.allocate_shared_memory(gl.bfloat16, [64, 32], SH32)
+    cols_2 = gl.allocate_shared_memory(gl.bfloat16, [64, 32], SH32)
+    kd_s = gl.allocate_shared_memory(gl.bfloat16, [4, 64, 32], SH32)
+
+    AK = warpgroup_mma_init(gl.zeros([64, 64], gl.float32, MMA))
+    AQ = warpgroup_mma_init(gl.zeros([64, 64], gl.float32, MMA))
+    for h in range(4):
+        b_g = g_next.to(gl.float32)
+        kraw = k_next
+        qraw = q_next
+        if HAS_BIAS:
+            bias = gl.expand_dims(gl.load(dt_bias + i_hv * K + h * KS + c_h).to(gl.float32), 0)
+        else:
+            bias = gl.zeros([1, 32], gl.float32, C)
+        # log-decay in log2 units: lower_bound * sigmoid(exp(A_log) (g + dt_bias)), zero past the sequence
+        a = gl.where(valid_c, lower_bound * LOG2E * _rcp(1.0 + gl.exp2(b_g * s_gate + bias * s_gate)), 0.0)
+        a_l = gl.convert_layout(a, L)
+        gam_l = gl.associative_scan(a_l, 0, _add)       # decay through each token
+        # the anchors as sums of the steps, beside the running sum rather than after it
+        l_t = gl.expand_dims(gl.arange(0, 64, layout=gl.SliceLayout(1, L)), 1)
+        a31 = gl.expand_dims(gl.convert_layout(gl.sum(gl.where(l_t < 32, a_l, 0.0), axis=0), COL_C), 0)
+        G = gl.expand_dims(gl.convert_layout(gl.sum(a_l, axis=0), COL_C), 0)
+        gam = gl.convert_layout(gam_l, C)
+        b_k = kraw.to(gl.float32) * k_norm
+        b_q = qraw.to(gl.float32) * q_norm
+        eg = gl.exp2(gam)
+        qg = (b_q * eg).to(gl.bfloat16)
+        kg = (b_k * eg).to(gl.bfloat16)
+        # the two products of chunk_prepare.levels_halves: factors around the end of each 32-token half
+        t = gam - gl.where(late, G + HALF_SHIFT, a31 + HALF_SHIFT)
+        f = gl.exp2(t)
+        r = gl.exp2(-t)
+        kf = b_k * f
+        qf = b_q * f
+        kr = b_k * r
+        c = gl.where(late, gl.exp2((G - a31) * 0.5), 1.0)
+        # the previous slice's products read these tiles: wait for them only now
+        AK, AQ = warpgroup_mma_wait(0, deps=(AK, AQ))
+        rows_k1.store((kf * c * c).to(gl.bfloat16))
+        rows_q1.store((qf * c * c).to(gl.bfloat16))
+        cols_1.store(gl.where(late, 0.0, kr).to(gl.bfloat16))
+        rows_k2.store(kf.to(gl.bfloat16))
+        rows_q2.store(qf.to(gl.bfloat16))
+        cols_2.store(gl.where(late, kr, 0.0).to(gl.bfloat16))
+        # k exp(gamma_end - gamma) (exp(a31 - gamma) early, exp(G - gamma) late), early rows times exp(G - a31)
+        kd_s.index(h).store((kr * gl.exp2(-HALF_SHIFT) * gl.where(late, 1.0, gl.exp2(G - a31))).to(gl.bfloat16))
+        fence_async_shared()
+        gl.thread_barrier()
+        AK = warpgroup_mma(rows_k1, cols_1.permute((1, 0)), AK, is_async=True)
+        AQ = warpgroup_mma(rows_q1, cols_1.permute((1, 0)), AQ, is_async=True)
+        AK = warpgroup_mma(rows_k2, cols_2.permute((1, 0)), AK, is_async=True)
+        AQ = warpgroup_mma(rows_q2, cols_2.permute((1, 0)), AQ, is_async=True)
+        if h < 3:
+            g_next = gl.load(g + o_g + (h + 1) * KS, mask=valid_c, other=0.0, eviction_policy="evict_first")
+            k_next = gl.load(k + o_k + (h + 1) * KS, mask=valid_c, other=0.0)
+            q_next = gl.load(q + o_q + (h + 1) * KS, mask=valid_c, other=0.0)
+        gl.store(ws_qg + offs_c + h * KS, qg, eviction_policy="evict_first")
+        gl.store(ws_kg + offs_c + h * KS, kg, eviction_policy="evict_first")
+        gl.store(ws_eg + h * KS + cols_row, gl.exp2(G + zero_c), mask=first_row)   # one row stores exp(G)
+    AK, AQ = warpgroup_mma_wait(0, deps=(AK, AQ))
+
+    # ---- M (query-key scores with the diagonal) to shared memory; T = (I + A_kk)^-1
+    m_r = gl.expand_dims(gl.arange(0, 64, layout=gl.SliceLayout(1, MMA)), 1)
+    m_c = gl.expand_dims(gl.arange(0, 64, layout=gl.SliceLayout(0, MMA)), 0)
+    m_s = gl.allocate_shared_memory(gl.bfloat16, [64, 64], SH64)
+    m_s.store(gl.where(m_r >= m_c, AQ, 0.0).to(gl.bfloat16))
+    b_row = gl.load(beta + gl.arange(0, 64, layout=gl.SliceLayout(1, MMA)) * s_bt,
+                    mask=gl.arange(0, 64, layout=gl.SliceLayout(1, MMA)) < n_valid, other=0.0).to(gl.float32)
+    b_col = gl.load(beta + gl.arange(0, 64, layout=gl.SliceLayout(0, MMA)) * s_bt,
+                    mask=gl.arange(0, 64, layout=gl.SliceLayout(0, MMA)) < n_valid, other=0.0).to(gl.float32)
+    if BETA_MODE == 1:
+        b_row = _rcp(1.0 + gl.exp2(b_row * -LOG2E))
+        b_col = _rcp(1.0 + gl.exp2(b_col * -LOG2E))
+    elif BETA_MODE == 2:
+        b_row = 2.0 * _rcp(1.0 + gl.exp2(b_row * -LOG2E))
+        b_col = 2.0 * _rcp(1.0 + gl.exp2(b_col * -LOG2E))
+    b_row = gl.where(gl.arange(0, 64, layout=gl.SliceLayout(1, MMA)) < n_valid, b_row, 0.0)
+    b_col = gl.where(gl.arange(0, 64, layout=gl.SliceLayout(0, MMA)) < n_valid, b_col, 0.0)
+    Akk = gl.where(m_r > m_c, AK * gl.expand_dims(b_row, 1), 0.0)
+    s_t = gl.allocate_shared_memory(gl.float16, [64, 64], SH64)
+    s_a = gl.allocate_shared_memory(gl.float16, [64, 64], SH64)
+    s_p = gl.allocate_shared_memory(gl.float16, [64, 64], SH64)
+    Tm = _invert_unit_lower(Akk, s_t, s_a, s_p, MMA)
+    if gl.sum(gl.sum(gl.where(gl.abs(Tm) <= 3.0e38, 0, 1), axis=1), axis=0) != 0:   # inf or NaN
+        Tm = _invert_unit_lower_tf32(Akk, MMA)
+
+    # ---- the solve folded into the rows: Ku = Tb^T Kd, Mu = M Tb, with Tb = T diag(beta)
+    tb_s = gl.allocate_shared_memory(gl.bfloat16, [64, 64], SH64)
+    tbt_s = gl.allocate_shared_memory(gl.bfloat16, [64, 64], SH64)
+    Tb = (Tm * gl.expand_dims(b_col, 0)).to(gl.bfloat16)
+    tb_s.store(Tb)
+    tbt_s.store(gl.permute(Tb, (1, 0)))
+    fence_async_shared()
+    gl.thread_barrier()
+    Mu = warpgroup_mma(m_s, tb_s, gl.zeros([64, 64], gl.float32, MMA), use_acc=False)
+    # stored from the coalesced layouts: straight from the accumulator layout the stores are 4 bytes per thread
+    C64: gl.constexpr = gl.BlockedLayout([1, 8], [4, 8], [4, 1], [1, 0])
+    mu_t = gl.expand_dims(gl.arange(0, 64, layout=gl.SliceLayout(1, C64)), 1)
+    mu_c = gl.expand_dims(gl.arange(0, 64, layout=gl.SliceLayout(0, C64)), 0)
+    gl.store(ws_mu + mu_t * BT + mu_c, gl.convert_layout(Mu.to(gl.bfloat16), C64), eviction_policy="evict_first")
+    for h in gl.static_range(4):
+        Ku = warpgroup_mma(tbt_s, kd_s.index(h), gl.zeros([64, 32], gl.float32, MMA32), use_acc=False)
+        gl.store(ws_ku + offs_c + h * KS, gl.convert_layout(Ku.to(gl.bfloat16), C), eviction_policy="evict_first")
