@@ -254,18 +254,17 @@ def kda_chunk_prepare_sm90_kernel(
     m_c = gl.expand_dims(gl.arange(0, 64, layout=gl.SliceLayout(0, MMA)), 0)
     m_s = gl.allocate_shared_memory(gl.bfloat16, [64, 64], SH64)
     m_s.store(gl.where(m_r >= m_c, AQ, 0.0).to(gl.bfloat16))
-    b_row = gl.load(beta + gl.arange(0, 64, layout=gl.SliceLayout(1, MMA)) * s_bt,
-                    mask=gl.arange(0, 64, layout=gl.SliceLayout(1, MMA)) < n_valid, other=0.0).to(gl.float32)
-    b_col = gl.load(beta + gl.arange(0, 64, layout=gl.SliceLayout(0, MMA)) * s_bt,
-                    mask=gl.arange(0, 64, layout=gl.SliceLayout(0, MMA)) < n_valid, other=0.0).to(gl.float32)
+    # beta once per token (a thread per token), then as the rows and the columns of the MMA layout
+    B1: gl.constexpr = gl.BlockedLayout([1], [32], [4], [0])
+    b_t = gl.arange(0, 64, layout=B1)
+    b_b = gl.load(beta + b_t * s_bt, mask=b_t < n_valid, other=0.0).to(gl.float32)
     if BETA_MODE == 1:
-        b_row = _rcp(1.0 + gl.exp2(b_row * -LOG2E))
-        b_col = _rcp(1.0 + gl.exp2(b_col * -LOG2E))
+        b_b = _rcp(1.0 + gl.exp2(b_b * -LOG2E))
     elif BETA_MODE == 2:
-        b_row = 2.0 * _rcp(1.0 + gl.exp2(b_row * -LOG2E))
-        b_col = 2.0 * _rcp(1.0 + gl.exp2(b_col * -LOG2E))
-    b_row = gl.where(gl.arange(0, 64, layout=gl.SliceLayout(1, MMA)) < n_valid, b_row, 0.0)
-    b_col = gl.where(gl.arange(0, 64, layout=gl.SliceLayout(0, MMA)) < n_valid, b_col, 0.0)
+        b_b = 2.0 * _rcp(1.0 + gl.exp2(b_b * -LOG2E))
+    b_b = gl.where(b_t < n_valid, b_b, 0.0)
+    b_row = gl.convert_layout(b_b, gl.SliceLayout(1, MMA))
+    b_col = gl.convert_layout(b_b, gl.SliceLayout(0, MMA))
     Akk = gl.where(m_r > m_c, AK * gl.expand_dims(b_row, 1), 0.0)
     s_t = gl.allocate_shared_memory(gl.float16, [64, 64], SH64)
     s_a = gl.allocate_shared_memory(gl.float16, [64, 64], SH64)
