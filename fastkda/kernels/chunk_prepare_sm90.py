@@ -158,9 +158,6 @@ def kda_chunk_prepare_sm90_kernel(
     valid_c = gl.expand_dims(c_t < n_valid, 1)
     late = r_c >= 32
     offs_c = gl.expand_dims(c_t * K, 1) + gl.expand_dims(c_h, 0)           # rows of the workspace
-    zero_c = gl.zeros([64, 32], gl.float32, C)
-    cols_row = gl.expand_dims(c_h, 0) + gl.expand_dims(c_t * 0, 1)
-    first_row = cols_row < 32 * (r_c == 0).to(gl.int32)
     o_g = gl.expand_dims(c_t * s_gt, 1) + gl.expand_dims(c_h, 0)
     o_k = gl.expand_dims(c_t * s_kt, 1) + gl.expand_dims(c_h, 0)
     o_q = gl.expand_dims(c_t * s_qt, 1) + gl.expand_dims(c_h, 0)
@@ -246,7 +243,7 @@ def kda_chunk_prepare_sm90_kernel(
             q_next = gl.load(q + o_q + (h + 1) * KS, mask=valid_c, other=0.0)
         gl.store(ws_qg + offs_c + h * KS, qg, eviction_policy="evict_first")
         gl.store(ws_kg + offs_c + h * KS, kg, eviction_policy="evict_first")
-        gl.store(ws_eg + h * KS + cols_row, gl.exp2(G + zero_c), mask=first_row)   # one row stores exp(G)
+        gl.store(ws_eg + h * KS + gl.expand_dims(c_h, 0), gl.exp2(G))
     AK, AQ = warpgroup_mma_wait(0, deps=(AK, AQ))
 
     # ---- M (query-key scores with the diagonal) to shared memory; T = (I + A_kk)^-1
