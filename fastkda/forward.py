@@ -79,10 +79,10 @@ def is_sm90(device_index: int) -> bool:
     return version >= (3, 6) and torch.cuda.get_device_capability(device_index) == (9, 0)
 
 
-def prepare_kernel(device: torch.device, gate: GateSpec, K: int, cfg: LaunchConfig):
-    """The prepare kernel for this call: the Gluon one on sm_90 for the lower-bounded gate at K = 128 (the
-    fast path), else the portable Triton one (also the interpreter's: it cannot run Gluon)."""
-    if (cfg.prepare_sm90 and device.type == "cuda" and not interpreting() and gate.bounded and K == 128
+def prepare_kernel(device: torch.device, K: int, cfg: LaunchConfig):
+    """The prepare kernel for this call: the Gluon one on sm_90 at K = 128, else the portable Triton one (also
+    the interpreter's: it cannot run Gluon)."""
+    if (cfg.prepare_sm90 and device.type == "cuda" and not interpreting() and K == 128
             and is_sm90(device.index if device.index is not None else torch.cuda.current_device())):
         from fastkda.kernels.chunk_prepare_sm90 import kda_chunk_prepare_sm90_kernel
         return kda_chunk_prepare_sm90_kernel
@@ -187,15 +187,26 @@ def kda_forward(
     ws = [torch.empty(n_slots, HV, BT, d, dtype=torch.bfloat16, device=device) for d in (K, K, K, BT)]
     ws_eg = torch.empty(n_slots, HV, K, dtype=torch.float32, device=device)
     if n_slots:
-        prepare_kernel(device, gate, K, cfg)[(n_slots * HV,)](
-            q, k, g, beta, A_log, dt_bias, *ws, ws_eg, cu_seqlens, chunk_offsets, chunk_seq,
+        prepare = prepare_kernel(device, K, cfg)
+        # the sm_90 kernel flags the chunks of an unbounded gate whose decays do not fit its factoring; the portable
+        # kernel then redoes those (its other programs exit at once)
+        flags = None
+        if prepare is not kda_chunk_prepare_kernel and not gate.bounded:
+            flags = torch.empty(n_slots * HV, dtype=torch.int32, device=device)
+        prepare_args = (
+            q, k, g, beta, A_log, dt_bias, *ws, ws_eg, cu_seqlens, chunk_offsets, chunk_seq, flags,
             q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
             g.stride(0), g.stride(1), g.stride(2), beta.stride(0), beta.stride(1), beta.stride(2),
-            T, N, NT, n_slots, scale, gate.lower_bound, H=H, HV=HV, K=K, BT=BT, GATE=gate.mode,
-            BOUNDED=gate.bounded, HAS_A=A_log is not None, HAS_BIAS=dt_bias is not None, L2NORM=l2norm,
-            BETA_MODE=beta_mode, IS_VARLEN=cu_seqlens is not None, DIAG_FLOOR=DIAG_DECAY_FLOOR,
-            HALF_SHIFT=HALF_BLOCK_SHIFT, INTERPRET=interp, KS=K if K <= 64 else min(cfg.prepare_slice, K),
-            num_warps=cfg.prepare_warps, num_stages=1, maxnreg=cfg.prepare_maxnreg)
+            T, N, NT, n_slots, scale, gate.lower_bound)
+        prepare_consts = dict(
+            H=H, HV=HV, K=K, BT=BT, GATE=gate.mode, BOUNDED=gate.bounded, HAS_A=A_log is not None,
+            HAS_BIAS=dt_bias is not None, L2NORM=l2norm, BETA_MODE=beta_mode, IS_VARLEN=cu_seqlens is not None,
+            DIAG_FLOOR=DIAG_DECAY_FLOOR, HALF_SHIFT=HALF_BLOCK_SHIFT, INTERPRET=interp,
+            KS=K if K <= 64 else min(cfg.prepare_slice, K), num_warps=cfg.prepare_warps, num_stages=1,
+            maxnreg=cfg.prepare_maxnreg)
+        prepare[(n_slots * HV,)](*prepare_args, **prepare_consts)
+        if flags is not None:
+            kda_chunk_prepare_kernel[(n_slots * HV,)](*prepare_args, **prepare_consts, REPAIR=True)
 
     state_args = dict(
         v=v, ws_kg=ws[0], ws_ku=ws[1], ws_qg=ws[2], ws_mu=ws[3], ws_eg=ws_eg, o=o, h0=initial_state, ht=ht,

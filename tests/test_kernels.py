@@ -122,9 +122,8 @@ def test_forward_gpu_extreme(case):
     check(run_case(case, torch.device("cuda")), TOL_EXTREME)
 
 
-# the cases of the sm_90 prepare kernel (lower-bounded gate, K = 128), through the portable prepare kernel
-PORTABLE = [c for c in GPU_RANDOM if c.gate == "lb" and c.K == 128 and c.lower_bound == -5.0][:5] + [
-    with_(G, gate="lb", g_fill="g=8"), with_(G, collinear=True)]
+# the cases of the sm_90 prepare kernel (K = 128), through the portable prepare kernel
+PORTABLE = [c for c in GPU_RANDOM if c.K == 128][:6] + [with_(G, gate="lb", g_fill="g=8"), with_(G, collinear=True)]
 
 
 @pytest.mark.gpu
@@ -134,6 +133,31 @@ def test_forward_gpu_portable_prepare(case, monkeypatch):
     check(run_case(case, torch.device("cuda")), TOL_EXTREME if case.g_fill or case.collinear else TOL_RANDOM)
 
 
+class FlaggingPrepare:
+    """Stands in for the sm_90 prepare kernel under the interpreter: runs the portable kernel, then flags every
+    other program and poisons what it wrote, which the portable kernel's REPAIR launch has to redo."""
+
+    def __getitem__(self, grid):
+        def launch(*args, **kwargs):
+            from fastkda.kernels.chunk_prepare import kda_chunk_prepare_kernel
+            kda_chunk_prepare_kernel[grid](*args, **kwargs)
+            workspaces, flags = args[6:11], args[14]
+            flags.copy_(torch.arange(flags.numel(), dtype=torch.int32) % 2)
+            for w in workspaces:
+                w.view(flags.numel(), -1)[flags.bool()] = float("nan")
+        return launch
+
+
+@pytest.mark.parametrize("case", [with_(BASE, K=128, gate="softplus", T=200, seqlens=(70, 0, 64, 66)),
+                                  with_(BASE, K=128, gate="pre", g_fill="g=mixed")], ids=lambda c: c.id)
+def test_flagged_chunks_are_repaired_interpreter(case, monkeypatch):
+    """Unbounded gates: the chunks the sm_90 kernel flags are redone by the portable kernel, the others kept."""
+    if torch.cuda.is_available():
+        pytest.skip("the interpreter cases run on CPU-only machines")
+    monkeypatch.setattr(fwd, "prepare_kernel", lambda device, K, cfg: FlaggingPrepare())
+    check(run_case(case, torch.device("cpu")), TOL_CPU)
+
+
 @pytest.mark.gpu
 def test_prepare_sm90_agrees_with_portable(monkeypatch):
     """Same math, different programs: on an sm_90 GPU the two prepare kernels give the same outputs up to the
@@ -141,8 +165,7 @@ def test_prepare_sm90_agrees_with_portable(monkeypatch):
     dev = torch.device("cuda")
     if not fwd.is_sm90(torch.cuda.current_device()):
         pytest.skip("the Gluon prepare kernel runs on sm_90 only")
-    gate = fwd.GateSpec(fwd.GATE_LOWER_BOUND, True, -5.0)
-    assert fwd.prepare_kernel(dev, gate, 128, fwd.DEFAULT_CONFIG).__name__ == "kda_chunk_prepare_sm90_kernel"
+    assert fwd.prepare_kernel(dev, 128, fwd.DEFAULT_CONFIG).__name__ == "kda_chunk_prepare_sm90_kernel"
     args = make_inputs(with_(G, T=4000, seqlens=(1300, 0, 547, 2048, 105), intermediate=True), dev)
     fast = fastkda.chunk_kda(**args)
     monkeypatch.setattr(fwd, "DEFAULT_CONFIG", fwd.LaunchConfig(prepare_sm90=False))

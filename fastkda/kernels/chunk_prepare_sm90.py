@@ -40,6 +40,12 @@ def _rcp(x):
 
 
 @gluon.jit
+def _lg2(x):
+    """log2 on the special-function unit (as common.log2_fast)."""
+    return gl.inline_asm_elementwise("lg2.approx.f32 $0, $1;", "=r,r", [x], dtype=gl.float32, is_pure=True, pack=1)
+
+
+@gluon.jit
 def _row_norms(p, s_t, valid, F: gl.constexpr):
     """rsqrt(sum of squares + 1e-6) of the 64 rows of a [64, 128] tile at p (row stride s_t), SliceLayout(1, F)."""
     o_t = gl.arange(0, 64, layout=gl.SliceLayout(1, F))
@@ -92,16 +98,18 @@ def _invert_unit_lower_tf32(A, MMA: gl.constexpr):
 
 @gluon.jit(do_not_specialize=["H", "HV"])
 def kda_chunk_prepare_sm90_kernel(
-    q, k, g, beta, A_log, dt_bias, ws_kg, ws_ku, ws_qg, ws_mu, ws_eg, cu_seqlens, chunk_offsets, chunk_seq,
+    q, k, g, beta, A_log, dt_bias, ws_kg, ws_ku, ws_qg, ws_mu, ws_eg, cu_seqlens, chunk_offsets, chunk_seq, flags,
     s_qb, s_qt, s_qh, s_kb, s_kt, s_kh, s_gb, s_gt, s_gh, s_bb, s_bt, s_bh,
     T, N, NT, NSLOTS, scale, lower_bound,
     H, HV, K: gl.constexpr, BT: gl.constexpr,
     GATE: gl.constexpr, BOUNDED: gl.constexpr, HAS_A: gl.constexpr, HAS_BIAS: gl.constexpr,
     L2NORM: gl.constexpr, BETA_MODE: gl.constexpr, IS_VARLEN: gl.constexpr, DIAG_FLOOR: gl.constexpr,
-    HALF_SHIFT: gl.constexpr, INTERPRET: gl.constexpr, KS: gl.constexpr = 32,
+    HALF_SHIFT: gl.constexpr, INTERPRET: gl.constexpr, KS: gl.constexpr = 32, REPAIR: gl.constexpr = False,
 ):
-    """Arguments as kda_chunk_prepare_kernel's (GATE, BOUNDED, DIAG_FLOOR, INTERPRET and KS are fixed here:
-    the lower-bounded gate's fast path, 32-column slices, compiled)."""
+    """Arguments as kda_chunk_prepare_kernel's (KS is fixed at 32, DIAG_FLOOR, INTERPRET and REPAIR are unused).
+    Without BOUNDED the halves' factors fit only where no token decays by more than 2^-(2 HALF_SHIFT) to the end
+    of its half: a program whose chunk fails that check in some slice writes 1 at flags[pid] (else 0) and stops
+    before the inverse; the portable kernel then redoes those chunks (REPAIR)."""
     gl.static_assert(K == 128, "the sm_90 prepare kernel is specialized to K = 128")
     gl.static_assert(BT == 64, "the anchoring levels assume 64-token chunks")
     gl.static_assert(KS == 32, "the layouts below assume 32-column slices")
@@ -191,6 +199,7 @@ def kda_chunk_prepare_sm90_kernel(
 
     AK = warpgroup_mma_init(gl.zeros([64, 64], gl.float32, MMA))
     AQ = warpgroup_mma_init(gl.zeros([64, 64], gl.float32, MMA))
+    bad = pid * 0
     for h in range(4):
         b_g = g_next.to(gl.float32)
         kraw = k_next
@@ -199,8 +208,15 @@ def kda_chunk_prepare_sm90_kernel(
             bias = gl.expand_dims(gl.load(dt_bias + i_hv * K + h * KS + c_h).to(gl.float32), 0)
         else:
             bias = gl.zeros([1, 32], gl.float32, C)
-        # log-decay in log2 units: lower_bound * sigmoid(exp(A_log) (g + dt_bias)), zero past the sequence
-        a = gl.where(valid_c, lower_bound * LOG2E * _rcp(1.0 + gl.exp2(b_g * s_gate + bias * s_gate)), 0.0)
+        # log-decay in log2 units (common.gate_log2), zero past the sequence
+        if GATE == 0:
+            a = b_g * LOG2E
+        elif GATE == 1:
+            x = b_g * LOG2E + bias * LOG2E
+            a = -A_scale * gl.where(x > 28.0, x, _lg2(1.0 + gl.exp2(x)))
+        else:
+            a = lower_bound * LOG2E * _rcp(1.0 + gl.exp2(b_g * s_gate + bias * s_gate))
+        a = gl.where(valid_c, a, 0.0)
         a_l = gl.convert_layout(a, L)
         gam_l = gl.associative_scan(a_l, 0, _add)       # decay through each token
         # the anchors as sums of the steps, beside the running sum rather than after it
@@ -208,6 +224,9 @@ def kda_chunk_prepare_sm90_kernel(
         a31 = gl.expand_dims(gl.convert_layout(gl.sum(gl.where(l_t < 32, a_l, 0.0), axis=0), COL_C), 0)
         G = gl.expand_dims(gl.convert_layout(gl.sum(a_l, axis=0), COL_C), 0)
         gam = gl.convert_layout(gam_l, C)
+        if not BOUNDED:   # (NaN fails it too)
+            span = gl.max(gl.max(gl.maximum(-a31, a31 - G), axis=1), axis=0)
+            bad = gl.maximum(bad, gl.where(span <= 2 * HALF_SHIFT, 0, 1))
         b_k = kraw.to(gl.float32) * k_norm
         b_q = qraw.to(gl.float32) * q_norm
         eg = gl.exp2(gam)
@@ -245,6 +264,10 @@ def kda_chunk_prepare_sm90_kernel(
         gl.store(ws_kg + offs_c + h * KS, kg, eviction_policy="evict_first")
         gl.store(ws_eg + h * KS + gl.expand_dims(c_h, 0), gl.exp2(G))
     AK, AQ = warpgroup_mma_wait(0, deps=(AK, AQ))
+    if not BOUNDED:
+        gl.store(flags + pid, bad)
+        if bad != 0:
+            return
 
     # ---- M (query-key scores with the diagonal) to shared memory; T = (I + A_kk)^-1
     m_r = gl.expand_dims(gl.arange(0, 64, layout=gl.SliceLayout(1, MMA)), 1)
