@@ -101,6 +101,8 @@ GPU_RANDOM = [
     with_(G, T=8192, H=1, HV=2, split_size=512, gate="softplus", v_first=True),
     with_(G, T=3000, seqlens=tuple([64] * 30 + [1080]), split_size=256),
     with_(G, T=1500, strided=True),
+    with_(G, T=1000, dtype="fp32", gate="softplus"),
+    with_(G, T=2000, gate="lb", lower_bound=-8.0),       # outside [-5, 0): the unbounded check and repair
 ]
 GPU_EXTREME = (
     [with_(G, gate="lb", g_fill=f) for f in GATE_SWEEP]
