@@ -105,7 +105,8 @@ def state_variant(bv=64, warps=4, stages=2, K=128, V=128, transition=False):
 
 
 if __name__ == "__main__":
-    for kw in (dict(warps=4), dict(warps=4, ks=64), dict(warps=4, bounded=False)):
+    for kw in (dict(warps=4), dict(warps=4, ks=64), dict(warps=4, bounded=False), dict(sm90=True),
+               dict(sm90=True, bounded=False)):
         ck, dt = prepare_variant(**kw)
         print(f"prepare {kw} {dt:.1f}s smem={ck.metadata.shared}: {ptxas_verbose(ck)}; {sass_counts(ck)}")
     for kw in (dict(bv=64, warps=4, stages=3), dict(bv=32, warps=4, stages=3), dict(bv=64, warps=4, stages=3, transition=True)):
