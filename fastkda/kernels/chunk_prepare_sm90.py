@@ -1,24 +1,24 @@
-"""Stage 1 of the KDA forward on Hopper for the main mode, in Gluon (Triton's layout-explicit dialect).
+"""Stage 1 of the KDA forward on Hopper (sm_90) at K = 128, in Gluon (Triton's layout-explicit dialect).
 
 The same program as `kda_chunk_prepare_kernel` (chunk_prepare.py: one program per (64-token chunk, value head),
-the same outputs, the same anchoring of the lower-bounded gate's scores, the same inverse), for the case that
-dominates prefill: the lower-bounded gate with per-step decays of at most exp(-BOUNDED_STEP), K = 128, on sm_90.
-What Triton's block-level language cannot express is where each tile lives (docs/design.md):
+the same outputs, the halves' anchoring of the scores, the same inverse). What Triton's block-level language
+cannot express is where each tile lives (docs/design.md):
   - the gate's running sum runs in a layout where each warp owns all 64 tokens of 8 key dims (L below), so the
-    sum and the anchor rows take shuffles inside a warp instead of shared memory and barriers; the slice is
-    loaded and stored in a coalesced layout (C) and converted twice;
+    sum and the anchors take shuffles inside a warp instead of shared memory and barriers; the slice is loaded
+    and stored in a coalesced layout (C) and converted twice;
   - the score products are issued asynchronously and waited for only when their operand tiles are rewritten,
     one slice later, so they overlap the next slice's gate, running sum and stores;
   - k exp(G - gamma) and the scores M stay in shared memory until the inverse is known, instead of a round
     trip through global memory;
+  - a slice's global loads and stores are issued after its fence, which would otherwise wait for them;
   - the inverse's second product of each level accumulates into T directly (its operand is stored negated).
-The Triton kernel remains the path for every other mode, other GPUs and the interpreter (which cannot run
-Gluon); the GPU tests run both against the float64 reference.
+Unbounded gates keep the halves' factoring where it fits and flag the other chunks for the portable kernel
+(see the kernel's docstring). The portable kernel remains the path for K = 64, other GPUs and the interpreter
+(which cannot run Gluon); the GPU tests run both against the float64 reference.
 """
 
 from __future__ import annotations
 
-import triton.language as tl
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.ampere import mma_v2
@@ -26,6 +26,7 @@ from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared
                                                              warpgroup_mma_wait)
 
 from fastkda.kernels.common import LOG2E
+
 
 @gluon.jit
 def _add(a, b):
