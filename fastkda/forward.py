@@ -29,7 +29,7 @@ class LaunchConfig:
     the split path's transition pass apart: it loads less per chunk, and two stages let two programs share a
     multiprocessor), and the warps, score-loop slice width and register cap (None: the compiler's choice) of the
     prepare kernel for K = 128 (K = 64 runs as one slice; measured on an H100, docs/perf-notes.md); prepare_sm90:
-    on sm_90, the Gluon prepare kernel for the lower-bounded gate at K = 128 (chunk_prepare_sm90.py)."""
+    on sm_90, the Gluon prepare kernel at K = 128, every gate (chunk_prepare_sm90.py)."""
 
     block_v: int = 64
     num_warps: int = 4

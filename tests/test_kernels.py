@@ -1,6 +1,6 @@
 """The Triton forward against the float64 chunked reference, on fresh random inputs with NaN-poisoned outputs:
 under the interpreter at small shapes on any machine, and on the GPU at full shapes (marker gpu). On an sm_90 GPU
-the lower-bounded gate at K = 128 takes the Gluon prepare kernel; the portable one is tested there as well."""
+K = 128 takes the Gluon prepare kernel; the portable one is tested there as well."""
 
 from __future__ import annotations
 

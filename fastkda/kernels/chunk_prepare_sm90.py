@@ -25,7 +25,7 @@ from triton.experimental.gluon.language.nvidia.ampere import mma_v2
 from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared, warpgroup_mma, warpgroup_mma_init,
                                                              warpgroup_mma_wait)
 
-from fastkda.kernels.common import LOG2E
+from fastkda.kernels.common import LOG2E, sequence_bounds
 
 
 @gluon.jit
@@ -136,16 +136,11 @@ def kda_chunk_prepare_sm90_kernel(
         i_n = gl.load(chunk_seq + slot)
         i_chunk = slot - gl.load(chunk_offsets + i_n)
         i_b = (slot * 0).to(gl.int64)
-        bos = gl.load(cu_seqlens + i_n).to(gl.int64)
-        eos = gl.load(cu_seqlens + i_n + 1).to(gl.int64)
-        bos = gl.minimum(gl.maximum(bos, 0), T)
-        eos = gl.minimum(gl.maximum(eos, bos), T)
     else:
         i_n = slot // NT
         i_chunk = slot % NT
         i_b = i_n.to(gl.int64)
-        bos = (slot * 0).to(gl.int64)
-        eos = bos + T
+    bos, eos = sequence_bounds(cu_seqlens, i_n, T, IS_VARLEN)
     t0 = bos + i_chunk * BT
     n_valid = eos - t0                      # tokens of the chunk inside its sequence
 

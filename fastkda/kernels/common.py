@@ -117,7 +117,7 @@ def sequence_bounds(cu_seqlens, i_n, T, IS_VARLEN: tl.constexpr):
         bos = tl.minimum(tl.maximum(bos, 0), T)
         eos = tl.minimum(tl.maximum(eos, bos), T)
     else:
-        bos = tl.zeros([], dtype=tl.int64)
+        bos = (i_n * 0).to(tl.int64)   # no tl.zeros: the sm_90 (Gluon) kernel calls this too
         eos = bos + T
     return bos, eos
 
