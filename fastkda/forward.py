@@ -29,7 +29,7 @@ class LaunchConfig:
     the split path's transition pass apart: it loads less per chunk, and two stages let two programs share a
     multiprocessor), and the warps, score-loop slice width and register cap (None: the compiler's choice) of the
     prepare kernel for K = 128 (K = 64 runs as one slice; measured on an H100, docs/perf-notes.md); prepare_sm90:
-    on sm_90, the Gluon prepare kernel at K = 128, every gate (chunk_prepare_sm90.py)."""
+    on sm_90, the Gluon prepare kernel, every gate and head dim (chunk_prepare_sm90.py)."""
 
     block_v: int = 64
     num_warps: int = 4
@@ -80,9 +80,9 @@ def is_sm90(device_index: int) -> bool:
 
 
 def prepare_kernel(device: torch.device, K: int, cfg: LaunchConfig):
-    """The prepare kernel for this call: the Gluon one on sm_90 at K = 128, else the portable Triton one (also
+    """The prepare kernel for this call: the Gluon one on sm_90, else the portable Triton one (also
     the interpreter's: it cannot run Gluon)."""
-    if (cfg.prepare_sm90 and device.type == "cuda" and not interpreting() and K == 128
+    if (cfg.prepare_sm90 and device.type == "cuda" and not interpreting() and K in (64, 128)
             and is_sm90(device.index if device.index is not None else torch.cuda.current_device())):
         from fastkda.kernels.chunk_prepare_sm90 import kda_chunk_prepare_sm90_kernel
         return kda_chunk_prepare_sm90_kernel
@@ -202,11 +202,13 @@ def kda_forward(
             H=H, HV=HV, K=K, BT=BT, GATE=gate.mode, BOUNDED=gate.bounded, HAS_A=A_log is not None,
             HAS_BIAS=dt_bias is not None, L2NORM=l2norm, BETA_MODE=beta_mode, IS_VARLEN=cu_seqlens is not None,
             DIAG_FLOOR=DIAG_DECAY_FLOOR, HALF_SHIFT=HALF_BLOCK_SHIFT, INTERPRET=interp,
-            KS=K if K <= 64 else min(cfg.prepare_slice, K), num_warps=cfg.prepare_warps, num_stages=1,
-            maxnreg=cfg.prepare_maxnreg)
-        prepare[(n_slots * HV,)](*prepare_args, **prepare_consts)
+            num_warps=cfg.prepare_warps, num_stages=1, maxnreg=cfg.prepare_maxnreg)
+        portable_slice = K if K <= 64 else min(cfg.prepare_slice, K)
+        # the Gluon kernel's layouts are built for 32-column slices
+        prepare[(n_slots * HV,)](*prepare_args, **prepare_consts,
+                                 KS=portable_slice if prepare is kda_chunk_prepare_kernel else 32)
         if flags is not None:
-            kda_chunk_prepare_kernel[(n_slots * HV,)](*prepare_args, **prepare_consts, REPAIR=True)
+            kda_chunk_prepare_kernel[(n_slots * HV,)](*prepare_args, **prepare_consts, KS=portable_slice, REPAIR=True)
 
     state_args = dict(
         v=v, ws_kg=ws[0], ws_ku=ws[1], ws_qg=ws[2], ws_mu=ws[3], ws_eg=ws_eg, o=o, h0=initial_state, ht=ht,

@@ -1,6 +1,6 @@
 """The Triton forward against the float64 chunked reference, on fresh random inputs with NaN-poisoned outputs:
 under the interpreter at small shapes on any machine, and on the GPU at full shapes (marker gpu). On an sm_90 GPU
-K = 128 takes the Gluon prepare kernel; the portable one is tested there as well."""
+K = 64 and 128 take the Gluon prepare kernel; the portable one is tested there as well."""
 
 from __future__ import annotations
 
@@ -103,12 +103,15 @@ GPU_RANDOM = [
     with_(G, T=1500, strided=True),
     with_(G, T=1000, dtype="fp32", gate="softplus"),
     with_(G, T=2000, gate="lb", lower_bound=-8.0),       # outside [-5, 0): the unbounded check and repair
+    with_(G, T=3000, K=64, V=128, gate="softplus", seqlens=(1000, 0, 1999, 1), intermediate=True),
 ]
 GPU_EXTREME = (
     [with_(G, gate="lb", g_fill=f) for f in GATE_SWEEP]
     + [with_(G, gate="softplus", g_fill=f) for f in GATE_SWEEP]
     + [with_(G, gate="pre", g_fill="g=-1000"), with_(G, gate="pre", g_fill="g=mixed"), with_(G, collinear=True),
        with_(G, gate="softplus", collinear=True)]
+    + [with_(G, K=64, V=64, gate="lb", g_fill="g=8"), with_(G, K=64, V=64, gate="softplus", g_fill="bias=8"),
+       with_(G, K=64, V=64, gate="pre", g_fill="g=mixed"), with_(G, K=64, V=64, collinear=True)]
 )
 
 
@@ -124,8 +127,8 @@ def test_forward_gpu_extreme(case):
     check(run_case(case, torch.device("cuda")), TOL_EXTREME)
 
 
-# the cases of the sm_90 prepare kernel (K = 128), through the portable prepare kernel
-PORTABLE = [c for c in GPU_RANDOM if c.K == 128][:6] + [with_(G, gate="lb", g_fill="g=8"), with_(G, collinear=True)]
+# the cases of the sm_90 prepare kernel, through the portable prepare kernel
+PORTABLE = GPU_RANDOM[:7] + [with_(G, gate="lb", g_fill="g=8"), with_(G, collinear=True)]
 
 
 @pytest.mark.gpu
@@ -161,14 +164,15 @@ def test_flagged_chunks_are_repaired_interpreter(case, monkeypatch):
 
 
 @pytest.mark.gpu
-def test_prepare_sm90_agrees_with_portable(monkeypatch):
+@pytest.mark.parametrize("K", [64, 128])
+def test_prepare_sm90_agrees_with_portable(K, monkeypatch):
     """Same math, different programs: on an sm_90 GPU the two prepare kernels give the same outputs up to the
     order of fp32 sums (and the selection picks the Gluon kernel there)."""
     dev = torch.device("cuda")
     if not fwd.is_sm90(torch.cuda.current_device()):
         pytest.skip("the Gluon prepare kernel runs on sm_90 only")
-    assert fwd.prepare_kernel(dev, 128, fwd.DEFAULT_CONFIG).__name__ == "kda_chunk_prepare_sm90_kernel"
-    args = make_inputs(with_(G, T=4000, seqlens=(1300, 0, 547, 2048, 105), intermediate=True), dev)
+    assert fwd.prepare_kernel(dev, K, fwd.DEFAULT_CONFIG).__name__ == "kda_chunk_prepare_sm90_kernel"
+    args = make_inputs(with_(G, T=4000, K=K, seqlens=(1300, 0, 547, 2048, 105), intermediate=True), dev)
     fast = fastkda.chunk_kda(**args)
     monkeypatch.setattr(fwd, "DEFAULT_CONFIG", fwd.LaunchConfig(prepare_sm90=False))
     portable = fastkda.chunk_kda(**args)

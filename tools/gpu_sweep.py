@@ -1,5 +1,6 @@
 """Times launch configurations and split sizes of the forward on the GPU (for choosing the defaults) and fla on
-the same inputs. Writes JSON. Usage: python tools/gpu_sweep.py OUT.json [--fla CASE,...] [--cases CASE,...]"""
+the same inputs. Writes JSON. Usage: python tools/gpu_sweep.py OUT.json [--fla CASE,...] [--config-cases CASE,...]
+[--configs "block_v=128,num_warps=8;prepare_sm90=0"] (LaunchConfig fields; default: CONFIGS below)"""
 
 from __future__ import annotations
 
@@ -17,6 +18,13 @@ from fastkda.forward import LaunchConfig
 
 CONFIGS = [LaunchConfig(), LaunchConfig(block_v=32), LaunchConfig(num_stages=2), LaunchConfig(prepare_slice=64)]
 SPLITS = [None, 0, 1024, 2048, 4096, 8192]
+
+
+def parse_configs(spec: str) -> list[LaunchConfig]:
+    """"a=1,b=2;c=3" -> [LaunchConfig(a=1, b=2), LaunchConfig(c=3)]; values are integers (0/1 for flags), an empty
+    part is the default configuration."""
+    return [LaunchConfig(**{k: int(v) for k, v in (kv.split("=") for kv in part.split(",") if kv)})
+            for part in spec.split(";")]
 
 
 def kernel_times(fn, reps=5):
@@ -38,6 +46,7 @@ def main():
     p.add_argument("out")
     p.add_argument("--config-cases", default="T8192-H96,T8192-H32")
     p.add_argument("--split-cases", default="T65536-H4,T32768-H8,T8192-H12")
+    p.add_argument("--configs", default="", help="LaunchConfig fields, ';' between configurations")
     p.add_argument("--config-split", type=int, default=None, help="split size for the config sweep (None: planned)")
     p.add_argument("--fla", default="")
     p.add_argument("--profile", default="")
@@ -60,11 +69,12 @@ def main():
             case = CASES[name]
             inp = make_inputs(case, dev)
             ref = None
-            for cfg in CONFIGS:
+            for cfg in parse_configs(a.configs) if a.configs else CONFIGS:
                 fwd.kda_forward = with_config(cfg)
                 import fastkda.op as op
                 op.kda_forward = fwd.kda_forward
-                key = f"{name} bv{cfg.block_v} w{cfg.num_warps} s{cfg.num_stages} pw{cfg.prepare_warps} ks{cfg.prepare_slice}"
+                key = (f"{name} bv{cfg.block_v} w{cfg.num_warps} s{cfg.num_stages} pw{cfg.prepare_warps}"
+                       f" ks{cfg.prepare_slice} sm90{int(cfg.prepare_sm90)}")
                 try:
                     t0 = time.time()
                     out = run_fastkda(case, inp, split_size=a.config_split)

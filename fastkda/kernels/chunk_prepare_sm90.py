@@ -1,4 +1,4 @@
-"""Stage 1 of the KDA forward on Hopper (sm_90) at K = 128, in Gluon (Triton's layout-explicit dialect).
+"""Stage 1 of the KDA forward on Hopper (sm_90) at K = 64 and 128, in Gluon (Triton's layout-explicit dialect).
 
 The same program as `kda_chunk_prepare_kernel` (chunk_prepare.py: one program per (64-token chunk, value head),
 the same outputs, the halves' anchoring of the scores, the same inverse). What Triton's block-level language
@@ -13,8 +13,9 @@ cannot express is where each tile lives (docs/design.md):
   - a slice's global loads and stores are issued after its fence, which would otherwise wait for them;
   - the inverse's second product of each level accumulates into T directly (its operand is stored negated).
 Unbounded gates keep the halves' factoring where it fits and flag the other chunks for the portable kernel
-(see the kernel's docstring). The portable kernel remains the path for K = 64, other GPUs and the interpreter
-(which cannot run Gluon); the GPU tests run both against the float64 reference.
+(see the kernel's docstring). The key dims run as K / 32 slices of 32 columns. The portable kernel remains the
+path for other GPUs and the interpreter (which cannot run Gluon); the GPU tests run both against the float64
+reference.
 """
 
 from __future__ import annotations
@@ -47,10 +48,10 @@ def _lg2(x):
 
 
 @gluon.jit
-def _row_norms(p, s_t, valid, F: gl.constexpr):
-    """rsqrt(sum of squares + 1e-6) of the 64 rows of a [64, 128] tile at p (row stride s_t), SliceLayout(1, F)."""
+def _row_norms(p, s_t, valid, K: gl.constexpr, F: gl.constexpr):
+    """rsqrt(sum of squares + 1e-6) of the 64 rows of a [64, K] tile at p (row stride s_t), SliceLayout(1, F)."""
     o_t = gl.arange(0, 64, layout=gl.SliceLayout(1, F))
-    o_k = gl.arange(0, 128, layout=gl.SliceLayout(0, F))
+    o_k = gl.arange(0, K, layout=gl.SliceLayout(0, F))
     x = gl.load(p + gl.expand_dims(o_t * s_t, 1) + gl.expand_dims(o_k, 0), mask=gl.expand_dims(valid, 1),
                 other=0.0).to(gl.float32)
     return gl.rsqrt(gl.sum(x * x, axis=1) + 1e-6)
@@ -111,14 +112,15 @@ def kda_chunk_prepare_sm90_kernel(
     Without BOUNDED the halves' factors fit only where no token decays by more than 2^-(2 HALF_SHIFT) to the end
     of its half: a program whose chunk fails that check in some slice writes 1 at flags[pid] (else 0) and stops
     before the inverse; the portable kernel then redoes those chunks (REPAIR)."""
-    gl.static_assert(K == 128, "the sm_90 prepare kernel is specialized to K = 128")
+    gl.static_assert(K == 64 or K == 128, "the sm_90 prepare kernel takes K = 64 or 128")
+    NS: gl.constexpr = K // KS                                              # slices of the key dims
     gl.static_assert(BT == 64, "the anchoring levels assume 64-token chunks")
     gl.static_assert(KS == 32, "the layouts below assume 32-column slices")
     # C: a [64, 32] slice, 16 contiguous bytes per thread (coalesced loads and stores)
     C: gl.constexpr = gl.BlockedLayout([1, 8], [8, 4], [4, 1], [1, 0])
     # L: each warp owns all 64 tokens of 8 key dims (8 tokens x 2 dims per thread): the running sum stays in a warp
     L: gl.constexpr = gl.BlockedLayout([8, 2], [8, 4], [1, 4], [0, 1])
-    F: gl.constexpr = gl.BlockedLayout([1, 8], [2, 16], [4, 1], [1, 0])      # [64, 128] rows
+    F: gl.constexpr = gl.BlockedLayout([1, 8], [256 // K, K // 8], [4, 1], [1, 0])      # [64, K] rows
     MMA: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, 64, 16])
     MMA32: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, 32, 16])
     SH32: gl.constexpr = gl.NVMMASharedLayout(swizzle_byte_width=64, element_bitwidth=16, rank=2)
@@ -173,8 +175,8 @@ def kda_chunk_prepare_sm90_kernel(
 
     if L2NORM:
         f_t = gl.arange(0, 64, layout=gl.SliceLayout(1, F))
-        k_norm = gl.expand_dims(gl.convert_layout(_row_norms(k, s_kt, f_t < n_valid, F), ROW_C), 1)
-        q_norm = gl.expand_dims(gl.convert_layout(_row_norms(q, s_qt, f_t < n_valid, F), ROW_C), 1) * scale
+        k_norm = gl.expand_dims(gl.convert_layout(_row_norms(k, s_kt, f_t < n_valid, K, F), ROW_C), 1)
+        q_norm = gl.expand_dims(gl.convert_layout(_row_norms(q, s_qt, f_t < n_valid, K, F), ROW_C), 1) * scale
     else:
         k_norm = gl.full([64, 1], 1.0, gl.float32, C)
         q_norm = gl.full([64, 1], 1.0, gl.float32, C) * scale
@@ -191,12 +193,12 @@ def kda_chunk_prepare_sm90_kernel(
     rows_k2 = gl.allocate_shared_memory(gl.bfloat16, [64, 32], SH32)
     rows_q2 = gl.allocate_shared_memory(gl.bfloat16, [64, 32], SH32)
     cols_2 = gl.allocate_shared_memory(gl.bfloat16, [64, 32], SH32)
-    kd_s = gl.allocate_shared_memory(gl.bfloat16, [4, 64, 32], SH32)
+    kd_s = gl.allocate_shared_memory(gl.bfloat16, [NS, 64, 32], SH32)
 
     AK = warpgroup_mma_init(gl.zeros([64, 64], gl.float32, MMA))
     AQ = warpgroup_mma_init(gl.zeros([64, 64], gl.float32, MMA))
     bad = pid * 0
-    for h in range(4):
+    for h in range(NS):
         b_g = g_next.to(gl.float32)
         kraw = k_next
         qraw = q_next
@@ -252,7 +254,7 @@ def kda_chunk_prepare_sm90_kernel(
         AQ = warpgroup_mma(rows_q1, cols_1.permute((1, 0)), AQ, is_async=True)
         AK = warpgroup_mma(rows_k2, cols_2.permute((1, 0)), AK, is_async=True)
         AQ = warpgroup_mma(rows_q2, cols_2.permute((1, 0)), AQ, is_async=True)
-        if h < 3:
+        if h < NS - 1:
             g_next = gl.load(g + o_g + (h + 1) * KS, mask=valid_c, other=0.0, eviction_policy="evict_first")
             k_next = gl.load(k + o_k + (h + 1) * KS, mask=valid_c, other=0.0)
             q_next = gl.load(q + o_q + (h + 1) * KS, mask=valid_c, other=0.0)
@@ -303,6 +305,6 @@ def kda_chunk_prepare_sm90_kernel(
     mu_t = gl.expand_dims(gl.arange(0, 64, layout=gl.SliceLayout(1, C64)), 1)
     mu_c = gl.expand_dims(gl.arange(0, 64, layout=gl.SliceLayout(0, C64)), 0)
     gl.store(ws_mu + mu_t * BT + mu_c, gl.convert_layout(Mu.to(gl.bfloat16), C64), eviction_policy="evict_first")
-    for h in gl.static_range(4):
+    for h in gl.static_range(NS):
         Ku = warpgroup_mma(tbt_s, kd_s.index(h), gl.zeros([64, 32], gl.float32, MMA32), use_acc=False)
         gl.store(ws_ku + offs_c + h * KS, gl.convert_layout(Ku.to(gl.bfloat16), C), eviction_policy="evict_first")

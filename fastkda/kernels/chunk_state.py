@@ -84,13 +84,15 @@ def kda_chunk_state_kernel(
 
     o += ((i_b * T + bos) * HV + i_hv) * V
     p_v = v + i_b * s_vb + i_hv * s_vh + o_t[:, None] * s_vt + cols[None, :]
+    # exp(G) is loaded a step ahead, after the step's last product: Triton does not pipeline it (no product reads
+    # it), and a load still in flight at a product's fence (a MEMBAR) holds the step there (-3% state kernel, v15)
+    eg = tl.load(ws_eg + ((slot0 + c_begin) * HV + i_hv) * K + o_k, mask=(c_begin < c_end) & (o_k < K), other=0.0)
     for c in range(c_begin, c_end):
         ws = ((slot0 + c) * HV + i_hv) * BT
         in_seq = ((c * BT + o_t) < seq_len)[:, None]
         b_kg = tl.load(ws_kg + ws * K + o_t[:, None] * K + o_k[None, :])
         b_ku = tl.load(ws_ku + ws * K + o_t[:, None] * K + o_k[None, :])
         b_v = tl.load(p_v + (bos + c * BT) * s_vt, mask=in_seq & m_u[None, :], other=0.0)  # bos: int64
-        eg = tl.load(ws_eg + (ws // BT) * K + o_k)
         Sb = bf16(S, INTERPRET)
         Rb = bf16(b_v.to(tl.float32) - mm(b_kg, Sb, INTERPRET), INTERPRET)
         if not TRANSITION:
@@ -103,6 +105,7 @@ def kda_chunk_state_kernel(
             tl.store(o + (c * BT + o_t)[:, None].to(tl.int64) * (HV * V) + cols[None, :],
                      cast(b_o, o.dtype.element_ty, INTERPRET), mask=in_seq)
         S = S * eg[:, None] + mm(tl.trans(b_ku), Rb, INTERPRET)
+        eg = tl.load(ws_eg + ((slot0 + c + 1) * HV + i_hv) * K + o_k, mask=(c + 1 < c_end) & (o_k < K), other=0.0)
 
     if TRANSITION:
         tl.store(seg_trans + ((i_g * HV + i_hv) * K).to(tl.int64) * (V + K) + o_k[:, None] * (V + K) + cols[None, :], S)
