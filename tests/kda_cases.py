@@ -39,6 +39,8 @@ class Case:
     collinear: bool = False           # all keys of a chunk within 1e-3 of one unit vector
     beta_value: float | None = None   # every beta this value (with beta_sigmoid=False: as given)
     strided: bool = False             # q, k, v as slices of one fused projection
+    qk_rows: str | None = None        # with l2norm: "wide" (rows of q and k scaled by 2^-24 .. 2^24), "lead0" (the
+                                      # first 32 key dims of every third token zero)
     seed: int = 0
 
     @property
@@ -60,6 +62,8 @@ class Case:
             parts.append(self.g_fill)
         if self.beta_value is not None:
             parts.append(f"beta={self.beta_value:g}")
+        if self.qk_rows:
+            parts.append(f"qk-{self.qk_rows}")
         return "-".join(parts)
 
 
@@ -75,6 +79,12 @@ def make_inputs(case: Case, device) -> dict:
         k = u + 1e-3 * l2norm(rnd(B, T, H, K))
     if not case.l2norm:  # a model normalizes keys itself; unnormalized keys make the recurrence diverge
         q, k = l2norm(q), l2norm(k)
+    if case.qk_rows == "wide":
+        q = q * torch.exp2(torch.randint(-24, 25, (B, T, H, 1), generator=gen).float())
+        k = k * torch.exp2(torch.randint(-24, 25, (B, T, H, 1), generator=gen).float())
+    elif case.qk_rows == "lead0":
+        lead = (torch.arange(T) % 3 == 0)[None, :, None, None] & (torch.arange(K) < 32)
+        q, k = q.masked_fill(lead, 0.0), k.masked_fill(lead, 0.0)
     g = rnd(B, T, HV, K)
     A_log, dt_bias = torch.rand(HV, generator=gen), torch.rand(HV * K, generator=gen)
     if case.g_fill:

@@ -46,6 +46,7 @@ CPU_CASES = [
     with_(BASE, T=260, B=2, split_size=128, h0=None, intermediate=True),
     with_(BASE, strided=True),
     with_(BASE, collinear=True),
+    with_(BASE, qk_rows="wide"),
     with_(BASE, gate="pre", g_fill="g=-1000"),
     with_(BASE, gate="softplus", g_fill="g=normal"),
     with_(BASE, gate="lb", g_fill="bias=-8"),
@@ -104,6 +105,9 @@ GPU_RANDOM = [
     with_(G, T=1000, dtype="fp32", gate="softplus"),
     with_(G, T=2000, gate="lb", lower_bound=-8.0),       # outside [-5, 0): the unbounded check and repair
     with_(G, T=3000, K=64, V=128, gate="softplus", seqlens=(1000, 0, 1999, 1), intermediate=True),
+    with_(G, T=2000, qk_rows="wide"),                    # l2norm on rows of any magnitude
+    with_(G, T=2000, qk_rows="lead0"),
+    with_(G, T=1000, K=64, V=64, gate="softplus", qk_rows="wide"),
 ]
 GPU_EXTREME = (
     [with_(G, gate="lb", g_fill=f) for f in GATE_SWEEP]
