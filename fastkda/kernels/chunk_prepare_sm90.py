@@ -172,6 +172,8 @@ def kda_chunk_prepare_sm90_kernel(
     g_next = gl.load(g + o_g, mask=valid_c, other=0.0, eviction_policy="evict_first")
     k_next = gl.load(k + o_k, mask=valid_c, other=0.0)
     q_next = gl.load(q + o_q, mask=valid_c, other=0.0)
+    if HAS_BIAS:
+        bias_next = gl.load(dt_bias + i_hv * K + c_h)
 
     if L2NORM:
         f_t = gl.arange(0, 64, layout=gl.SliceLayout(1, F))
@@ -185,6 +187,11 @@ def kda_chunk_prepare_sm90_kernel(
     else:
         A_scale = 1.0
     s_gate = A_scale * -LOG2E
+
+    # beta once per token (a thread per token), requested now: loaded before the inverse, it held that fence up
+    B1: gl.constexpr = gl.BlockedLayout([1], [32], [4], [0])
+    b_t = gl.arange(0, 64, layout=B1)
+    b_b = gl.load(beta + b_t * s_bt, mask=b_t < n_valid, other=0.0)
 
     # ---- shared memory: the slice's product operands, k exp(G - gamma) of all slices, the scores M, the inverse
     rows_k1 = gl.allocate_shared_memory(gl.bfloat16, [64, 32], SH32)
@@ -203,7 +210,7 @@ def kda_chunk_prepare_sm90_kernel(
         kraw = k_next
         qraw = q_next
         if HAS_BIAS:
-            bias = gl.expand_dims(gl.load(dt_bias + i_hv * K + h * KS + c_h).to(gl.float32), 0)
+            bias = gl.expand_dims(bias_next.to(gl.float32), 0)
         else:
             bias = gl.zeros([1, 32], gl.float32, C)
         # log-decay in log2 units (common.gate_log2), zero past the sequence
@@ -258,6 +265,8 @@ def kda_chunk_prepare_sm90_kernel(
             g_next = gl.load(g + o_g + (h + 1) * KS, mask=valid_c, other=0.0, eviction_policy="evict_first")
             k_next = gl.load(k + o_k + (h + 1) * KS, mask=valid_c, other=0.0)
             q_next = gl.load(q + o_q + (h + 1) * KS, mask=valid_c, other=0.0)
+            if HAS_BIAS:
+                bias_next = gl.load(dt_bias + i_hv * K + (h + 1) * KS + c_h)
         gl.store(ws_qg + offs_c + h * KS, qg, eviction_policy="evict_first")
         gl.store(ws_kg + offs_c + h * KS, kg, eviction_policy="evict_first")
         gl.store(ws_eg + h * KS + gl.expand_dims(c_h, 0), gl.exp2(G))
@@ -272,10 +281,8 @@ def kda_chunk_prepare_sm90_kernel(
     m_c = gl.expand_dims(gl.arange(0, 64, layout=gl.SliceLayout(0, MMA)), 0)
     m_s = gl.allocate_shared_memory(gl.bfloat16, [64, 64], SH64)
     m_s.store(gl.where(m_r >= m_c, AQ, 0.0).to(gl.bfloat16))
-    # beta once per token (a thread per token), then as the rows and the columns of the MMA layout
-    B1: gl.constexpr = gl.BlockedLayout([1], [32], [4], [0])
-    b_t = gl.arange(0, 64, layout=B1)
-    b_b = gl.load(beta + b_t * s_bt, mask=b_t < n_valid, other=0.0).to(gl.float32)
+    # beta, activated, as the rows and the columns of the MMA layout
+    b_b = b_b.to(gl.float32)
     if BETA_MODE == 1:
         b_b = _rcp(1.0 + gl.exp2(b_b * -LOG2E))
     elif BETA_MODE == 2:
