@@ -106,6 +106,7 @@ if __name__ == "__main__":
     for title, (ck, _) in (
         ("prepare sm_90, lower-bounded", cr.prepare_variant(sm90=True)),
         ("prepare sm_90, softplus", cr.prepare_variant(sm90=True, bounded=False)),
+        ("prepare portable, lower-bounded", cr.prepare_variant(warps=4)),
         ("state, output pass", cr.state_variant(bv=64, warps=4, stages=3)),
         ("state, transition pass", cr.state_variant(bv=64, warps=4, stages=2, transition=True)),
     ):
