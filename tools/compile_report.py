@@ -56,35 +56,47 @@ def ptxas_verbose(ck) -> str:
     return " | ".join(ln.split("info    : ")[-1].strip() for ln in res.stderr.splitlines() if "spill" in ln or "Used" in ln)
 
 
-def disassemble(ck) -> str:
-    """The SASS of a compiled kernel (nvdisasm, from the tools that ship with Triton)."""
+def disassemble(ck, line_info: bool = False) -> str:
+    """The SASS of a compiled kernel (nvdisasm, from the tools that ship with Triton); line_info: with the source
+    line of each instruction."""
     tool = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "nvdisasm")
     with tempfile.TemporaryDirectory() as d:
         path = os.path.join(d, "k.cubin")
         with open(path, "wb") as f:
             f.write(ck.asm["cubin"])
-        return subprocess.run([tool, "-c", path], capture_output=True, text=True, check=True).stdout
+        flags = ["-c", "--print-line-info"] if line_info else ["-c"]
+        return subprocess.run([tool, *flags, path], capture_output=True, text=True, check=True).stdout
+
+
+INSN = re.compile(r"\s*/\*([0-9a-f]+)\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_.]*)([^;]*);")
+LABEL = re.compile(r"\s*\.(L_x_\d+):")
+LINE = re.compile(r'//## File "([^"]+)", line (\d+)')
+BRANCH_TARGET = re.compile(r"`\(\.(L_x_\d+)\)")
+
+
+def sass_instructions(ck):
+    """[(address, opcode, operands, (file, line) or None)] in program order, and {label: address}."""
+    out, labels, src, pending = [], {}, None, []
+    for ln in disassemble(ck, line_info=True).splitlines():
+        if m := LINE.search(ln):
+            src = (os.path.basename(m.group(1)), int(m.group(2)))
+        elif m := LABEL.match(ln):
+            pending.append(m.group(1))
+        elif m := INSN.match(ln):
+            addr = int(m.group(1), 16)
+            for name in pending:
+                labels[name] = addr
+            pending = []
+            out.append((addr, m.group(2), m.group(3), src))
+    return out, labels
 
 
 def sass_counts(ck) -> str:
     """Static SASS instructions of the kernel and of its longest loop (the prepare kernel's score loop)."""
-    sass = disassemble(ck)
-    addrs, label_at, pending, branches = [], {}, None, []
-    for line in sass.splitlines():
-        label = re.match(r"\s*\.(L_x_\d+):", line)
-        if label:
-            pending = label.group(1)
-            continue
-        ins = re.match(r"\s*/\*([0-9a-f]+)\*/\s+(?:@!?U?P\w+\s+)?(\w+)(.*)", line)
-        if ins:
-            addr = int(ins.group(1), 16)
-            addrs.append(addr)
-            if pending:
-                label_at[pending], pending = addr, None
-            target = re.search(r"`\(\.(L_x_\d+)\)", ins.group(3))
-            if ins.group(2) == "BRA" and target:
-                branches.append((addr, target.group(1)))
-    loops = [(label_at[t], a) for a, t in branches if t in label_at and label_at[t] < a]
+    insns, labels = sass_instructions(ck)
+    addrs = [a for a, *_ in insns]
+    loops = [(labels[t.group(1)], a) for a, op, args, _ in insns
+             if op == "BRA" and (t := BRANCH_TARGET.search(args)) and labels.get(t.group(1), a) < a]
     longest = max((sum(lo <= x <= hi for x in addrs) for lo, hi in loops), default=0)
     return f"{len(addrs)} SASS instructions, {longest} in the longest loop"
 

@@ -10,43 +10,21 @@ python tools/fence_report.py [MAX_DISTANCE]"""
 
 from __future__ import annotations
 
+import functools
 import os
 import re
-import subprocess
 import sys
-import tempfile
-
-import triton
 
 sys.path.insert(0, os.path.dirname(__file__))
 import compile_report as cr  # noqa: E402
 
-INSN = re.compile(r"\s+/\*([0-9a-f]{4,})\*/\s+(@!?U?P\w+\s+)?([A-Z][A-Z0-9_.]+)([^;]*);")
-TARGET = re.compile(r"`\(\.(L_x_\d+)\)")
-LABEL = re.compile(r"^\.(L_x_\d+):")
-LINE = re.compile(r'//## File "([^"]+)", line (\d+)')
+KERNELS = os.path.join(os.path.dirname(__file__), "..", "fastkda", "kernels")
 
 
-def instructions(ck):
-    """(address, opcode, operands, (file, line)) in program order, and the address of every label."""
-    tool = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "nvdisasm")
-    with tempfile.TemporaryDirectory() as d:
-        path = os.path.join(d, "k.cubin")
-        open(path, "wb").write(ck.asm["cubin"])
-        text = subprocess.run([tool, "--print-line-info", path], capture_output=True, text=True).stdout
-    out, labels, src, pending = [], {}, None, []
-    for ln in text.splitlines():
-        if m := LINE.search(ln):
-            src = (os.path.basename(m.group(1)), int(m.group(2)))
-        elif m := LABEL.match(ln.strip()):
-            pending.append(m.group(1))
-        elif m := INSN.match(ln):
-            addr = int(m.group(1), 16)
-            for name in pending:
-                labels[name] = addr
-            pending = []
-            out.append((addr, m.group(3), m.group(4), src))
-    return out, labels
+@functools.cache
+def source_lines(name: str) -> list[str]:
+    path = os.path.join(KERNELS, name)
+    return open(path).read().splitlines() if os.path.exists(path) else []
 
 
 def loaded_registers(op, args):
@@ -76,7 +54,7 @@ def fence_distances(insns, labels):
             sources = set(re.findall(r"\bR\d+\b", args_j.split(",", 1)[-1] if "," in args_j else ""))
             if to_use is None and regs & sources:
                 to_use = steps
-            target = TARGET.search(args_j) if op_j == "BRA" else None
+            target = cr.BRANCH_TARGET.search(args_j) if op_j == "BRA" else None
             if target and not wrapped and labels.get(target.group(1), 1 << 60) <= addr:
                 j, wrapped = index[labels[target.group(1)]], True
             else:
@@ -87,16 +65,14 @@ def fence_distances(insns, labels):
 
 
 def report(title, ck, max_distance):
-    insns, labels = instructions(ck)
+    insns, labels = cr.sass_instructions(ck)
     print(f"== {title}: {len(insns)} instructions, {sum(op.startswith('MEMBAR') for _, op, *_ in insns)} fences")
     for addr, op, src, to_fence, to_use in fence_distances(insns, labels):
         dist = min(d for d in (to_fence, to_use, 1 << 30) if d is not None)
         if dist <= max_distance:
             where = f"{src[0]}:{src[1]}" if src else "?"
-            line = ""
-            if src and os.path.exists(os.path.join(os.path.dirname(__file__), "..", "fastkda", "kernels", src[0])):
-                line = open(os.path.join(os.path.dirname(__file__), "..", "fastkda", "kernels", src[0])).read() \
-                    .splitlines()[src[1] - 1].strip()[:70]
+            text = source_lines(src[0]) if src else []
+            line = text[src[1] - 1].strip()[:70] if src and src[1] <= len(text) else ""
             print(f"  {addr:05x} {op:16s} fence {to_fence if to_fence is not None else '-':>5} use "
                   f"{to_use if to_use is not None else '-':>5}  {where:24s} {line}")
 
