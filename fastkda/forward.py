@@ -28,8 +28,9 @@ class LaunchConfig:
     """Launch parameters: state columns per program of the state kernel, its warps and pipeline depth (that of
     the split path's transition pass apart: it loads less per chunk, and two stages let two programs share a
     multiprocessor), and the warps, score-loop slice width and register cap (None: the compiler's choice) of the
-    prepare kernel for K = 128 (K = 64 runs as one slice; measured on an H100, docs/perf-notes.md); prepare_sm90:
-    on sm_90, the Gluon prepare kernel, every gate and head dim (chunk_prepare_sm90.py)."""
+    prepare kernel (the slice width for the portable kernel at K = 128; K = 64 runs there as one slice; measured
+    on an H100, docs/perf-notes.md); prepare_sm90: on sm_90, the Gluon prepare kernel, every gate and head dim
+    (chunk_prepare_sm90.py: 32-column slices and layouts for 4 warps; with other prepare_warps set it to False)."""
 
     block_v: int = 64
     num_warps: int = 4
