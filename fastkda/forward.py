@@ -80,10 +80,17 @@ def is_sm90(device_index: int) -> bool:
     return version >= (3, 6) and torch.cuda.get_device_capability(device_index) == (9, 0)
 
 
-def prepare_kernel(device: torch.device, K: int, cfg: LaunchConfig):
-    """The prepare kernel for this call: the Gluon one on sm_90, else the portable Triton one (also
-    the interpreter's: it cannot run Gluon)."""
+def reads_as_pairs(x: torch.Tensor) -> bool:
+    """Whether the sm_90 prepare kernel can read x as int32 pairs of 16-bit values: a 16-bit dtype, 4-byte aligned
+    data and even strides (the last dim is contiguous)."""
+    return x.element_size() == 2 and x.data_ptr() % 4 == 0 and all(s % 2 == 0 for s in x.stride()[:-1])
+
+
+def prepare_kernel(device: torch.device, K: int, cfg: LaunchConfig, inputs: tuple[torch.Tensor, ...] = ()):
+    """The prepare kernel for this call: the Gluon one on sm_90 for 16-bit q, k and g (inputs) that it can read
+    as int32 pairs, else the portable Triton one (also the interpreter's: it cannot run Gluon)."""
     if (cfg.prepare_sm90 and device.type == "cuda" and not interpreting() and K in (64, 128)
+            and all(reads_as_pairs(x) for x in inputs)
             and is_sm90(device.index if device.index is not None else torch.cuda.current_device())):
         from fastkda.kernels.chunk_prepare_sm90 import kda_chunk_prepare_sm90_kernel
         return kda_chunk_prepare_sm90_kernel
@@ -188,7 +195,7 @@ def kda_forward(
     ws = [torch.empty(n_slots, HV, BT, d, dtype=torch.bfloat16, device=device) for d in (K, K, K, BT)]
     ws_eg = torch.empty(n_slots, HV, K, dtype=torch.float32, device=device)
     if n_slots:
-        prepare = prepare_kernel(device, K, cfg)
+        prepare = prepare_kernel(device, K, cfg, (q, k, g))
         # the sm_90 kernel flags the chunks of an unbounded gate whose decays do not fit its factoring; the portable
         # kernel then redoes those (its other programs exit at once)
         flags = None

@@ -39,6 +39,7 @@ class Case:
     collinear: bool = False           # all keys of a chunk within 1e-3 of one unit vector
     beta_value: float | None = None   # every beta this value (with beta_sigmoid=False: as given)
     strided: bool = False             # q, k, v as slices of one fused projection
+    misaligned: bool = False          # q, k and g start 2 bytes past a 4-byte boundary
     qk_rows: str | None = None        # with l2norm: "wide" (rows of q and k scaled by 2^-24 .. 2^24), "lead0" (the
                                       # first 32 key dims of every third token zero)
     seed: int = 0
@@ -51,6 +52,7 @@ class Case:
             parts.append("varlen" + "-".join(map(str, self.seqlens)))
         for flag, name in ((not self.l2norm, "nol2"), (not self.beta_sigmoid, "rawbeta"), (self.v_first, "vfirst"),
                            (self.intermediate, "inter"), (self.collinear, "collinear"), (self.strided, "strided"),
+                           (self.misaligned, "misaligned"),
                            (self.host_lengths, "hostlens")):
             if flag:
                 parts.append(name)
@@ -128,6 +130,12 @@ def make_inputs(case: Case, device) -> dict:
         args["q"] = fused[..., :H * K].unflatten(-1, (H, K))
         args["k"] = fused[..., H * K:2 * H * K].unflatten(-1, (H, K))
         args["v"] = fused[..., 2 * H * K:2 * H * K + HV * V].unflatten(-1, (HV, V))
+    if case.misaligned:
+        for n in ("q", "k", "g"):
+            x = args[n].to(device)
+            buf = torch.empty(x.numel() + 1, dtype=x.dtype, device=device)
+            buf[1:].copy_(x.flatten())
+            args[n] = buf[1:].view(x.shape)
     return {n: (x.to(device) if isinstance(x, torch.Tensor) and n != "cu_seqlens_cpu" else x)
             for n, x in args.items()}
 

@@ -10,7 +10,8 @@ cannot express is where each tile lives (docs/design.md):
     one slice later, so they overlap the next slice's gate, running sum and stores;
   - k exp(G - gamma) and the scores M stay in shared memory until the inverse is known, instead of a round
     trip through global memory;
-  - a slice's global loads and stores are issued after its fence, which would otherwise wait for them;
+  - a slice's global loads and stores are issued after its fence, which would otherwise wait for them; q, k and g
+    are read as int32 pairs two slices ahead (16-bit inputs with even strides; others take the portable kernel);
   - the inverse's second product of each level accumulates into T directly (its operand is stored negated).
 Unbounded gates keep the halves' factoring where it fits and flag the other chunks for the portable kernel
 (see the kernel's docstring). The key dims run as K / 32 slices of 32 columns. The portable kernel remains the
@@ -55,6 +56,28 @@ def _row_norms(p, s_t, valid, K: gl.constexpr, F: gl.constexpr):
     x = gl.load(p + gl.expand_dims(o_t * s_t, 1) + gl.expand_dims(o_k, 0), mask=gl.expand_dims(valid, 1),
                 other=0.0).to(gl.float32)
     return gl.rsqrt(gl.sum(x * x, axis=1) + 1e-6)
+
+
+@gluon.jit
+def _load_pairs(p, offs, mask):
+    """A [64, 32] bf16 slice as [64, 16] int32 pairs: carried to the next slice packed, so that nothing reads the
+    loaded registers before they are used (a bf16 tile carried through a loop is unpacked right after its load,
+    which waits for it)."""
+    return gl.load(p.to(gl.pointer_type(gl.int32)) + offs, mask=mask, other=0)
+
+
+@gluon.jit
+def _unpack_pairs(x, C: gl.constexpr, F16: gl.constexpr):
+    """[64, 16] int32 pairs of bf16 (F16: fp16) -> the [64, 32] fp32 slice in layout C (element 2j in the low
+    half)."""
+    if F16:
+        lo, hi = gl.inline_asm_elementwise(
+            "{ .reg .b16 l, h; mov.b32 {l, h}, $2; cvt.f32.f16 $0, l; cvt.f32.f16 $1, h; }", "=r,=r,r", [x],
+            dtype=(gl.float32, gl.float32), is_pure=True, pack=1)
+    else:
+        lo = (x << 16).to(gl.float32, bitcast=True)
+        hi = (x & -65536).to(gl.float32, bitcast=True)
+    return gl.convert_layout(gl.reshape(gl.join(lo, hi), [64, 32]), C)
 
 
 @gluon.jit
@@ -164,14 +187,21 @@ def kda_chunk_prepare_sm90_kernel(
     valid_c = gl.expand_dims(c_t < n_valid, 1)
     late = r_c >= 32
     offs_c = gl.expand_dims(c_t * K, 1) + gl.expand_dims(c_h, 0)           # rows of the workspace
-    o_g = gl.expand_dims(c_t * s_gt, 1) + gl.expand_dims(c_h, 0)
-    o_k = gl.expand_dims(c_t * s_kt, 1) + gl.expand_dims(c_h, 0)
-    o_q = gl.expand_dims(c_t * s_qt, 1) + gl.expand_dims(c_h, 0)
-    # each slice's loads are issued one slice ahead, after the previous slice's fence (a fence waits for the
-    # memory operations in flight, loads included)
-    g_next = gl.load(g + o_g, mask=valid_c, other=0.0, eviction_policy="evict_first")
-    k_next = gl.load(k + o_k, mask=valid_c, other=0.0)
-    q_next = gl.load(q + o_q, mask=valid_c, other=0.0)
+    C2: gl.constexpr = gl.BlockedLayout([1, 4], [8, 4], [4, 1], [1, 0])       # the slice as int32 pairs
+    p_t = gl.arange(0, 64, layout=gl.SliceLayout(1, C2))
+    p_h = gl.expand_dims(gl.arange(0, 16, layout=gl.SliceLayout(0, C2)), 0)
+    valid_p = gl.expand_dims(p_t < n_valid, 1)
+    o_g = gl.expand_dims(p_t * (s_gt // 2), 1) + p_h
+    o_k = gl.expand_dims(p_t * (s_kt // 2), 1) + p_h
+    o_q = gl.expand_dims(p_t * (s_qt // 2), 1) + p_h
+    # a slice's loads are issued two slices ahead, after a fence (a fence waits for the memory operations in
+    # flight, loads included), so that a whole slice's work hides them; the first two slices are requested here
+    g_next = _load_pairs(g, o_g, valid_p)
+    k_next = _load_pairs(k, o_k, valid_p)
+    q_next = _load_pairs(q, o_q, valid_p)
+    g_next2 = _load_pairs(g, o_g + KS // 2, valid_p)
+    k_next2 = _load_pairs(k, o_k + KS // 2, valid_p)
+    q_next2 = _load_pairs(q, o_q + KS // 2, valid_p)
     if HAS_BIAS:
         bias_next = gl.load(dt_bias + i_hv * K + c_h)
 
@@ -206,7 +236,7 @@ def kda_chunk_prepare_sm90_kernel(
     AQ = warpgroup_mma_init(gl.zeros([64, 64], gl.float32, MMA))
     bad = pid * 0
     for h in range(NS):
-        b_g = g_next.to(gl.float32)
+        b_g = _unpack_pairs(g_next, C, g.dtype.element_ty == gl.float16)
         kraw = k_next
         qraw = q_next
         if HAS_BIAS:
@@ -232,8 +262,8 @@ def kda_chunk_prepare_sm90_kernel(
         if not BOUNDED:   # (NaN fails it too)
             span = gl.max(gl.max(gl.maximum(-a31, a31 - G), axis=1), axis=0)
             bad = gl.maximum(bad, gl.where(span <= 2 * HALF_SHIFT, 0, 1))
-        b_k = kraw.to(gl.float32) * k_norm
-        b_q = qraw.to(gl.float32) * q_norm
+        b_k = _unpack_pairs(kraw, C, k.dtype.element_ty == gl.float16) * k_norm
+        b_q = _unpack_pairs(qraw, C, q.dtype.element_ty == gl.float16) * q_norm
         eg = gl.exp2(gam)
         qg = (b_q * eg).to(gl.bfloat16)
         kg = (b_k * eg).to(gl.bfloat16)
@@ -261,10 +291,14 @@ def kda_chunk_prepare_sm90_kernel(
         AQ = warpgroup_mma(rows_q1, cols_1.permute((1, 0)), AQ, is_async=True)
         AK = warpgroup_mma(rows_k2, cols_2.permute((1, 0)), AK, is_async=True)
         AQ = warpgroup_mma(rows_q2, cols_2.permute((1, 0)), AQ, is_async=True)
+        g_next = g_next2
+        k_next = k_next2
+        q_next = q_next2
+        if h < NS - 2:
+            g_next2 = _load_pairs(g, o_g + (h + 2) * (KS // 2), valid_p)
+            k_next2 = _load_pairs(k, o_k + (h + 2) * (KS // 2), valid_p)
+            q_next2 = _load_pairs(q, o_q + (h + 2) * (KS // 2), valid_p)
         if h < NS - 1:
-            g_next = gl.load(g + o_g + (h + 1) * KS, mask=valid_c, other=0.0, eviction_policy="evict_first")
-            k_next = gl.load(k + o_k + (h + 1) * KS, mask=valid_c, other=0.0)
-            q_next = gl.load(q + o_q + (h + 1) * KS, mask=valid_c, other=0.0)
             if HAS_BIAS:
                 bias_next = gl.load(dt_bias + i_hv * K + (h + 1) * KS + c_h)
         gl.store(ws_qg + offs_c + h * KS, qg, eviction_policy="evict_first")
