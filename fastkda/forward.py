@@ -30,7 +30,10 @@ class LaunchConfig:
     multiprocessor), and the warps, score-loop slice width and register cap (None: the compiler's choice) of the
     prepare kernel (the slice width for the portable kernel at K = 128; K = 64 runs there as one slice; measured
     on an H100, docs/perf-notes.md); prepare_sm90: on sm_90, the Gluon prepare kernel, every gate and head dim
-    (chunk_prepare_sm90.py: 32-column slices and layouts for 4 warps; with other prepare_warps set it to False)."""
+    (chunk_prepare_sm90.py: 32-column slices and layouts for 4 warps; with other prepare_warps set it to False);
+    prepare_prefetch: how many programs ahead the Gluon kernel asks L2 for the rows of q, k and g (None: 1.5 per
+    multiprocessor, the best of 1, 1.5, 2 and 2.5 on an H100 with two programs resident per multiprocessor;
+    0: none)."""
 
     block_v: int = 64
     num_warps: int = 4
@@ -40,6 +43,7 @@ class LaunchConfig:
     prepare_slice: int = 32
     prepare_maxnreg: int | None = None
     prepare_sm90: bool = True
+    prepare_prefetch: int | None = None
 
     def __post_init__(self):
         # the transition pass compiled with one stage (no pipelining) and 32-column blocks made an illegal memory
@@ -80,17 +84,17 @@ def is_sm90(device_index: int) -> bool:
     return version >= (3, 6) and torch.cuda.get_device_capability(device_index) == (9, 0)
 
 
-def reads_as_pairs(x: torch.Tensor) -> bool:
-    """Whether the sm_90 prepare kernel can read x as int32 pairs of 16-bit values: a 16-bit dtype, 4-byte aligned
-    data and even strides (the last dim is contiguous)."""
-    return x.element_size() == 2 and x.data_ptr() % 4 == 0 and all(s % 2 == 0 for s in x.stride()[:-1])
+def sm90_reads(x: torch.Tensor) -> bool:
+    """Whether the sm_90 prepare kernel can read x: fp32, or 16-bit values read as int32 pairs (4-byte aligned data,
+    even strides; the last dim is contiguous)."""
+    return x.element_size() == 4 or (x.data_ptr() % 4 == 0 and all(s % 2 == 0 for s in x.stride()[:-1]))
 
 
 def prepare_kernel(device: torch.device, K: int, cfg: LaunchConfig, inputs: tuple[torch.Tensor, ...] = ()):
-    """The prepare kernel for this call: the Gluon one on sm_90 for 16-bit q, k and g (inputs) that it can read
-    as int32 pairs, else the portable Triton one (also the interpreter's: it cannot run Gluon)."""
+    """The prepare kernel for this call: the Gluon one on sm_90 where it can read q, k and g (inputs), else the
+    portable Triton one (also the interpreter's: it cannot run Gluon)."""
     if (cfg.prepare_sm90 and device.type == "cuda" and not interpreting() and K in (64, 128)
-            and all(reads_as_pairs(x) for x in inputs)
+            and all(sm90_reads(x) for x in inputs)
             and is_sm90(device.index if device.index is not None else torch.cuda.current_device())):
         from fastkda.kernels.chunk_prepare_sm90 import kda_chunk_prepare_sm90_kernel
         return kda_chunk_prepare_sm90_kernel
@@ -212,9 +216,14 @@ def kda_forward(
             DIAG_FLOOR=DIAG_DECAY_FLOOR, HALF_SHIFT=HALF_BLOCK_SHIFT, INTERPRET=interp,
             num_warps=cfg.prepare_warps, num_stages=1, maxnreg=cfg.prepare_maxnreg)
         portable_slice = K if K <= 64 else min(cfg.prepare_slice, K)
-        # the Gluon kernel's layouts are built for 32-column slices
-        prepare[(n_slots * HV,)](*prepare_args, **prepare_consts,
-                                 KS=portable_slice if prepare is kda_chunk_prepare_kernel else 32)
+        if prepare is kda_chunk_prepare_kernel:
+            prepare[(n_slots * HV,)](*prepare_args, **prepare_consts, KS=portable_slice)
+        else:
+            # the Gluon kernel's layouts are built for 32-column slices
+            ahead = cfg.prepare_prefetch
+            if ahead is None:
+                ahead = 3 * parallel_slots(device) // 2
+            prepare[(n_slots * HV,)](*prepare_args, **prepare_consts, KS=32, PREFETCH=ahead)
         if flags is not None:
             kda_chunk_prepare_kernel[(n_slots * HV,)](*prepare_args, **prepare_consts, KS=portable_slice, REPAIR=True)
 

@@ -24,6 +24,7 @@ class Case:
     K: int = 64
     V: int = 64
     dtype: str = "bf16"
+    g_dtype: str | None = None        # g's dtype where it differs from dtype
     gate: str = "lb"
     lower_bound: float = -5.0
     l2norm: bool = True
@@ -48,6 +49,8 @@ class Case:
     def id(self) -> str:
         gate = self.gate if self.gate != "lb" or self.lower_bound == -5.0 else f"lb{self.lower_bound:g}"
         parts = [f"T{self.T}", f"B{self.B}", f"H{self.H}x{self.HV // self.H}", f"K{self.K}V{self.V}", self.dtype, gate]
+        if self.g_dtype:
+            parts.append(f"g{self.g_dtype}")
         if self.seqlens:
             parts.append("varlen" + "-".join(map(str, self.seqlens)))
         for flag, name in ((not self.l2norm, "nol2"), (not self.beta_sigmoid, "rawbeta"), (self.v_first, "vfirst"),
@@ -106,7 +109,7 @@ def make_inputs(case: Case, device) -> dict:
     beta = rnd(B, T, HV) if case.beta_sigmoid else torch.rand(B, T, HV, generator=gen)
     if case.beta_value is not None:
         beta = torch.full((B, T, HV), case.beta_value)
-    args = dict(q=q.to(dt), k=k.to(dt), v=v.to(dt), g=g.to(dt), beta=beta.to(dt),
+    args = dict(q=q.to(dt), k=k.to(dt), v=v.to(dt), g=g.to(DTYPES[case.g_dtype or case.dtype]), beta=beta.to(dt),
                 use_qk_l2norm_in_kernel=case.l2norm, use_beta_sigmoid_in_kernel=case.beta_sigmoid,
                 output_final_state=case.final, state_v_first=case.v_first,
                 return_intermediate_states=case.intermediate, split_size=case.split_size)

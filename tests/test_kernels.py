@@ -109,6 +109,8 @@ GPU_RANDOM = [
     with_(G, T=2000, qk_rows="lead0"),
     with_(G, T=1000, K=64, V=64, gate="softplus", qk_rows="wide"),
     with_(G, T=1000, misaligned=True),                   # not readable as int32 pairs: the portable kernel
+    with_(G, T=2000, gate="pre", g_dtype="fp32"),        # fp32 log-decays with bf16 q and k (fla's usual g)
+    with_(G, T=1000, K=64, V=64, gate="softplus", g_dtype="fp32"),
 ]
 GPU_EXTREME = (
     [with_(G, gate="lb", g_fill=f) for f in GATE_SWEEP]
@@ -148,7 +150,7 @@ class FlaggingPrepare:
     other program and poisons what it wrote, which the portable kernel's REPAIR launch has to redo."""
 
     def __getitem__(self, grid):
-        def launch(*args, **kwargs):
+        def launch(*args, PREFETCH, **kwargs):
             from fastkda.kernels.chunk_prepare import kda_chunk_prepare_kernel
             kda_chunk_prepare_kernel[grid](*args, **kwargs)
             workspaces, flags = args[6:11], args[14]
@@ -176,8 +178,12 @@ def test_prepare_sm90_agrees_with_portable(K, monkeypatch):
     dev = torch.device("cuda")
     if not fwd.is_sm90(torch.cuda.current_device()):
         pytest.skip("the Gluon prepare kernel runs on sm_90 only")
-    assert fwd.prepare_kernel(dev, K, fwd.DEFAULT_CONFIG).__name__ == "kda_chunk_prepare_sm90_kernel"
     args = make_inputs(with_(G, T=4000, K=K, seqlens=(1300, 0, 547, 2048, 105), intermediate=True), dev)
+    picks = {name: fwd.prepare_kernel(dev, K, fwd.DEFAULT_CONFIG, xs).__name__ for name, xs in (
+        ("bf16", (args["q"], args["k"], args["g"])), ("fp32 g", (args["q"], args["k"], args["g"].float())),
+        ("odd start", (args["q"].flatten()[1:1 + args["q"].numel() - 1], args["k"], args["g"])))}
+    assert picks == {"bf16": "kda_chunk_prepare_sm90_kernel", "fp32 g": "kda_chunk_prepare_sm90_kernel",
+                     "odd start": "kda_chunk_prepare_kernel"}
     fast = fastkda.chunk_kda(**args)
     monkeypatch.setattr(fwd, "DEFAULT_CONFIG", fwd.LaunchConfig(prepare_sm90=False))
     portable = fastkda.chunk_kda(**args)

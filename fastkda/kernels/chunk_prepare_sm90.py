@@ -27,7 +27,7 @@ from triton.experimental.gluon.language.nvidia.ampere import mma_v2
 from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared, warpgroup_mma, warpgroup_mma_init,
                                                              warpgroup_mma_wait)
 
-from fastkda.kernels.common import LOG2E, sequence_bounds
+from fastkda.kernels.common import LOG2E, prefetch_l2, sequence_bounds
 
 
 @gluon.jit
@@ -59,25 +59,54 @@ def _row_norms(p, s_t, valid, K: gl.constexpr, F: gl.constexpr):
 
 
 @gluon.jit
-def _load_pairs(p, offs, mask):
-    """A [64, 32] bf16 slice as [64, 16] int32 pairs: carried to the next slice packed, so that nothing reads the
-    loaded registers before they are used (a bf16 tile carried through a loop is unpacked right after its load,
-    which waits for it)."""
-    return gl.load(p.to(gl.pointer_type(gl.int32)) + offs, mask=mask, other=0)
+def _slice_pointers(p, s_t, n_valid, C: gl.constexpr, C2: gl.constexpr):
+    """Pointers and mask of the first [64, 32] slice of the [64, K] tile at p (row stride s_t): 16-bit values as
+    [64, 16] int32 pairs in layout C2, so that a slice carried to a later iteration stays packed and nothing
+    reads its registers before the slice uses them (a bf16 tile carried through a loop is unpacked right after
+    its load, which waits for it); fp32 values as they are, in layout C."""
+    if p.dtype.element_ty == gl.float32:
+        t = gl.arange(0, 64, layout=gl.SliceLayout(1, C))
+        c = gl.arange(0, 32, layout=gl.SliceLayout(0, C))
+        return p + gl.expand_dims(t * s_t, 1) + gl.expand_dims(c, 0), gl.expand_dims(t < n_valid, 1)
+    else:
+        t = gl.arange(0, 64, layout=gl.SliceLayout(1, C2))
+        c = gl.arange(0, 16, layout=gl.SliceLayout(0, C2))
+        return (p.to(gl.pointer_type(gl.int32)) + gl.expand_dims(t * (s_t // 2), 1) + gl.expand_dims(c, 0),
+                gl.expand_dims(t < n_valid, 1))
 
 
 @gluon.jit
-def _unpack_pairs(x, C: gl.constexpr, F16: gl.constexpr):
-    """[64, 16] int32 pairs of bf16 (F16: fp16) -> the [64, 32] fp32 slice in layout C (element 2j in the low
-    half)."""
-    if F16:
-        lo, hi = gl.inline_asm_elementwise(
-            "{ .reg .b16 l, h; mov.b32 {l, h}, $2; cvt.f32.f16 $0, l; cvt.f32.f16 $1, h; }", "=r,=r,r", [x],
-            dtype=(gl.float32, gl.float32), is_pure=True, pack=1)
+def _load_slice(ptrs, mask, h):
+    """Slice h of _slice_pointers' tile (32 columns: 16 int32 pairs or 32 fp32 values)."""
+    if ptrs.dtype.element_ty == gl.int32:
+        return gl.load(ptrs + h * 16, mask=mask, other=0)
     else:
-        lo = (x << 16).to(gl.float32, bitcast=True)
-        hi = (x & -65536).to(gl.float32, bitcast=True)
-    return gl.convert_layout(gl.reshape(gl.join(lo, hi), [64, 32]), C)
+        return gl.load(ptrs + h * 32, mask=mask, other=0.0)
+
+
+@gluon.jit
+def _unpack_slice(x, C: gl.constexpr, F16: gl.constexpr):
+    """A loaded slice -> [64, 32] fp32 in layout C: fp32 as is; int32 pairs of bf16 (F16: fp16), element 2j in
+    the low half."""
+    if x.dtype == gl.float32:
+        return gl.convert_layout(x, C)
+    else:
+        if F16:
+            lo, hi = gl.inline_asm_elementwise(
+                "{ .reg .b16 l, h; mov.b32 {l, h}, $2; cvt.f32.f16 $0, l; cvt.f32.f16 $1, h; }", "=r,=r,r", [x],
+                dtype=(gl.float32, gl.float32), is_pure=True, pack=1)
+        else:
+            lo = (x << 16).to(gl.float32, bitcast=True)
+            hi = (x & -65536).to(gl.float32, bitcast=True)
+        return gl.convert_layout(gl.reshape(gl.join(lo, hi), [64, 32]), C)
+
+
+@gluon.jit
+def _prefetch_rows(p, rows, K: gl.constexpr, PF: gl.constexpr):
+    """Asks L2 for the [64, K] rows at p + rows (offsets in SliceLayout(1, PF)), one request per 128-byte line."""
+    LINE: gl.constexpr = 1024 // p.dtype.element_ty.primitive_bitwidth        # elements per 128-byte line
+    c = gl.arange(0, K // LINE, layout=gl.SliceLayout(0, PF)) * LINE
+    prefetch_l2(p + gl.expand_dims(rows, 1) + gl.expand_dims(c, 0))
 
 
 @gluon.jit
@@ -130,6 +159,7 @@ def kda_chunk_prepare_sm90_kernel(
     GATE: gl.constexpr, BOUNDED: gl.constexpr, HAS_A: gl.constexpr, HAS_BIAS: gl.constexpr,
     L2NORM: gl.constexpr, BETA_MODE: gl.constexpr, IS_VARLEN: gl.constexpr, DIAG_FLOOR: gl.constexpr,
     HALF_SHIFT: gl.constexpr, INTERPRET: gl.constexpr, KS: gl.constexpr = 32, REPAIR: gl.constexpr = False,
+    PREFETCH: gl.constexpr = 0,
 ):
     """Arguments as kda_chunk_prepare_kernel's (KS is fixed at 32, DIAG_FLOOR, INTERPRET and REPAIR are unused).
     Without BOUNDED the halves' factors fit only where no token decays by more than 2^-(2 HALF_SHIFT) to the end
@@ -168,10 +198,27 @@ def kda_chunk_prepare_sm90_kernel(
     bos, eos = sequence_bounds(cu_seqlens, i_n, T, IS_VARLEN)
     t0 = bos + i_chunk * BT
     n_valid = eos - t0                      # tokens of the chunk inside its sequence
+    if PREFETCH > 0:
+        # the program PREFETCH ahead (one that starts while this one runs its inverse or soon after): its rows
+        # are requested into L2 after the score loop, so that its loads and row norms wait for L2, not DRAM;
+        # where they start is loaded now
+        pf_slot = (pid + PREFETCH) // HV
+        if IS_VARLEN:
+            pf_live = pf_slot < gl.minimum(gl.load(chunk_offsets + N), NSLOTS)
+            pf_slot = gl.minimum(pf_slot, NSLOTS - 1)
+            pf_n = gl.load(chunk_seq + pf_slot)
+            pf_chunk = pf_slot - gl.load(chunk_offsets + pf_n)
+        else:
+            pf_live = pf_slot < NSLOTS
+            pf_n = pf_slot // NT
+            pf_chunk = pf_slot % NT
+        pf_bos, pf_eos = sequence_bounds(cu_seqlens, pf_n, T, IS_VARLEN)
+        pf_t0 = pf_bos + pf_chunk * BT
+        pf_valid = pf_eos - pf_t0
 
-    k += i_b * s_kb + i_h * s_kh + t0 * s_kt
-    q += i_b * s_qb + i_h * s_qh + t0 * s_qt
-    g += i_b * s_gb + i_hv * s_gh + t0 * s_gt
+    k_c = k + i_b * s_kb + i_h * s_kh + t0 * s_kt      # this chunk's rows (k, q and g stay the tensors' starts)
+    q_c = q + i_b * s_qb + i_h * s_qh + t0 * s_qt
+    g_c = g + i_b * s_gb + i_hv * s_gh + t0 * s_gt
     beta += i_b * s_bb + i_hv * s_bh + t0 * s_bt
     out = (slot * HV + i_hv).to(gl.int64)
     ws_kg += out * BT * K
@@ -187,28 +234,25 @@ def kda_chunk_prepare_sm90_kernel(
     valid_c = gl.expand_dims(c_t < n_valid, 1)
     late = r_c >= 32
     offs_c = gl.expand_dims(c_t * K, 1) + gl.expand_dims(c_h, 0)           # rows of the workspace
-    C2: gl.constexpr = gl.BlockedLayout([1, 4], [8, 4], [4, 1], [1, 0])       # the slice as int32 pairs
-    p_t = gl.arange(0, 64, layout=gl.SliceLayout(1, C2))
-    p_h = gl.expand_dims(gl.arange(0, 16, layout=gl.SliceLayout(0, C2)), 0)
-    valid_p = gl.expand_dims(p_t < n_valid, 1)
-    o_g = gl.expand_dims(p_t * (s_gt // 2), 1) + p_h
-    o_k = gl.expand_dims(p_t * (s_kt // 2), 1) + p_h
-    o_q = gl.expand_dims(p_t * (s_qt // 2), 1) + p_h
+    C2: gl.constexpr = gl.BlockedLayout([1, 4], [8, 4], [4, 1], [1, 0])       # a slice as int32 pairs
+    p_g, m_g = _slice_pointers(g_c, s_gt, n_valid, C, C2)
+    p_k, m_k = _slice_pointers(k_c, s_kt, n_valid, C, C2)
+    p_q, m_q = _slice_pointers(q_c, s_qt, n_valid, C, C2)
     # a slice's loads are issued two slices ahead, after a fence (a fence waits for the memory operations in
     # flight, loads included), so that a whole slice's work hides them; the first two slices are requested here
-    g_next = _load_pairs(g, o_g, valid_p)
-    k_next = _load_pairs(k, o_k, valid_p)
-    q_next = _load_pairs(q, o_q, valid_p)
-    g_next2 = _load_pairs(g, o_g + KS // 2, valid_p)
-    k_next2 = _load_pairs(k, o_k + KS // 2, valid_p)
-    q_next2 = _load_pairs(q, o_q + KS // 2, valid_p)
+    g_next = _load_slice(p_g, m_g, 0)
+    k_next = _load_slice(p_k, m_k, 0)
+    q_next = _load_slice(p_q, m_q, 0)
+    g_next2 = _load_slice(p_g, m_g, 1)
+    k_next2 = _load_slice(p_k, m_k, 1)
+    q_next2 = _load_slice(p_q, m_q, 1)
     if HAS_BIAS:
         bias_next = gl.load(dt_bias + i_hv * K + c_h)
 
     if L2NORM:
         f_t = gl.arange(0, 64, layout=gl.SliceLayout(1, F))
-        k_norm = gl.expand_dims(gl.convert_layout(_row_norms(k, s_kt, f_t < n_valid, K, F), ROW_C), 1)
-        q_norm = gl.expand_dims(gl.convert_layout(_row_norms(q, s_qt, f_t < n_valid, K, F), ROW_C), 1) * scale
+        k_norm = gl.expand_dims(gl.convert_layout(_row_norms(k_c, s_kt, f_t < n_valid, K, F), ROW_C), 1)
+        q_norm = gl.expand_dims(gl.convert_layout(_row_norms(q_c, s_qt, f_t < n_valid, K, F), ROW_C), 1) * scale
     else:
         k_norm = gl.full([64, 1], 1.0, gl.float32, C)
         q_norm = gl.full([64, 1], 1.0, gl.float32, C) * scale
@@ -236,7 +280,7 @@ def kda_chunk_prepare_sm90_kernel(
     AQ = warpgroup_mma_init(gl.zeros([64, 64], gl.float32, MMA))
     bad = pid * 0
     for h in range(NS):
-        b_g = _unpack_pairs(g_next, C, g.dtype.element_ty == gl.float16)
+        b_g = _unpack_slice(g_next, C, g.dtype.element_ty == gl.float16)
         kraw = k_next
         qraw = q_next
         if HAS_BIAS:
@@ -262,8 +306,8 @@ def kda_chunk_prepare_sm90_kernel(
         if not BOUNDED:   # (NaN fails it too)
             span = gl.max(gl.max(gl.maximum(-a31, a31 - G), axis=1), axis=0)
             bad = gl.maximum(bad, gl.where(span <= 2 * HALF_SHIFT, 0, 1))
-        b_k = _unpack_pairs(kraw, C, k.dtype.element_ty == gl.float16) * k_norm
-        b_q = _unpack_pairs(qraw, C, q.dtype.element_ty == gl.float16) * q_norm
+        b_k = _unpack_slice(kraw, C, k.dtype.element_ty == gl.float16) * k_norm
+        b_q = _unpack_slice(qraw, C, q.dtype.element_ty == gl.float16) * q_norm
         eg = gl.exp2(gam)
         qg = (b_q * eg).to(gl.bfloat16)
         kg = (b_k * eg).to(gl.bfloat16)
@@ -295,9 +339,9 @@ def kda_chunk_prepare_sm90_kernel(
         k_next = k_next2
         q_next = q_next2
         if h < NS - 2:
-            g_next2 = _load_pairs(g, o_g + (h + 2) * (KS // 2), valid_p)
-            k_next2 = _load_pairs(k, o_k + (h + 2) * (KS // 2), valid_p)
-            q_next2 = _load_pairs(q, o_q + (h + 2) * (KS // 2), valid_p)
+            g_next2 = _load_slice(p_g, m_g, h + 2)
+            k_next2 = _load_slice(p_k, m_k, h + 2)
+            q_next2 = _load_slice(p_q, m_q, h + 2)
         if h < NS - 1:
             if HAS_BIAS:
                 bias_next = gl.load(dt_bias + i_hv * K + (h + 1) * KS + c_h)
@@ -305,6 +349,20 @@ def kda_chunk_prepare_sm90_kernel(
         gl.store(ws_kg + offs_c + h * KS, kg, eviction_policy="evict_first")
         gl.store(ws_eg + h * KS + gl.expand_dims(c_h, 0), gl.exp2(G))
     AK, AQ = warpgroup_mma_wait(0, deps=(AK, AQ))
+    if PREFETCH > 0:
+        if pf_live:
+            pf_hv = (pid + PREFETCH) % HV
+            pf_h = pf_hv // (HV // H)
+            if IS_VARLEN:
+                pf_b = (pf_slot * 0).to(gl.int64)
+            else:
+                pf_b = (pf_slot // NT).to(gl.int64)
+            PF: gl.constexpr = gl.BlockedLayout([1, 1], [32, 1], [2, 2], [1, 0])
+            pf_t = gl.arange(0, 64, layout=gl.SliceLayout(1, PF))
+            pf_t = pf_t0 + gl.where(pf_t < pf_valid, pf_t, 0)      # rows past the sequence: its first row
+            _prefetch_rows(q + pf_b * s_qb + pf_h * s_qh, pf_t * s_qt, K, PF)
+            _prefetch_rows(k + pf_b * s_kb + pf_h * s_kh, pf_t * s_kt, K, PF)
+            _prefetch_rows(g + pf_b * s_gb + pf_hv * s_gh, pf_t * s_gt, K, PF)
     if not BOUNDED:
         gl.store(flags + pid, bad)
         if bad != 0:

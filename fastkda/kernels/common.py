@@ -26,6 +26,14 @@ def interpreting() -> bool:
 
 
 @triton.jit
+def prefetch_l2(ptrs):
+    """Asks L2 for the 128-byte lines at ptrs. A prefetch returns nothing, so no fence (a MEMBAR, which waits for
+    every load in flight) waits for it. Not for the interpreter."""
+    tl.inline_asm_elementwise("prefetch.global.L2 [$1]; mov.u32 $0, 0;", "=r,l", [ptrs], dtype=tl.int32,
+                              is_pure=False, pack=1)
+
+
+@triton.jit
 def cast(x, DTYPE: tl.constexpr, INTERPRET: tl.constexpr):
     """x.to(DTYPE), rounding to nearest even also under the interpreter, whose bf16 conversion truncates."""
     if INTERPRET and DTYPE == tl.bfloat16:
