@@ -110,25 +110,29 @@ def _prefetch_rows(p, rows, K: gl.constexpr, PF: gl.constexpr):
 
 
 @gluon.jit
-def _invert_unit_lower(A, scratch_t, scratch_a, scratch_p, MMA: gl.constexpr):
+def _invert_unit_lower(A, scratch_a, scratch_t0, scratch_t1, MMA: gl.constexpr):
     """(I + A)^-1 for a strictly lower triangular [64, 64] fp32 A in the MMA layout, by doubling the inverted
-    diagonal blocks 1 -> 2 -> ... -> 64 (chunk_prepare.invert_unit_lower), with fp16 products from shared
-    memory: T <- T + (T (-A_off)) T, the second product accumulating into T."""
+    diagonal blocks 1 -> 2 -> ... -> 64 (chunk_prepare.invert_unit_lower), with fp16 products:
+    T <- T + (T (-A_off)) T, the second product accumulating into T. Both products take their left operand from
+    registers, so a level stores only T to shared memory (two buffers, alternating, so that no barrier closes a
+    level). -A is stored whole, once: T is block diagonal, so T (-A) equals T (-A_off) on the level's blocks,
+    which a mask keeps."""
     i_r = gl.expand_dims(gl.arange(0, 64, layout=gl.SliceLayout(1, MMA)), 1)
     i_c = gl.expand_dims(gl.arange(0, 64, layout=gl.SliceLayout(0, MMA)), 0)
+    OPA: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=MMA, k_width=2)
     A_neg = -A
+    scratch_a.store(A_neg.to(gl.float16))
     Tm = gl.where(i_r == i_c, 1.0, 0.0) + gl.where((i_r % 2 == 1) & (i_c == i_r - 1), A_neg, 0.0)
     for lv in gl.static_range(1, 6):
-        scratch_t.store(Tm.to(gl.float16))
-        scratch_a.store(gl.where(((i_r >> lv) % 2 == 1) & (i_c >> lv == (i_r >> lv) - 1), A_neg, 0.0).to(gl.float16))
+        scratch_t = scratch_t0 if lv % 2 == 1 else scratch_t1
+        Tm16 = Tm.to(gl.float16)
+        scratch_t.store(Tm16)
         fence_async_shared()
         gl.thread_barrier()
-        P = warpgroup_mma(scratch_t, scratch_a, gl.zeros([64, 64], gl.float32, MMA), use_acc=False)   # -T A_off
-        scratch_p.store(P.to(gl.float16))
-        fence_async_shared()
-        gl.thread_barrier()
-        Tm = warpgroup_mma(scratch_p, scratch_t, Tm)
-        gl.thread_barrier()   # the next level rewrites the scratch tiles
+        P = warpgroup_mma(gl.convert_layout(Tm16, OPA), scratch_a, gl.zeros([64, 64], gl.float32, MMA),
+                          use_acc=False)
+        P = gl.where(((i_r >> lv) % 2 == 1) & (i_c >> lv == (i_r >> lv) - 1), P, 0.0)      # -T A_off
+        Tm = warpgroup_mma(gl.convert_layout(P.to(gl.float16), OPA), scratch_t, Tm)
     return Tm
 
 
@@ -383,10 +387,10 @@ def kda_chunk_prepare_sm90_kernel(
     b_row = gl.convert_layout(b_b, gl.SliceLayout(1, MMA))
     b_col = gl.convert_layout(b_b, gl.SliceLayout(0, MMA))
     Akk = gl.where(m_r > m_c, AK * gl.expand_dims(b_row, 1), 0.0)
-    s_t = gl.allocate_shared_memory(gl.float16, [64, 64], SH64)
     s_a = gl.allocate_shared_memory(gl.float16, [64, 64], SH64)
-    s_p = gl.allocate_shared_memory(gl.float16, [64, 64], SH64)
-    Tm = _invert_unit_lower(Akk, s_t, s_a, s_p, MMA)
+    s_t0 = gl.allocate_shared_memory(gl.float16, [64, 64], SH64)
+    s_t1 = gl.allocate_shared_memory(gl.float16, [64, 64], SH64)
+    Tm = _invert_unit_lower(Akk, s_a, s_t0, s_t1, MMA)
     if gl.sum(gl.sum(gl.where(gl.abs(Tm) <= 3.0e38, 0, 1), axis=1), axis=0) != 0:   # inf or NaN
         Tm = _invert_unit_lower_tf32(Akk, MMA)
 
