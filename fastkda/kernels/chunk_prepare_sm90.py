@@ -49,10 +49,11 @@ def _lg2(x):
 
 
 @gluon.jit
-def _row_norms(p, s_t, valid, K: gl.constexpr, F: gl.constexpr):
-    """rsqrt(sum of squares + 1e-6) of the 64 rows of a [64, K] tile at p (row stride s_t), SliceLayout(1, F)."""
-    o_t = gl.arange(0, 64, layout=gl.SliceLayout(1, F))
-    o_k = gl.arange(0, K, layout=gl.SliceLayout(0, F))
+def _row_norms(p, s_t, valid, K: gl.constexpr, C: gl.constexpr):
+    """rsqrt(sum of squares + 1e-6) of the 64 rows of a [64, K] tile at p (row stride s_t), SliceLayout(1, C). The
+    whole rows are read in the slices' layout C, so the norms need no conversion to scale the slices' rows."""
+    o_t = gl.arange(0, 64, layout=gl.SliceLayout(1, C))
+    o_k = gl.arange(0, K, layout=gl.SliceLayout(0, C))
     x = gl.load(p + gl.expand_dims(o_t * s_t, 1) + gl.expand_dims(o_k, 0), mask=gl.expand_dims(valid, 1),
                 other=0.0).to(gl.float32)
     return gl.rsqrt(gl.sum(x * x, axis=1) + 1e-6)
@@ -177,7 +178,6 @@ def kda_chunk_prepare_sm90_kernel(
     C: gl.constexpr = gl.BlockedLayout([1, 8], [8, 4], [4, 1], [1, 0])
     # L: each warp owns all 64 tokens of 8 key dims (8 tokens x 2 dims per thread): the running sum stays in a warp
     L: gl.constexpr = gl.BlockedLayout([8, 2], [8, 4], [1, 4], [0, 1])
-    F: gl.constexpr = gl.BlockedLayout([1, 8], [256 // K, K // 8], [4, 1], [1, 0])      # [64, K] rows
     MMA: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, 64, 16])
     MMA32: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, 32, 16])
     SH32: gl.constexpr = gl.NVMMASharedLayout(swizzle_byte_width=64, element_bitwidth=16, rank=2)
@@ -254,9 +254,8 @@ def kda_chunk_prepare_sm90_kernel(
         bias_next = gl.load(dt_bias + i_hv * K + c_h)
 
     if L2NORM:
-        f_t = gl.arange(0, 64, layout=gl.SliceLayout(1, F))
-        k_norm = gl.expand_dims(gl.convert_layout(_row_norms(k_c, s_kt, f_t < n_valid, K, F), ROW_C), 1)
-        q_norm = gl.expand_dims(gl.convert_layout(_row_norms(q_c, s_qt, f_t < n_valid, K, F), ROW_C), 1) * scale
+        k_norm = gl.expand_dims(_row_norms(k_c, s_kt, c_t < n_valid, K, C), 1)
+        q_norm = gl.expand_dims(_row_norms(q_c, s_qt, c_t < n_valid, K, C), 1) * scale
     else:
         k_norm = gl.full([64, 1], 1.0, gl.float32, C)
         q_norm = gl.full([64, 1], 1.0, gl.float32, C) * scale
