@@ -31,7 +31,7 @@ class LaunchConfig:
     prepare kernel (the slice width for the portable kernel at K = 128; K = 64 runs there as one slice; measured
     on an H100, docs/perf-notes.md); prepare_sm90: on sm_90, the Gluon prepare kernel, every gate and head dim
     (chunk_prepare_sm90.py: 32-column slices and layouts for 4 warps; with other prepare_warps set it to False);
-    prepare_prefetch: how many programs ahead the Gluon kernel asks L2 for the rows of q, k, g and beta (None: 1.5 per
+    prepare_prefetch: how many programs ahead the Gluon kernel asks L2 for the rows of q, k and g (None: 1.5 per
     multiprocessor, the best of 1, 1.5, 2 and 2.5 on an H100 with two programs resident per multiprocessor;
     0: none)."""
 

@@ -223,7 +223,7 @@ def kda_chunk_prepare_sm90_kernel(
     k_c = k + i_b * s_kb + i_h * s_kh + t0 * s_kt      # this chunk's rows (k, q and g stay the tensors' starts)
     q_c = q + i_b * s_qb + i_h * s_qh + t0 * s_qt
     g_c = g + i_b * s_gb + i_hv * s_gh + t0 * s_gt
-    beta_c = beta + i_b * s_bb + i_hv * s_bh + t0 * s_bt
+    beta += i_b * s_bb + i_hv * s_bh + t0 * s_bt
     out = (slot * HV + i_hv).to(gl.int64)
     ws_kg += out * BT * K
     ws_qg += out * BT * K
@@ -268,7 +268,7 @@ def kda_chunk_prepare_sm90_kernel(
     # beta once per token (a thread per token), requested now: loaded before the inverse, it held that fence up
     B1: gl.constexpr = gl.BlockedLayout([1], [32], [4], [0])
     b_t = gl.arange(0, 64, layout=B1)
-    b_b = gl.load(beta_c + b_t * s_bt, mask=b_t < n_valid, other=0.0)
+    b_b = gl.load(beta + b_t * s_bt, mask=b_t < n_valid, other=0.0)
 
     # ---- shared memory: the slice's product operands, k exp(G - gamma) of all slices, the scores M, the inverse
     rows_k1 = gl.allocate_shared_memory(gl.bfloat16, [64, 32], SH32)
@@ -366,7 +366,6 @@ def kda_chunk_prepare_sm90_kernel(
             _prefetch_rows(q + pf_b * s_qb + pf_h * s_qh, pf_t * s_qt, K, PF)
             _prefetch_rows(k + pf_b * s_kb + pf_h * s_kh, pf_t * s_kt, K, PF)
             _prefetch_rows(g + pf_b * s_gb + pf_hv * s_gh, pf_t * s_gt, K, PF)
-            prefetch_l2(beta + pf_b * s_bb + pf_hv * s_bh + pf_t * s_bt)     # a line per token
     if not BOUNDED:
         gl.store(flags + pid, bad)
         if bad != 0:
