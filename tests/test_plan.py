@@ -1,11 +1,12 @@
 """The split planner (docs/split.md): which shapes it splits, and that it reads the multiprocessor count; the launch
-parameters it refuses."""
+parameters it refuses; which inputs the sm_90 prepare kernel reads."""
 
 from __future__ import annotations
 
 import pytest
+import torch
 
-from fastkda.forward import LaunchConfig, plan_split
+from fastkda.forward import LaunchConfig, plan_split, prepare_kernel, sm90_reads
 
 
 def plan(heads: int, tokens: int, slots: int = 132) -> int:
@@ -46,3 +47,15 @@ def test_head_dim_64_splits_where_its_steps_are_cheaper():
 def test_launch_config_refuses_unverified_settings(kwargs):
     with pytest.raises(ValueError, match=next(iter(kwargs))):
         LaunchConfig(**kwargs)
+
+
+def test_sm90_reads_16_bit_inputs_as_aligned_pairs():
+    """The sm_90 prepare kernel reads 16-bit q, k and g as int32 pairs: 4-byte aligned data and even strides; fp32
+    at any alignment. Anything else takes the portable kernel (the GPU tests check the choice on sm_90)."""
+    x = torch.zeros(2, 130, 3, 64, dtype=torch.bfloat16)
+    assert sm90_reads(x) and sm90_reads(x[:, 1:])
+    assert sm90_reads(x.float()[..., 1:]) and sm90_reads(x.float().flatten()[1:])
+    assert not sm90_reads(x.flatten()[1:])                                        # 2 bytes past a 4-byte boundary
+    odd = torch.zeros(130, 3 * 64 + 1, dtype=torch.float16)[:, :192].unflatten(-1, (3, 64))
+    assert not sm90_reads(odd)                                                    # an odd row stride
+    assert prepare_kernel(torch.device("cpu"), 128, LaunchConfig(), (x, x, x)).__name__ == "kda_chunk_prepare_kernel"
