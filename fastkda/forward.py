@@ -32,8 +32,7 @@ class LaunchConfig:
     on an H100, docs/perf-notes.md); prepare_sm90: on sm_90, the Gluon prepare kernel, every gate and head dim
     (chunk_prepare_sm90.py: 32-column slices and layouts for 4 warps; with other prepare_warps set it to False);
     prepare_prefetch: how many programs ahead the Gluon kernel asks L2 for the rows of q, k and g (None: 1.5 per
-    multiprocessor, the best of 1, 1.5, 2 and 2.5 on an H100 with two programs resident per multiprocessor;
-    0: none)."""
+    multiprocessor, the best of 1 to 2.5 on an H100 with two programs resident per multiprocessor; 0: none)."""
 
     block_v: int = 64
     num_warps: int = 4
@@ -77,6 +76,11 @@ def multiprocessor_count(device_index: int) -> int:
     return torch.cuda.get_device_properties(device_index).multi_processor_count
 
 
+def cuda_index(device: torch.device) -> int:
+    """The CUDA device index of device (the current device where it names none)."""
+    return device.index if device.index is not None else torch.cuda.current_device()
+
+
 @functools.cache
 def is_sm90(device_index: int) -> bool:
     """Whether the Gluon prepare kernel can run: an sm_90 device and Triton 3.6 or later (the Gluon API it uses)."""
@@ -95,7 +99,7 @@ def prepare_kernel(device: torch.device, K: int, cfg: LaunchConfig, inputs: tupl
     portable Triton one (also the interpreter's: it cannot run Gluon)."""
     if (cfg.prepare_sm90 and device.type == "cuda" and not interpreting() and K in (64, 128)
             and all(sm90_reads(x) for x in inputs)
-            and is_sm90(device.index if device.index is not None else torch.cuda.current_device())):
+            and is_sm90(cuda_index(device))):
         from fastkda.kernels.chunk_prepare_sm90 import kda_chunk_prepare_sm90_kernel
         return kda_chunk_prepare_sm90_kernel
     return kda_chunk_prepare_kernel
@@ -108,7 +112,7 @@ def parallel_slots(device: torch.device) -> int:
     """Multiprocessors of the device (on the CPU, those of an H100, so that plans match a GPU's)."""
     if device.type != "cuda":
         return H100_SLOTS
-    return multiprocessor_count(device.index if device.index is not None else torch.cuda.current_device())
+    return multiprocessor_count(cuda_index(device))
 
 
 # State-kernel costs measured on an H100 (docs/perf-notes.md): a program's chunk step

@@ -11,8 +11,11 @@ cannot express is where each tile lives (docs/design.md):
   - k exp(G - gamma) and the scores M stay in shared memory until the inverse is known, instead of a round
     trip through global memory;
   - a slice's global loads and stores are issued after its fence, which would otherwise wait for them; q, k and g
-    are read as int32 pairs two slices ahead (16-bit inputs with even strides; others take the portable kernel);
-  - the inverse's second product of each level accumulates into T directly (its operand is stored negated).
+    are read two slices ahead, 16-bit values as int32 pairs (4-byte aligned data and even strides; other 16-bit
+    views take the portable kernel), fp32 as they are;
+  - after its score loop a program asks L2 for the rows of the program PREFETCH ahead, so that the loads a fence
+    waits for come from L2, not DRAM;
+  - the inverse's products take their left operand from registers, so a level stores only T to shared memory.
 Unbounded gates keep the halves' factoring where it fits and flag the other chunks for the portable kernel
 (see the kernel's docstring). The key dims run as K / 32 slices of 32 columns. The portable kernel remains the
 path for other GPUs and the interpreter (which cannot run Gluon); the GPU tests run both against the float64
