@@ -37,7 +37,7 @@ import triton
 import triton.language as tl
 
 from fastkda.kernels.common import (LOG2E, bf16, gate_log2, mm, mm_acc, mm_f32, sequence_bounds,
-                                   sigmoid_fast)
+                                   sigmoid_fast, slot_chunk, slots_in_use)
 
 CHUNK = 64
 # rows of a chunk are int32 offsets from its first row: 64 of any token stride must fit
@@ -174,20 +174,11 @@ def kda_chunk_prepare_kernel(
     i_hv = pid % HV
     slot = pid // HV
     i_h = i_hv // (HV // H)
-    if IS_VARLEN:
-        if slot >= tl.minimum(tl.load(chunk_offsets + N), NSLOTS):
-            return
-        i_n = tl.load(chunk_seq + slot)
-        i_chunk = slot - tl.load(chunk_offsets + i_n)
-        i_b = tl.zeros([], dtype=tl.int64)
-    else:
-        # never taken (the grid has NSLOTS slots), but with this exit ptxas schedules the program as it does
-        # the varlen one, which measured 7% faster (docs/perf-notes.md, v9)
-        if slot >= NSLOTS:
-            return
-        i_n = slot // NT
-        i_chunk = slot % NT
-        i_b = i_n.to(tl.int64)
+    # at fixed length never taken (the grid has NSLOTS slots), but with this exit ptxas schedules the program as it
+    # does the varlen one, which measured 7% faster (docs/perf-notes.md, v9)
+    if slot >= slots_in_use(chunk_offsets, N, NSLOTS, IS_VARLEN):
+        return
+    i_n, i_chunk, i_b = slot_chunk(slot, chunk_offsets, chunk_seq, NT, IS_VARLEN)
     if REPAIR:
         if tl.load(flags + pid) == 0:
             return

@@ -30,7 +30,7 @@ from triton.experimental.gluon.language.nvidia.ampere import mma_v2
 from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared, warpgroup_mma, warpgroup_mma_init,
                                                              warpgroup_mma_wait)
 
-from fastkda.kernels.common import LOG2E, prefetch_l2, sequence_bounds
+from fastkda.kernels.common import LOG2E, prefetch_l2, sequence_bounds, slot_chunk, slots_in_use
 
 
 @gluon.jit
@@ -193,15 +193,9 @@ def kda_chunk_prepare_sm90_kernel(
     slot = pid // HV
     i_h = i_hv // (HV // H)
     if IS_VARLEN:
-        if slot >= gl.minimum(gl.load(chunk_offsets + N), NSLOTS):
+        if slot >= slots_in_use(chunk_offsets, N, NSLOTS, IS_VARLEN):
             return
-        i_n = gl.load(chunk_seq + slot)
-        i_chunk = slot - gl.load(chunk_offsets + i_n)
-        i_b = (slot * 0).to(gl.int64)
-    else:
-        i_n = slot // NT
-        i_chunk = slot % NT
-        i_b = i_n.to(gl.int64)
+    i_n, i_chunk, i_b = slot_chunk(slot, chunk_offsets, chunk_seq, NT, IS_VARLEN)
     bos, eos = sequence_bounds(cu_seqlens, i_n, T, IS_VARLEN)
     t0 = bos + i_chunk * BT
     n_valid = eos - t0                      # tokens of the chunk inside its sequence
@@ -210,15 +204,8 @@ def kda_chunk_prepare_sm90_kernel(
         # are requested into L2 after the score loop, so that its loads and row norms wait for L2, not DRAM;
         # where they start is loaded now
         pf_slot = (pid + PREFETCH) // HV
-        if IS_VARLEN:
-            pf_live = pf_slot < gl.minimum(gl.load(chunk_offsets + N), NSLOTS)
-            pf_slot = gl.minimum(pf_slot, NSLOTS - 1)
-            pf_n = gl.load(chunk_seq + pf_slot)
-            pf_chunk = pf_slot - gl.load(chunk_offsets + pf_n)
-        else:
-            pf_live = pf_slot < NSLOTS
-            pf_n = pf_slot // NT
-            pf_chunk = pf_slot % NT
+        pf_live = pf_slot < slots_in_use(chunk_offsets, N, NSLOTS, IS_VARLEN)
+        pf_n, pf_chunk, pf_b = slot_chunk(gl.minimum(pf_slot, NSLOTS - 1), chunk_offsets, chunk_seq, NT, IS_VARLEN)
         pf_bos, pf_eos = sequence_bounds(cu_seqlens, pf_n, T, IS_VARLEN)
         pf_t0 = pf_bos + pf_chunk * BT
         pf_valid = pf_eos - pf_t0
@@ -359,10 +346,6 @@ def kda_chunk_prepare_sm90_kernel(
         if pf_live:
             pf_hv = (pid + PREFETCH) % HV
             pf_h = pf_hv // (HV // H)
-            if IS_VARLEN:
-                pf_b = (pf_slot * 0).to(gl.int64)
-            else:
-                pf_b = (pf_slot // NT).to(gl.int64)
             PF: gl.constexpr = gl.BlockedLayout([1, 1], [32, 1], [2, 2], [1, 0])
             pf_t = gl.arange(0, 64, layout=gl.SliceLayout(1, PF))
             pf_t = pf_t0 + gl.where(pf_t < pf_valid, pf_t, 0)      # rows past the sequence: its first row

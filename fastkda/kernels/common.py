@@ -116,6 +116,32 @@ def gate_log2(graw, A_scale, bias, lower_bound, GATE: tl.constexpr, INTERPRET: t
 
 
 @triton.jit
+def slots_in_use(chunk_offsets, N, NSLOTS, IS_VARLEN: tl.constexpr):
+    """Workspace slots that hold a chunk: all NSLOTS for a fixed-length batch; for varlen, the chunks of all
+    sequences (kda_schedule_kernel), at most NSLOTS (a malformed cu_seqlens can ask for more)."""
+    if IS_VARLEN:
+        n = tl.minimum(tl.load(chunk_offsets + N), NSLOTS)
+    else:
+        n = NSLOTS
+    return n
+
+
+@triton.jit
+def slot_chunk(slot, chunk_offsets, chunk_seq, NT, IS_VARLEN: tl.constexpr):
+    """(sequence, chunk within it, batch row as int64) of a workspace slot below slots_in_use. Fixed length:
+    slot = b * NT + chunk; varlen: chunk_seq gives each slot's sequence, and the batch row is 0."""
+    if IS_VARLEN:
+        i_n = tl.load(chunk_seq + slot)
+        i_chunk = slot - tl.load(chunk_offsets + i_n)
+        i_b = (slot * 0).to(tl.int64)   # no tl.zeros: the sm_90 (Gluon) kernel calls this too
+    else:
+        i_n = slot // NT
+        i_chunk = slot % NT
+        i_b = i_n.to(tl.int64)
+    return i_n, i_chunk, i_b
+
+
+@triton.jit
 def sequence_bounds(cu_seqlens, i_n, T, IS_VARLEN: tl.constexpr):
     """(bos, eos) of sequence i_n in its batch row; a malformed cu_seqlens is clamped into [0, T], so no
     kernel ever reads or writes outside the tensors it was given."""
