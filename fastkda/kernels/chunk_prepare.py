@@ -36,7 +36,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from fastkda.kernels.common import (LOG2E, bf16, gate_log2, mm, mm_acc, mm_f32, sequence_bounds,
+from fastkda.kernels.common import (LOG2E, bf16, gate_log2, halves_operands, mm, mm_acc, mm_f32, sequence_bounds,
                                    sigmoid_fast, slot_chunk, slots_in_use)
 
 CHUNK = 64
@@ -103,15 +103,9 @@ def levels_halves(b_k, b_q, gam, a31, G, late, AK, AQ, p_kd, HALF_SHIFT: tl.cons
         rows f (late rows times exp2(G - a31)) with the early columns r: the early block and the cross block;
         rows f with the late columns r: the late block.
     Whatever else they add lies above the diagonal, which the caller discards. Stores k exp(G - gamma) at p_kd."""
-    t = gam - tl.where(late, G + HALF_SHIFT, a31 + HALF_SHIFT)
-    f = tl.exp2(t)
-    r = tl.exp2(-t)
-    kf = b_k * f
-    qf = b_q * f
-    kr = b_k * r
-    # late rows: exp2(gamma_i - a31 - s) = f_i c c with c = exp2((G - a31) / 2) in [2^-HALF_SHIFT, 1]: an underflow
-    # of either product stands for a true row factor below 2^-126, so a lost term is below 2^-126 2^HALF_SHIFT
-    c = tl.where(late, tl.exp2((G - a31) * 0.5), 1.0)
+    kf, qf, kr, c = halves_operands(b_k, b_q, gam, a31, G, late, HALF_SHIFT)
+    # late rows: exp2(gamma_i - a31 - s) = f_i c c with c in [2^-HALF_SHIFT, 1]: an underflow of either product
+    # stands for a true row factor below 2^-126, so a lost term is below 2^-126 2^HALF_SHIFT
     AK, AQ = scores(kf * c * c, qf * c * c, tl.where(late, 0.0, kr), None, AK, AQ, INTERPRET)
     # k exp(gamma_end - gamma) (exp(a31 - gamma) early, exp(G - gamma) late), early rows times exp(G - a31)
     tl.store(p_kd, bf16(kr * tl.exp2(-HALF_SHIFT) * tl.where(late, 1.0, tl.exp2(G - a31)), INTERPRET))

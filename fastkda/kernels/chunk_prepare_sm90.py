@@ -30,7 +30,7 @@ from triton.experimental.gluon.language.nvidia.ampere import mma_v2
 from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared, warpgroup_mma, warpgroup_mma_init,
                                                              warpgroup_mma_wait)
 
-from fastkda.kernels.common import LOG2E, prefetch_l2, sequence_bounds, slot_chunk, slots_in_use
+from fastkda.kernels.common import LOG2E, halves_operands, prefetch_l2, sequence_bounds, slot_chunk, slots_in_use
 
 
 @gluon.jit
@@ -305,13 +305,7 @@ def kda_chunk_prepare_sm90_kernel(
         qg = (b_q * eg).to(gl.bfloat16)
         kg = (b_k * eg).to(gl.bfloat16)
         # the two products of chunk_prepare.levels_halves: factors around the end of each 32-token half
-        t = gam - gl.where(late, G + HALF_SHIFT, a31 + HALF_SHIFT)
-        f = gl.exp2(t)
-        r = gl.exp2(-t)
-        kf = b_k * f
-        qf = b_q * f
-        kr = b_k * r
-        c = gl.where(late, gl.exp2((G - a31) * 0.5), 1.0)
+        kf, qf, kr, c = halves_operands(b_k, b_q, gam, a31, G, late, HALF_SHIFT)
         # the previous slice's products read these tiles: wait for them only now
         AK, AQ = warpgroup_mma_wait(0, deps=(AK, AQ))
         rows_k1.store((kf * c * c).to(gl.bfloat16))

@@ -116,6 +116,21 @@ def gate_log2(graw, A_scale, bias, lower_bound, GATE: tl.constexpr, INTERPRET: t
 
 
 @triton.jit
+def halves_operands(b_k, b_q, gam, a31, G, late, HALF_SHIFT: tl.constexpr):
+    """The factored operands of the halves' scores (chunk_prepare.levels_halves): t = gamma - (the gamma of the
+    half's last token) - HALF_SHIFT, kf = k exp2(t), qf = q exp2(t), kr = k exp2(-t), and c = exp2((G - a31) / 2)
+    on late rows (1 on early ones)."""
+    t = gam - tl.where(late, G + HALF_SHIFT, a31 + HALF_SHIFT)
+    f = tl.exp2(t)
+    r = tl.exp2(-t)
+    kf = b_k * f
+    qf = b_q * f
+    kr = b_k * r
+    c = tl.where(late, tl.exp2((G - a31) * 0.5), 1.0)
+    return kf, qf, kr, c
+
+
+@triton.jit
 def slots_in_use(chunk_offsets, N, NSLOTS, IS_VARLEN: tl.constexpr):
     """Workspace slots that hold a chunk: all NSLOTS for a fixed-length batch; for varlen, the chunks of all
     sequences (kda_schedule_kernel), at most NSLOTS (a malformed cu_seqlens can ask for more)."""
