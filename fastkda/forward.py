@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import torch
 import triton
+from triton.tools.tensor_descriptor import TensorDescriptor
 
 from fastkda.kernels.chunk_prepare import CHUNK, kda_chunk_prepare_kernel
 from fastkda.kernels.chunk_state import kda_chunk_state_kernel
@@ -64,6 +65,12 @@ class GateSpec:
     mode: int
     bounded: bool
     lower_bound: float
+
+
+def tile_desc(w: torch.Tensor) -> TensorDescriptor:
+    """A tensor descriptor over a workspace [slots, HV, 64, D] seen as rows of D, a chunk's 64 rows one tile: the
+    state kernel's loads of it go through the tensor memory accelerator on sm_90 (perf-notes v17)."""
+    return TensorDescriptor.from_tensor(w.view(-1, w.shape[-1]), [w.shape[-2], w.shape[-1]])
 
 
 def new_output(shape, dtype, device) -> torch.Tensor:
@@ -200,7 +207,8 @@ def kda_forward(
         chunk_seq = torch.empty(max(n_slots, 1), dtype=torch.int32, device=device)
         kda_schedule_kernel[(1,)](cu_seqlens, seg_offsets, chunk_offsets, chunk_seq, N, T, ncs, n_slots, BLOCK=1024)
 
-    ws = [torch.empty(n_slots, HV, BT, d, dtype=torch.bfloat16, device=device) for d in (K, K, K, BT)]
+    # at least one slot: a tensor descriptor needs a nonempty tensor (no slot past n_slots is read)
+    ws = [torch.empty(max(n_slots, 1), HV, BT, d, dtype=torch.bfloat16, device=device) for d in (K, K, K, BT)]
     ws_eg = torch.empty(n_slots, HV, K, dtype=torch.float32, device=device)
     if n_slots:
         prepare = prepare_kernel(device, K, cfg, (q, k, g))
@@ -232,7 +240,7 @@ def kda_forward(
             kda_chunk_prepare_kernel[(n_slots * HV,)](*prepare_args, **prepare_consts, KS=portable_slice, REPAIR=True)
 
     state_args = dict(
-        v=v, ws_kg=ws[0], ws_ku=ws[1], ws_qg=ws[2], ws_mu=ws[3], ws_eg=ws_eg, o=o, h0=initial_state, ht=ht,
+        v=v, ws_kg=tile_desc(ws[0]), ws_ku=tile_desc(ws[1]), ws_qg=tile_desc(ws[2]), ws_mu=tile_desc(ws[3]), ws_eg=ws_eg, o=o, h0=initial_state, ht=ht,
         hi=hi, cu_seqlens=cu_seqlens, seg_offsets=seg_offsets, chunk_offsets=chunk_offsets, s_vb=v.stride(0),
         s_vt=v.stride(1), s_vh=v.stride(2), T=T, N=N, NT=NT,
         NSLOTS=n_slots, NT_ALLOC=num_intermediate or 0, NCS=ncs, NSEARCH=nsearch, HV=HV, K=K, V=V, BT=BT,

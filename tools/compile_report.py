@@ -21,6 +21,8 @@ from fastkda.kernels.common import HALF_BLOCK_SHIFT
 
 I32_PTRS = {"cu_seqlens", "seg_offsets", "chunk_offsets", "chunk_seq"}
 F32_PTRS = {"A_log", "dt_bias", "h0", "ht", "seg_start", "seg_trans", "ws_eg"}
+# the state kernel's workspace arguments are tensor descriptors with one chunk (64 rows) as a tile
+TILE_DESCS = {"ws_kg": "K", "ws_ku": "K", "ws_qg": "K", "ws_mu": "BT"}
 UNALIGNED = {"T", "N", "NT", "NSLOTS", "NT_ALLOC", "NCS", "NSEG", "NSEARCH", "H", "HV", "s_bb", "s_bt", "s_bh"}
 
 
@@ -32,6 +34,8 @@ def compile_kernel(fn, constexprs: dict, warps: int, stages: int, maxnreg=None):
             sig[name] = "constexpr"
         elif name in ("scale", "lower_bound"):
             sig[name] = "fp32"
+        elif fn is kda_chunk_state_kernel and name in TILE_DESCS:
+            sig[name] = f"tensordesc<bf16[64, {constexprs[TILE_DESCS[name]]}]>"
         elif name.startswith("s_") or name in UNALIGNED:
             sig[name] = "i32"
             if name not in UNALIGNED:

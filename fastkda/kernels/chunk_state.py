@@ -28,7 +28,9 @@ def kda_chunk_state_kernel(
     INTERPRET: tl.constexpr,
 ):
     """Grid: one program per (segment, value head, block of BV state columns); without SPLIT a segment is a
-    whole sequence. NCS: 64-token chunks per segment. NT: chunk slots per sequence of a fixed-length batch;
+    whole sequence. ws_kg, ws_ku, ws_qg, ws_mu: tensor descriptors over the workspace as rows (one chunk of a head
+    is 64 consecutive rows, one tile), so that on sm_90 its tiles arrive by the tensor memory accelerator without
+    per-element addresses (forward.tile_desc). NCS: 64-token chunks per segment. NT: chunk slots per sequence of a fixed-length batch;
     NSLOTS: slots of the workspace (no chunk past them is read, whatever cu_seqlens says)."""
     pid = tl.program_id(0)
     i_v = pid % NCOL
@@ -90,8 +92,8 @@ def kda_chunk_state_kernel(
     for c in range(c_begin, c_end):
         ws = ((slot0 + c) * HV + i_hv) * BT
         in_seq = ((c * BT + o_t) < seq_len)[:, None]
-        b_kg = tl.load(ws_kg + ws * K + o_t[:, None] * K + o_k[None, :])
-        b_ku = tl.load(ws_ku + ws * K + o_t[:, None] * K + o_k[None, :])
+        b_kg = ws_kg.load([ws.to(tl.int32), 0])
+        b_ku = ws_ku.load([ws.to(tl.int32), 0])
         b_v = tl.load(p_v + (bos + c * BT) * s_vt, mask=in_seq & m_u[None, :], other=0.0)  # bos: int64
         Sb = bf16(S, INTERPRET)
         Rb = bf16(b_v.to(tl.float32) - mm(b_kg, Sb, INTERPRET), INTERPRET)
@@ -99,8 +101,8 @@ def kda_chunk_state_kernel(
             if STORE_HI:
                 tl.store(hi + (((slot0 + c) * HV + i_hv) * K) * V + state_offsets(o_k, cols, K, V, STATE_V_FIRST),
                          cast(S, hi.dtype.element_ty, INTERPRET), mask=(slot0 + c < NT_ALLOC * (i_b + 1)) & (o_k[:, None] < K))
-            b_qg = tl.load(ws_qg + ws * K + o_t[:, None] * K + o_k[None, :])
-            b_mu = tl.load(ws_mu + ws * BT + o_t[:, None] * BT + o_t[None, :])
+            b_qg = ws_qg.load([ws.to(tl.int32), 0])
+            b_mu = ws_mu.load([ws.to(tl.int32), 0])
             b_o = mm(b_qg, Sb, INTERPRET) + mm(b_mu, Rb, INTERPRET)
             tl.store(o + (c * BT + o_t)[:, None].to(tl.int64) * (HV * V) + cols[None, :],
                      cast(b_o, o.dtype.element_ty, INTERPRET), mask=in_seq)
