@@ -26,7 +26,7 @@ NO_SPLIT = 1 << 24  # chunks per segment that means "one segment per sequence"
 
 @dataclass(frozen=True)
 class LaunchConfig:
-    """Launch parameters: state columns per program of the state kernel, its warps and pipeline depth (that of
+    """Launch parameters: state columns per program of the state kernel (None: state_block_v), its warps and pipeline depth (that of
     the split path's transition pass apart: it loads less per chunk, and two stages let two programs share a
     multiprocessor), and the warps, score-loop slice width and register cap (None: the compiler's choice) of the
     prepare kernel (the slice width for the portable kernel at K = 128; K = 64 runs there as one slice; measured
@@ -35,7 +35,7 @@ class LaunchConfig:
     prepare_prefetch: how many programs ahead the Gluon kernel asks L2 for the rows of q, k and g (None: 1.5 per
     multiprocessor, the best of 1 to 2.5 on an H100 with two programs resident per multiprocessor; 0: none)."""
 
-    block_v: int = 64
+    block_v: int | None = None
     num_warps: int = 4
     num_stages: int = 3
     transition_stages: int = 2
@@ -51,8 +51,8 @@ class LaunchConfig:
         # slower choice there (docs/perf-notes.md, v10), so it is refused rather than left to fail in a kernel
         if self.transition_stages < 2:
             raise ValueError(f"transition_stages: expected at least 2, got {self.transition_stages}")
-        if self.block_v not in (16, 32, 64, 128):
-            raise ValueError(f"block_v: expected 16, 32, 64 or 128, got {self.block_v}")
+        if self.block_v not in (None, 16, 32, 64, 128):
+            raise ValueError(f"block_v: expected None, 16, 32, 64 or 128, got {self.block_v}")
 
 
 DEFAULT_CONFIG = LaunchConfig()
@@ -71,6 +71,33 @@ def tile_desc(w: torch.Tensor) -> TensorDescriptor:
     """A tensor descriptor over a workspace [slots, HV, 64, D] seen as rows of D, a chunk's 64 rows one tile: the
     state kernel's loads of it go through the tensor memory accelerator on sm_90 (perf-notes v17)."""
     return TensorDescriptor.from_tensor(w.view(-1, w.shape[-1]), [w.shape[-2], w.shape[-1]])
+
+
+def state_block_v(block_v: int | None, walks: int, V: int, slots: int, split: bool) -> int:
+    """State columns per program of the state kernel: block_v where set; else 64, or 32 for the unsplit pass where
+    twice the programs (walks x V / 32: a program per (sequence, head, column block)) still fit one per
+    multiprocessor. Measured on an H100 (perf-notes v17): 32 columns take the state kernel at T=8192 H=32 from 0.181
+    to 0.157 ms (64 to 128 programs), and are slower where 64 already fill the GPU (H=64: 0.253 vs 0.311; B=8 H=32).
+    The split passes keep 64 (the planner's costs are for 64)."""
+    if block_v is not None:
+        return min(block_v, V)
+    bv = min(64, V)
+    if not split and bv == 64 and 2 * walks * (V // bv) <= slots:
+        return 32
+    return bv
+
+
+def v_tile_desc(v: torch.Tensor, bv: int) -> TensorDescriptor | None:
+    """v [B, T, HV, V] as a matrix [B T, (HV - 1) s_h + V] of token rows, tiles of 64 tokens x bv columns, where
+    its layout allows (batches one after another, 16-byte aligned data and token stride); else None (the state
+    kernel then reads v through pointers). Measured on an H100: -2% state kernel at T=8192 H=96, -4.5% at H=32;
+    the transition pass keeps pointers (its P columns would load the next head's v only to mask it)."""
+    B, T, HV, V = v.shape
+    b_ok = B == 1 or v.stride(0) == T * v.stride(1)
+    t_bytes = v.stride(1) * v.element_size()
+    if T == 0 or not b_ok or v.data_ptr() % 16 or t_bytes % 16:
+        return None
+    return TensorDescriptor(v, [B * T, (HV - 1) * v.stride(2) + V], [v.stride(1), 1], [CHUNK, bv])
 
 
 def new_output(shape, dtype, device) -> torch.Tensor:
@@ -179,7 +206,7 @@ def kda_forward(
     cfg = config or DEFAULT_CONFIG
     BT = CHUNK
     slots = parallel_slots(device)
-    bv = min(cfg.block_v, V)
+    bv = state_block_v(cfg.block_v, N * HV, V, slots, split=True)   # the planner's and the split passes'
     state_shape = (HV, V, K) if state_v_first else (HV, K, V)
     o = new_output((B, T, HV, V), q.dtype, device) if out is None else out
     ht = None
@@ -240,16 +267,20 @@ def kda_forward(
             kda_chunk_prepare_kernel[(n_slots * HV,)](*prepare_args, **prepare_consts, KS=portable_slice, REPAIR=True)
 
     state_args = dict(
-        v=v, ws_kg=tile_desc(ws[0]), ws_ku=tile_desc(ws[1]), ws_qg=tile_desc(ws[2]), ws_mu=tile_desc(ws[3]), ws_eg=ws_eg, o=o, h0=initial_state, ht=ht,
-        hi=hi, cu_seqlens=cu_seqlens, seg_offsets=seg_offsets, chunk_offsets=chunk_offsets, s_vb=v.stride(0),
+        ws_kg=tile_desc(ws[0]), ws_ku=tile_desc(ws[1]), ws_qg=tile_desc(ws[2]), ws_mu=tile_desc(ws[3]), ws_eg=ws_eg,
+        o=o, h0=initial_state, ht=ht, hi=hi, cu_seqlens=cu_seqlens, seg_offsets=seg_offsets, chunk_offsets=chunk_offsets, s_vb=v.stride(0),
         s_vt=v.stride(1), s_vh=v.stride(2), T=T, N=N, NT=NT,
         NSLOTS=n_slots, NT_ALLOC=num_intermediate or 0, NCS=ncs, NSEARCH=nsearch, HV=HV, K=K, V=V, BT=BT,
         HAS_H0=initial_state is not None, STATE_V_FIRST=state_v_first, IS_VARLEN=cu_seqlens is not None,
         INTERPRET=interp, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
     if not split:
+        bv = state_block_v(cfg.block_v, N * HV, V, slots, split=False)
+    v_desc = v_tile_desc(v, bv)
+    v_args = dict(v=v, V_DESC=False) if v_desc is None else dict(v=v_desc, V_DESC=True)
+    if not split:
         kda_chunk_state_kernel[(V // bv * HV * N,)](
             seg_start=None, seg_trans=None, BV=bv, NCOL=V // bv, STORE_HT=ht is not None, STORE_HI=hi is not None,
-            SPLIT=False, TRANSITION=False, **state_args)
+            SPLIT=False, TRANSITION=False, **state_args, **v_args)
         return o, ht, hi
 
     if cu_seqlens is None:
@@ -260,7 +291,7 @@ def kda_forward(
     seg_start = torch.empty(n_seg, HV, K, V, dtype=torch.float32, device=device)
     kda_chunk_state_kernel[((V + K) // bv * HV * n_seg,)](
         seg_start=None, seg_trans=seg_trans, BV=bv, NCOL=(V + K) // bv, STORE_HT=False, STORE_HI=False,
-        SPLIT=True, TRANSITION=True, **{**state_args, "num_stages": cfg.transition_stages})
+        SPLIT=True, TRANSITION=True, v=v, V_DESC=False, **{**state_args, "num_stages": cfg.transition_stages})
     # narrow column blocks and 8 warps: chosen when P went through registers (tf32x3, perf-notes v2), not re-tuned
     bvc = 32
     kda_combine_kernel[(V // bvc * HV * N,)](
@@ -269,5 +300,5 @@ def kda_forward(
         INTERPRET=interp, num_warps=8, num_stages=2)
     kda_chunk_state_kernel[(V // bv * HV * n_seg,)](
         seg_start=seg_start, seg_trans=None, BV=bv, NCOL=V // bv, STORE_HT=ht is not None, STORE_HI=hi is not None,
-        SPLIT=True, TRANSITION=False, **state_args)
+        SPLIT=True, TRANSITION=False, **state_args, **v_args)
     return o, ht, hi

@@ -40,7 +40,7 @@ class Case:
     collinear: bool = False           # all keys of a chunk within 1e-3 of one unit vector
     beta_value: float | None = None   # every beta this value (with beta_sigmoid=False: as given)
     strided: bool = False             # q, k, v as slices of one fused projection
-    misaligned: bool = False          # q, k and g start 2 bytes past a 4-byte boundary
+    misaligned: bool = False          # q, k, g and v start 2 bytes past a 4-byte boundary
     qk_rows: str | None = None        # with l2norm: "wide" (rows of q and k scaled by 2^-24 .. 2^24), "lead0" (the
                                       # first 32 key dims of every third token zero)
     seed: int = 0
@@ -134,7 +134,7 @@ def make_inputs(case: Case, device) -> dict:
         args["k"] = fused[..., H * K:2 * H * K].unflatten(-1, (H, K))
         args["v"] = fused[..., 2 * H * K:2 * H * K + HV * V].unflatten(-1, (HV, V))
     if case.misaligned:
-        for n in ("q", "k", "g"):
+        for n in ("q", "k", "g", "v"):
             x = args[n].to(device)
             buf = torch.empty(x.numel() + 1, dtype=x.dtype, device=device)
             buf[1:].copy_(x.flatten())

@@ -45,6 +45,7 @@ CPU_CASES = [
     with_(BASE, T=260, seqlens=(200, 0, 60), split_size=64, intermediate=True, gate="softplus"),
     with_(BASE, T=260, B=2, split_size=128, h0=None, intermediate=True),
     with_(BASE, strided=True),
+    with_(BASE, T=130, B=2, misaligned=True),                    # the portable prepare kernel, v through pointers
     with_(BASE, collinear=True),
     with_(BASE, qk_rows="wide"),
     with_(BASE, gate="pre", g_fill="g=-1000"),
@@ -108,7 +109,7 @@ GPU_RANDOM = [
     with_(G, T=2000, qk_rows="wide"),                    # l2norm on rows of any magnitude
     with_(G, T=2000, qk_rows="lead0"),
     with_(G, T=1000, K=64, V=64, gate="softplus", qk_rows="wide"),
-    with_(G, T=1000, misaligned=True),                   # not readable as int32 pairs: the portable kernel
+    with_(G, T=1000, misaligned=True),                   # not int32 pairs, nor TMA tiles: portable prepare, v by pointers
     with_(G, T=2000, gate="pre", g_dtype="fp32"),        # fp32 log-decays with bf16 q and k (fla's usual g)
     with_(G, T=1000, K=64, V=64, gate="softplus", g_dtype="fp32"),
 ]
@@ -143,6 +144,27 @@ PORTABLE = GPU_RANDOM[:7] + [with_(G, gate="lb", g_fill="g=8"), with_(G, colline
 def test_forward_gpu_portable_prepare(case, monkeypatch):
     monkeypatch.setattr(fwd, "DEFAULT_CONFIG", fwd.LaunchConfig(prepare_sm90=False))
     check(run_case(case, torch.device("cuda")), TOL_EXTREME if case.g_fill or case.collinear else TOL_RANDOM)
+
+
+# the unsplit pass takes 32 state columns where the programs are few (forward.state_block_v), as in most cases here,
+# and 64 with many heads: both widths on the same cases
+@pytest.mark.parametrize("block_v", [32, 64])
+@pytest.mark.parametrize("case", [with_(BASE, T=200, seqlens=(70, 0, 64, 66), intermediate=True, v_first=True),
+                                  with_(BASE, T=130, B=2, K=64, V=64, gate="softplus")], ids=lambda c: c.id)
+def test_state_widths_interpreter(case, block_v, monkeypatch):
+    if torch.cuda.is_available():
+        pytest.skip("the interpreter cases run on CPU-only machines")
+    monkeypatch.setattr(fwd, "DEFAULT_CONFIG", fwd.LaunchConfig(block_v=block_v))
+    check(run_case(case, torch.device("cpu")), TOL_CPU)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("block_v", [32, 64])
+@pytest.mark.parametrize("case", [with_(G, T=3000, seqlens=(1000, 0, 1999, 1), intermediate=True, v_first=True),
+                                  with_(G, T=2000, B=2, K=64, V=64, gate="softplus", strided=True)], ids=lambda c: c.id)
+def test_state_widths_gpu(case, block_v, monkeypatch):
+    monkeypatch.setattr(fwd, "DEFAULT_CONFIG", fwd.LaunchConfig(block_v=block_v))
+    check(run_case(case, torch.device("cuda")), TOL_RANDOM)
 
 
 class FlaggingPrepare:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fastkda.forward import LaunchConfig, plan_split, prepare_kernel, sm90_reads
+from fastkda.forward import LaunchConfig, plan_split, prepare_kernel, sm90_reads, state_block_v, v_tile_desc
 
 
 def plan(heads: int, tokens: int, slots: int = 132) -> int:
@@ -59,3 +59,31 @@ def test_sm90_reads_16_bit_inputs_as_aligned_pairs():
     odd = torch.zeros(130, 3 * 64 + 1, dtype=torch.float16)[:, :192].unflatten(-1, (3, 64))
     assert not sm90_reads(odd)                                                    # an odd row stride
     assert prepare_kernel(torch.device("cpu"), 128, LaunchConfig(), (x, x, x)).__name__ == "kda_chunk_prepare_kernel"
+
+
+def test_state_kernel_reads_v_by_tiles_where_its_layout_allows():
+    """v goes to the state kernel as a tensor descriptor over token rows when batches follow each other and the data
+    and token stride are 16-byte aligned (any head stride: a head's columns start anywhere in the row); otherwise
+    through pointers (the kernel tests take both: a misaligned case the pointers)."""
+    v = torch.zeros(2, 130, 3, 64, dtype=torch.bfloat16)
+    d = v_tile_desc(v, 64)
+    assert d is not None and list(d.shape) == [260, 192] and list(d.block_shape) == [64, 64]
+    fused = torch.zeros(2, 130, 3 * 64 + 3 * 128, dtype=torch.bfloat16)[..., 3 * 128:].unflatten(-1, (3, 64))
+    assert v_tile_desc(fused, 64) is not None and list(v_tile_desc(fused, 64).strides) == [576, 1]
+    assert v_tile_desc(torch.zeros(130, 3, 65, dtype=torch.bfloat16)[None, ..., 1:], 64) is None  # 2 bytes off
+    assert v_tile_desc(v[:, :100], 64) is None                                   # batches 130 tokens apart, not 100
+    assert v_tile_desc(v[:1, :100], 64) is not None                              # one batch: any token count
+    assert v_tile_desc(v[:, :0], 64) is None                                     # no tokens
+
+
+@pytest.mark.parametrize("walks,V,split,expected", [
+    (32, 128, False, 32),    # T=8192 H=32: 64 programs of 64 columns, 128 of 32 still fit 132 multiprocessors
+    (64, 128, False, 64),    # H=64: 128 programs already
+    (256, 128, False, 64),   # B=8 H=32
+    (32, 64, False, 32),     # K=V=64, H=32
+    (67, 64, False, 64),     # 134 programs of 32 columns would not fit
+    (4, 128, True, 64),      # the split passes keep 64 (the planner's costs)
+], ids=["H32", "H64", "B8-H32", "V64-H32", "V64-H67", "split"])
+def test_state_block_v_fills_the_multiprocessors(walks, V, split, expected):
+    assert state_block_v(None, walks, V, 132, split) == expected
+    assert state_block_v(16, walks, V, 132, split) == 16 and state_block_v(128, walks, 64, 132, split) == 64

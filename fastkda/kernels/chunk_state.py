@@ -25,12 +25,13 @@ def kda_chunk_state_kernel(
     HV, K: tl.constexpr, V: tl.constexpr, BV: tl.constexpr, NCOL: tl.constexpr,
     BT: tl.constexpr, HAS_H0: tl.constexpr, STORE_HT: tl.constexpr, STORE_HI: tl.constexpr,
     STATE_V_FIRST: tl.constexpr, IS_VARLEN: tl.constexpr, SPLIT: tl.constexpr, TRANSITION: tl.constexpr,
-    INTERPRET: tl.constexpr,
+    V_DESC: tl.constexpr, INTERPRET: tl.constexpr,
 ):
     """Grid: one program per (segment, value head, block of BV state columns); without SPLIT a segment is a
     whole sequence. ws_kg, ws_ku, ws_qg, ws_mu: tensor descriptors over the workspace as rows (one chunk of a head
     is 64 consecutive rows, one tile), so that on sm_90 its tiles arrive by the tensor memory accelerator without
-    per-element addresses (forward.tile_desc). NCS: 64-token chunks per segment. NT: chunk slots per sequence of a fixed-length batch;
+    per-element addresses (forward.tile_desc). V_DESC: v is a tensor descriptor over its tokens as rows
+    (forward.v_tile_desc) rather than a pointer. NCS: 64-token chunks per segment. NT: chunk slots per sequence of a fixed-length batch;
     NSLOTS: slots of the workspace (no chunk past them is read, whatever cu_seqlens says)."""
     pid = tl.program_id(0)
     i_v = pid % NCOL
@@ -85,7 +86,8 @@ def kda_chunk_state_kernel(
         S = tl.zeros([K, BV], dtype=tl.float32)
 
     o += ((i_b * T + bos) * HV + i_hv) * V
-    p_v = v + i_b * s_vb + i_hv * s_vh + o_t[:, None] * s_vt + cols[None, :]
+    if not V_DESC:
+        p_v = v + i_b * s_vb + i_hv * s_vh + o_t[:, None] * s_vt + cols[None, :]
     # exp(G) is loaded a step ahead, after the step's last product: Triton does not pipeline it (no product reads
     # it), and a load still in flight at a product's fence (a MEMBAR) holds the step there (-3% state kernel, v15)
     eg = tl.load(ws_eg + ((slot0 + c_begin) * HV + i_hv) * K + o_k, mask=(c_begin < c_end) & (o_k < K), other=0.0)
@@ -94,7 +96,11 @@ def kda_chunk_state_kernel(
         in_seq = ((c * BT + o_t) < seq_len)[:, None]
         b_kg = ws_kg.load([ws.to(tl.int32), 0])
         b_ku = ws_ku.load([ws.to(tl.int32), 0])
-        b_v = tl.load(p_v + (bos + c * BT) * s_vt, mask=in_seq & m_u[None, :], other=0.0)  # bos: int64
+        if V_DESC:   # v as rows of tokens (forward.v_tile_desc)
+            b_v = v.load([(i_b * T + bos + c * BT).to(tl.int32), i_hv * s_vh + i_v * BV])
+            b_v = tl.where(in_seq & m_u[None, :], b_v, 0.0)
+        else:
+            b_v = tl.load(p_v + (bos + c * BT) * s_vt, mask=in_seq & m_u[None, :], other=0.0)  # bos: int64
         Sb = bf16(S, INTERPRET)
         Rb = bf16(b_v.to(tl.float32) - mm(b_kg, Sb, INTERPRET), INTERPRET)
         if not TRANSITION:
