@@ -16,7 +16,7 @@ from fastkda.bench.cases import CASES
 from fastkda.bench.harness import L2Flush, copy_bandwidth_gbs, environment, make_inputs, rel_diff, run_fastkda, run_fla, time_ms
 from fastkda.forward import LaunchConfig
 
-CONFIGS = [LaunchConfig(), LaunchConfig(block_v=32), LaunchConfig(num_stages=2), LaunchConfig(prepare_slice=64)]
+CONFIGS = [LaunchConfig(), LaunchConfig(block_v=64), LaunchConfig(block_v=32), LaunchConfig(num_stages=2), LaunchConfig(prepare_slice=64)]
 SPLITS = [None, 0, 1024, 2048, 4096, 8192]
 
 
@@ -73,7 +73,7 @@ def main():
                 fwd.kda_forward = with_config(cfg)
                 import fastkda.op as op
                 op.kda_forward = fwd.kda_forward
-                key = (f"{name} bv{cfg.block_v} w{cfg.num_warps} s{cfg.num_stages} pw{cfg.prepare_warps}"
+                key = (f"{name} bv{cfg.block_v or 'auto'} w{cfg.num_warps} s{cfg.num_stages} pw{cfg.prepare_warps}"
                        f" ks{cfg.prepare_slice} sm90{int(cfg.prepare_sm90)}")
                 try:
                     t0 = time.time()
