@@ -249,3 +249,20 @@ def test_varlen_schedule(device):
     exp_seq = torch.repeat_interleave(torch.arange(N), chunks)
     total = int(exp_off[-1])
     assert total > 1024 and torch.equal(seq.cpu()[:total].long(), exp_seq)
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
+@pytest.mark.parametrize("B,seqlens", [(2, None), (1, (0, 0, 0))], ids=["fixed-B2", "varlen-all-empty"])
+def test_no_tokens_keep_the_initial_state(device, B, seqlens):
+    """Zero tokens (the workspace then has no chunk slot, and v no rows for a tensor descriptor): an empty output,
+    and the final state equal to the initial one."""
+    if device == "cpu" and torch.cuda.is_available():
+        pytest.skip("the interpreter cases run on CPU-only machines")
+    dev = torch.device(device)
+    H, K, V = 2, 128, 64
+    x = [torch.randn(B, 0, H, d, device=dev, dtype=torch.bfloat16) for d in (K, K, V, K)]
+    cu = None if seqlens is None else torch.zeros(len(seqlens) + 1, dtype=torch.int32, device=dev)
+    h0 = torch.randn(B if seqlens is None else len(seqlens), H, K, V, device=dev)
+    o, ht = fastkda.chunk_kda(*x, torch.rand(B, 0, H, device=dev, dtype=torch.bfloat16), initial_state=h0,
+                              output_final_state=True, cu_seqlens=cu, use_qk_l2norm_in_kernel=True)
+    assert o.shape == (B, 0, H, V) and torch.equal(ht, h0)
