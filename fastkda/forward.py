@@ -33,7 +33,10 @@ class LaunchConfig:
     on an H100, docs/perf-notes.md); prepare_sm90: on sm_90, the Gluon prepare kernel, every gate and head dim
     (chunk_prepare_sm90.py: 32-column slices and layouts for 4 warps; with other prepare_warps set it to False);
     prepare_prefetch: how many programs ahead the Gluon kernel asks L2 for the rows of q, k and g (None: 1.5 per
-    multiprocessor, the best of 1 to 2.5 on an H100 with two programs resident per multiprocessor; 0: none)."""
+    multiprocessor, the best of 1 to 2.5 on an H100 with two programs resident per multiprocessor; 0: none); pdl:
+    on sm_90 and later, each kernel after the prepare kernel launched as a programmatic dependent of the one before
+    (its launch and prologue overlap that kernel's last programs; `uses_pdl`); combine_block_v: state columns per
+    program of the split path's combine kernel (16: its chain of products the shortest, perf-notes v18)."""
 
     block_v: int | None = None
     num_warps: int = 4
@@ -44,6 +47,8 @@ class LaunchConfig:
     prepare_maxnreg: int | None = None
     prepare_sm90: bool = True
     prepare_prefetch: int | None = None
+    pdl: bool = True
+    combine_block_v: int = 16
 
     def __post_init__(self):
         # the transition pass compiled with one stage (no pipelining) and 32-column blocks made an illegal memory
@@ -53,6 +58,8 @@ class LaunchConfig:
             raise ValueError(f"transition_stages: expected at least 2, got {self.transition_stages}")
         if self.block_v not in (None, 16, 32, 64, 128):
             raise ValueError(f"block_v: expected None, 16, 32, 64 or 128, got {self.block_v}")
+        if self.combine_block_v not in (16, 32, 64, 128):
+            raise ValueError(f"combine_block_v: expected 16, 32, 64 or 128, got {self.combine_block_v}")
 
 
 DEFAULT_CONFIG = LaunchConfig()
@@ -120,6 +127,18 @@ def is_sm90(device_index: int) -> bool:
     """Whether the Gluon prepare kernel can run: an sm_90 device and Triton 3.6 or later (the Gluon API it uses)."""
     version = tuple(int(x) for x in triton.__version__.split(".")[:2])
     return version >= (3, 6) and torch.cuda.get_device_capability(device_index) == (9, 0)
+
+
+@functools.cache
+def has_griddepcontrol(device_index: int) -> bool:
+    """Whether the device runs programmatic dependent launches (compute capability 9.0 or later)."""
+    return torch.cuda.get_device_capability(device_index)[0] >= 9
+
+
+def uses_pdl(device: torch.device, cfg: LaunchConfig) -> bool:
+    """Whether the kernels after the prepare kernel go out as programmatic dependent launches: cfg.pdl on a GPU that
+    has them, not under the interpreter."""
+    return cfg.pdl and device.type == "cuda" and not interpreting() and has_griddepcontrol(cuda_index(device))
 
 
 def sm90_reads(x: torch.Tensor) -> bool:
@@ -237,6 +256,9 @@ def kda_forward(
     # at least one slot: a tensor descriptor needs a nonempty tensor (no slot past n_slots is read)
     ws = [torch.empty(max(n_slots, 1), HV, BT, d, dtype=torch.bfloat16, device=device) for d in (K, K, K, BT)]
     ws_eg = torch.empty(n_slots, HV, K, dtype=torch.float32, device=device)
+    # without a prepare launch the state kernel would be the call's first: it reads the initial state before its
+    # wait, which only a normal launch orders after the caller's kernels
+    pdl = n_slots > 0 and uses_pdl(device, cfg)
     if n_slots:
         prepare = prepare_kernel(device, K, cfg, (q, k, g))
         # the sm_90 kernel flags the chunks of an unbounded gate whose decays do not fit its factoring; the portable
@@ -272,7 +294,7 @@ def kda_forward(
         s_vt=v.stride(1), s_vh=v.stride(2), T=T, N=N, NT=NT,
         NSLOTS=n_slots, NT_ALLOC=num_intermediate or 0, NCS=ncs, NSEARCH=nsearch, HV=HV, K=K, V=V, BT=BT,
         HAS_H0=initial_state is not None, STATE_V_FIRST=state_v_first, IS_VARLEN=cu_seqlens is not None,
-        INTERPRET=interp, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+        PDL=pdl, launch_pdl=pdl, INTERPRET=interp, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
     if not split:
         bv = state_block_v(cfg.block_v, N * HV, V, slots, split=False)
     v_desc = v_tile_desc(v, bv)
@@ -292,12 +314,13 @@ def kda_forward(
     kda_chunk_state_kernel[((V + K) // bv * HV * n_seg,)](
         seg_start=None, seg_trans=seg_trans, BV=bv, NCOL=(V + K) // bv, STORE_HT=False, STORE_HI=False,
         SPLIT=True, TRANSITION=True, v=v, V_DESC=False, **{**state_args, "num_stages": cfg.transition_stages})
-    # narrow column blocks and 8 warps: chosen when P went through registers (tf32x3, perf-notes v2), not re-tuned
-    bvc = 32
+    bvc = min(cfg.combine_block_v, V)
+    rows = seg_trans.view(-1, V + K)
     kda_combine_kernel[(V // bvc * HV * N,)](
-        initial_state, seg_trans, seg_start, seg_offsets, T, ncs, n_seg, HV=HV, K=K, V=V, BV=bvc,
-        HAS_H0=initial_state is not None, STATE_V_FIRST=state_v_first, IS_VARLEN=cu_seqlens is not None,
-        INTERPRET=interp, num_warps=8, num_stages=2)
+        initial_state, TensorDescriptor.from_tensor(rows, [K, K]), TensorDescriptor.from_tensor(rows, [K, bvc]),
+        seg_start, seg_offsets, T, ncs, n_seg, HV=HV, K=K, V=V, BV=bvc, HAS_H0=initial_state is not None,
+        STATE_V_FIRST=state_v_first, IS_VARLEN=cu_seqlens is not None, PDL=pdl, launch_pdl=pdl, INTERPRET=interp,
+        num_warps=8, num_stages=2)
     kda_chunk_state_kernel[(V // bv * HV * n_seg,)](
         seg_start=seg_start, seg_trans=None, BV=bv, NCOL=V // bv, STORE_HT=ht is not None, STORE_HI=hi is not None,
         SPLIT=True, TRANSITION=False, **state_args, **v_args)

@@ -226,6 +226,23 @@ def test_split_equals_unsplit_gpu(split_size, g_fill):
         assert split[name] <= 1.5 * unsplit[name] + 1e-4, (name, split, unsplit)
 
 
+@pytest.mark.gpu
+@pytest.mark.parametrize("split_size", [0, 1024], ids=["unsplit", "split"])
+def test_dependent_launches_change_nothing(split_size, monkeypatch):
+    """Programmatic dependent launches (sm_90 and later) reorder nothing a kernel reads: the outputs equal those of
+    plain launches to the bit, on varlen with empty sequences and an initial state (read before the wait)."""
+    dev = torch.device("cuda")
+    if not fwd.has_griddepcontrol(torch.cuda.current_device()):
+        pytest.skip("programmatic dependent launch needs compute capability 9.0 or later")
+    args = make_inputs(with_(G, T=8192, H=2, HV=2, seqlens=(5000, 0, 100, 3092), intermediate=True), dev)
+    args["split_size"] = split_size
+    dependent = fastkda.chunk_kda(**args)
+    monkeypatch.setattr(fwd, "DEFAULT_CONFIG", fwd.LaunchConfig(pdl=False))
+    plain = fastkda.chunk_kda(**args)
+    for a, b in zip(dependent, plain, strict=True):
+        assert torch.equal(a, b)
+
+
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
 def test_varlen_schedule(device):
     """The varlen schedule over more sequences and chunk slots than one block of the kernel (1024), with empty

@@ -117,7 +117,7 @@ def prepare_variant(warps=4, K=128, bounded=True, ks=32, maxnreg=None, sm90=Fals
 def state_variant(bv=64, warps=4, stages=2, K=128, V=128, transition=False):
     c = dict(K=K, V=V, BV=bv, NCOL=(V + K) // bv if transition else V // bv, BT=64, HAS_H0=True,
              STORE_HT=True, STORE_HI=False, STATE_V_FIRST=False, IS_VARLEN=False, SPLIT=transition,
-             TRANSITION=transition, V_DESC=False, INTERPRET=False)
+             TRANSITION=transition, V_DESC=False, PDL=True, INTERPRET=False)
     return compile_kernel(kda_chunk_state_kernel, c, warps, stages)
 
 

@@ -74,7 +74,7 @@ def main():
                 import fastkda.op as op
                 op.kda_forward = fwd.kda_forward
                 key = (f"{name} bv{cfg.block_v or 'auto'} w{cfg.num_warps} s{cfg.num_stages} pw{cfg.prepare_warps}"
-                       f" ks{cfg.prepare_slice} sm90{int(cfg.prepare_sm90)}")
+                       f" ks{cfg.prepare_slice} sm90{int(cfg.prepare_sm90)} pdl{int(cfg.pdl)}")
                 try:
                     t0 = time.time()
                     out = run_fastkda(case, inp, split_size=a.config_split)

@@ -14,7 +14,8 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from fastkda.kernels.common import bf16, cast, find_sequence, mm, segments_per_sequence, sequence_bounds, state_offsets
+from fastkda.kernels.common import (bf16, cast, find_sequence, mm, segments_per_sequence,
+                                    sequence_bounds, state_offsets, wait_for_prior_grid)
 
 
 @triton.jit(do_not_specialize=["HV"])  # one compilation for every head count
@@ -25,18 +26,29 @@ def kda_chunk_state_kernel(
     HV, K: tl.constexpr, V: tl.constexpr, BV: tl.constexpr, NCOL: tl.constexpr,
     BT: tl.constexpr, HAS_H0: tl.constexpr, STORE_HT: tl.constexpr, STORE_HI: tl.constexpr,
     STATE_V_FIRST: tl.constexpr, IS_VARLEN: tl.constexpr, SPLIT: tl.constexpr, TRANSITION: tl.constexpr,
-    V_DESC: tl.constexpr, INTERPRET: tl.constexpr,
+    V_DESC: tl.constexpr, PDL: tl.constexpr, INTERPRET: tl.constexpr,
 ):
     """Grid: one program per (segment, value head, block of BV state columns); without SPLIT a segment is a
     whole sequence. ws_kg, ws_ku, ws_qg, ws_mu: tensor descriptors over the workspace as rows (one chunk of a head
     is 64 consecutive rows, one tile), so that on sm_90 its tiles arrive by the tensor memory accelerator without
     per-element addresses (forward.tile_desc). V_DESC: v is a tensor descriptor over its tokens as rows
     (forward.v_tile_desc) rather than a pointer. NCS: 64-token chunks per segment. NT: chunk slots per sequence of a fixed-length batch;
-    NSLOTS: slots of the workspace (no chunk past them is read, whatever cu_seqlens says)."""
+    NSLOTS: slots of the workspace (no chunk past them is read, whatever cu_seqlens says). PDL: launched as a
+    programmatic dependent of the previous kernel, whose outputs (and everything of the call before it) are read
+    only past wait_for_prior_grid."""
     pid = tl.program_id(0)
     i_v = pid % NCOL
     i_hv = (pid // NCOL) % HV
     i_g = pid // (NCOL * HV)
+    o_k = tl.arange(0, K)
+    o_t = tl.arange(0, BT)
+    cols = i_v * BV + tl.arange(0, BV)
+    m_u = cols < V
+    if not SPLIT and HAS_H0:
+        # the caller's initial state: read while the previous kernel finishes
+        S0 = tl.load(h0 + ((i_g * HV + i_hv) * K).to(tl.int64) * V
+                     + state_offsets(o_k, cols, K, V, STATE_V_FIRST)).to(tl.float32)
+    wait_for_prior_grid(PDL)
 
     # ---- which sequence and which chunks this program walks
     if SPLIT:
@@ -69,19 +81,13 @@ def kda_chunk_state_kernel(
         if is_last:
             return
 
-    o_k = tl.arange(0, K)
-    o_t = tl.arange(0, BT)
-    cols = i_v * BV + tl.arange(0, BV)
-    m_u = cols < V
-
     # ---- the state entering the first chunk, [K, BV] fp32
     if TRANSITION:
         S = tl.where(o_k[:, None] == cols[None, :] - V, 1.0, 0.0)
     elif SPLIT:
         S = tl.load(seg_start + ((i_g * HV + i_hv) * K).to(tl.int64) * V + o_k[:, None] * V + cols[None, :])
     elif HAS_H0:
-        S = tl.load(h0 + ((i_n * HV + i_hv) * K).to(tl.int64) * V
-                    + state_offsets(o_k, cols, K, V, STATE_V_FIRST)).to(tl.float32)
+        S = S0
     else:
         S = tl.zeros([K, BV], dtype=tl.float32)
 
@@ -92,10 +98,10 @@ def kda_chunk_state_kernel(
     # it), and a load still in flight at a product's fence (a MEMBAR) holds the step there (-3% state kernel, v15)
     eg = tl.load(ws_eg + ((slot0 + c_begin) * HV + i_hv) * K + o_k, mask=(c_begin < c_end) & (o_k < K), other=0.0)
     for c in range(c_begin, c_end):
-        ws = ((slot0 + c) * HV + i_hv) * BT
+        ws = (((slot0 + c) * HV + i_hv) * BT).to(tl.int32)   # the tiles' first row
         in_seq = ((c * BT + o_t) < seq_len)[:, None]
-        b_kg = ws_kg.load([ws.to(tl.int32), 0])
-        b_ku = ws_ku.load([ws.to(tl.int32), 0])
+        b_kg = ws_kg.load([ws, 0])
+        b_ku = ws_ku.load([ws, 0])
         if V_DESC:   # v as rows of tokens (forward.v_tile_desc)
             b_v = v.load([(i_b * T + bos + c * BT).to(tl.int32), i_hv * s_vh + i_v * BV])
             b_v = tl.where(in_seq & m_u[None, :], b_v, 0.0)
@@ -107,8 +113,8 @@ def kda_chunk_state_kernel(
             if STORE_HI:
                 tl.store(hi + (((slot0 + c) * HV + i_hv) * K) * V + state_offsets(o_k, cols, K, V, STATE_V_FIRST),
                          cast(S, hi.dtype.element_ty, INTERPRET), mask=(slot0 + c < NT_ALLOC * (i_b + 1)) & (o_k[:, None] < K))
-            b_qg = ws_qg.load([ws.to(tl.int32), 0])
-            b_mu = ws_mu.load([ws.to(tl.int32), 0])
+            b_qg = ws_qg.load([ws, 0])
+            b_mu = ws_mu.load([ws, 0])
             b_o = mm(b_qg, Sb, INTERPRET) + mm(b_mu, Rb, INTERPRET)
             tl.store(o + (c * BT + o_t)[:, None].to(tl.int64) * (HV * V) + cols[None, :],
                      cast(b_o, o.dtype.element_ty, INTERPRET), mask=in_seq)

@@ -6,6 +6,7 @@ import os
 
 import triton
 import triton.language as tl
+from triton.language.extra.cuda import gdc_wait
 
 # Per-step log-decay floor (natural units) used only when factoring the 16x16 diagonal blocks of an
 # unbounded gate: a step that decays more than exp(-10) = 4.5e-5 is treated as decaying by exactly that much
@@ -31,6 +32,16 @@ def prefetch_l2(ptrs):
     every load in flight) waits for it. Not for the interpreter."""
     tl.inline_asm_elementwise("prefetch.global.L2 [$1]; mov.u32 $0, 0;", "=r,l", [ptrs], dtype=tl.int32,
                               is_pure=False, pack=1)
+
+
+@triton.jit
+def wait_for_prior_grid(PDL: tl.constexpr):
+    """Programmatic dependent launch (sm_90+): this kernel's programs may start as the previous kernel's last ones
+    exit; here they wait until that kernel has completed and its writes are visible. Nothing this kernel reads from
+    an earlier kernel of the call may be read before it. (No kernel signals its dependents early: that measured
+    slower, perf-notes v18.)"""
+    if PDL:
+        gdc_wait()
 
 
 @triton.jit

@@ -7,7 +7,8 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from fastkda.kernels.common import mm_f32, segments_per_sequence, sequence_bounds, state_offsets
+from fastkda.kernels.common import (mm_f32, segments_per_sequence, sequence_bounds, state_offsets,
+                                    wait_for_prior_grid)
 
 
 @triton.jit
@@ -54,19 +55,28 @@ def kda_schedule_kernel(cu_seqlens, seg_offsets, chunk_offsets, chunk_seq, N, T,
 
 @triton.jit(do_not_specialize=["HV"])  # one compilation for every head count
 def kda_combine_kernel(
-    h0, seg_trans, seg_start, seg_offsets, T, NCS, NSEG,
+    h0, trans_p, trans_b, seg_start, seg_offsets, T, NCS, NSEG,
     HV, K: tl.constexpr, V: tl.constexpr, BV: tl.constexpr, HAS_H0: tl.constexpr,
-    STATE_V_FIRST: tl.constexpr, IS_VARLEN: tl.constexpr, INTERPRET: tl.constexpr,
+    STATE_V_FIRST: tl.constexpr, IS_VARLEN: tl.constexpr, PDL: tl.constexpr, INTERPRET: tl.constexpr,
 ):
     """For one sequence, value head and BV state columns: walks the segments in order, writing the state at
     each segment start to seg_start [S, HV, K, V] and advancing it by the segment's map from seg_trans
-    [S, HV, K, V + K] (columns :V hold B, columns V: hold P). Segments past NSEG (the workspace) are not
-    touched, whatever cu_seqlens says."""
+    [S, HV, K, V + K] (columns :V hold B, columns V: hold P), read through two tensor descriptors over its rows of
+    V + K: trans_p in [K, K] tiles (P), trans_b in [K, BV] tiles (B). Segments past NSEG (the workspace) are not
+    touched, whatever cu_seqlens says. PDL: as kda_chunk_state_kernel's."""
     NCOL: tl.constexpr = V // BV
     pid = tl.program_id(0)
     i_v = pid % NCOL
     i_hv = (pid // NCOL) % HV
     i_n = pid // (NCOL * HV)
+    o_k = tl.arange(0, K)
+    cols = i_v * BV + tl.arange(0, BV)
+    if HAS_H0:
+        S = tl.load(h0 + ((i_n * HV + i_hv) * K).to(tl.int64) * V
+                    + state_offsets(o_k, cols, K, V, STATE_V_FIRST)).to(tl.float32)
+    else:
+        S = tl.zeros([K, BV], dtype=tl.float32)
+    wait_for_prior_grid(PDL)
     if IS_VARLEN:
         s_begin = tl.load(seg_offsets + i_n)
         s_end = tl.load(seg_offsets + i_n + 1)
@@ -77,18 +87,11 @@ def kda_combine_kernel(
     s_end = tl.minimum(s_end, NSEG)
     if s_end <= s_begin:
         return
-    o_k = tl.arange(0, K)
-    cols = i_v * BV + tl.arange(0, BV)
-    if HAS_H0:
-        S = tl.load(h0 + ((i_n * HV + i_hv) * K).to(tl.int64) * V
-                    + state_offsets(o_k, cols, K, V, STATE_V_FIRST)).to(tl.float32)
-    else:
-        S = tl.zeros([K, BV], dtype=tl.float32)
     for s in range(s_begin, s_end - 1):
         base = ((s * HV + i_hv) * K).to(tl.int64)
         tl.store(seg_start + base * V + o_k[:, None] * V + cols[None, :], S)
-        P = tl.load(seg_trans + base * (V + K) + o_k[:, None] * (V + K) + V + o_k[None, :])
-        B = tl.load(seg_trans + base * (V + K) + o_k[:, None] * (V + K) + cols[None, :])
+        P = trans_p.load([base.to(tl.int32), V])
+        B = trans_b.load([base.to(tl.int32), i_v * BV])
         # tf32 (2^-11 relative rounding of P and S) is 8x finer than the bf16 operands of every chunk step, and
         # P is a contraction, so the error does not grow along the chain; tf32x3 took 1.5x as long (perf-notes v10)
         S = mm_f32(P, S, "tf32", INTERPRET) + B
