@@ -36,7 +36,8 @@ class LaunchConfig:
     multiprocessor, the best of 1 to 2.5 on an H100 with two programs resident per multiprocessor; 0: none); pdl:
     on sm_90 and later, each kernel after the prepare kernel launched as a programmatic dependent of the one before
     (its launch and prologue overlap that kernel's last programs; `uses_pdl`); combine_block_v: state columns per
-    program of the split path's combine kernel (16: its chain of products the shortest, perf-notes v18)."""
+    program of the split path's combine kernel (16: its chain of products the shortest, perf-notes v18); overlap:
+    where `overlaps_prepare` allows, the state kernel runs beside the prepare kernel on a second stream."""
 
     block_v: int | None = None
     num_warps: int = 4
@@ -49,6 +50,7 @@ class LaunchConfig:
     prepare_prefetch: int | None = None
     pdl: bool = True
     combine_block_v: int = 16
+    overlap: bool = True
 
     def __post_init__(self):
         # the transition pass compiled with one stage (no pipelining) and 32-column blocks made an illegal memory
@@ -139,6 +141,60 @@ def uses_pdl(device: torch.device, cfg: LaunchConfig) -> bool:
     """Whether the kernels after the prepare kernel go out as programmatic dependent launches: cfg.pdl on a GPU that
     has them, not under the interpreter."""
     return cfg.pdl and device.type == "cuda" and not interpreting() and has_griddepcontrol(cuda_index(device))
+
+
+def overlaps_prepare(cfg: LaunchConfig, *, sm90_prepare: bool, bounded: bool, split: bool, varlen: bool,
+                     intermediate: bool, B: int, T: int, K: int, V: int, dtype: torch.dtype, v_tiles: bool,
+                     programs: int, slots: int) -> bool:
+    """Whether the state kernel runs beside the prepare kernel (chunk_state_sm90.py): a second stream, each state
+    program waiting chunk by chunk on the prepare programs' ready flags. It needs the sm_90 prepare kernel (which
+    sets the flags) and a gate it never leaves to the repair launch (bounded: a chunk left for the repair would
+    hold its head's chain until after the whole prepare kernel; softplus measured 19% slower so), an unsplit
+    fixed-length batch without intermediate states whose o tiles do not cross into the next sequence (B = 1 or T a
+    multiple of 64), 16-bit inputs with v readable in tiles, K and V in {64, 128}, and at most one state program
+    per two multiprocessors: each takes half a multiprocessor's registers and 148 KB of shared memory beside one
+    prepare program, and with more of them the prepare kernel loses the multiprocessors it needs (T=8192 H=64:
+    no gain; H=32: 0.408 -> 0.366 ms, perf-notes v18)."""
+    return (cfg.overlap and sm90_prepare and bounded and not split and not varlen and not intermediate
+            and (B == 1 or T % CHUNK == 0) and K in (64, 128) and V in (64, 128)
+            and dtype in (torch.bfloat16, torch.float16) and v_tiles and 0 < programs <= slots // 2)
+
+
+@functools.cache
+def side_stream(device_index: int) -> torch.cuda.Stream:
+    """The stream the overlapped state kernel runs on: high priority, so that its programs take the
+    multiprocessors that the prepare kernel's first programs free, and the prepare kernel fills the rest."""
+    return torch.cuda.Stream(device=device_index, priority=-1)
+
+
+def gluon_desc(td: TensorDescriptor, bits: int):
+    """A Gluon tensor descriptor with the shape, strides and tile of td, in the shared-memory layout the tensor cores
+    read: 128-byte swizzle for tiles of 64 rows of 128 bytes or more, none for a one-row tile (exp(G))."""
+    from triton.experimental.gluon.language import NVMMASharedLayout
+    from triton.experimental.gluon.nvidia.hopper import TensorDescriptor as GluonDescriptor
+    swizzle = 128 if td.block_shape[0] > 1 else 0
+    layout = NVMMASharedLayout(swizzle_byte_width=swizzle, element_bitwidth=bits, rank=2)
+    return GluonDescriptor(td.base, td.shape, td.strides, td.block_shape, layout)
+
+
+def launch_overlapped_state(fork, ws, ws_eg, v_desc, o, h0, ht, ready, *, B, T, NT, HV, K, V, s_vh, state_v_first):
+    """The Gluon state kernel on the side stream, after `fork` (recorded on the current stream before the prepare
+    launch, so it waits for the inputs but not for the prepare kernel); the current stream then waits for it."""
+    from fastkda.kernels.chunk_state_sm90 import kda_chunk_state_sm90_kernel
+    main = torch.cuda.current_stream(o.device)
+    side = side_stream(cuda_index(o.device))
+    side.wait_event(fork)
+    descs = [gluon_desc(tile_desc(w), 16) for w in ws]
+    eg_rows = ws_eg.view(-1, K)
+    with torch.cuda.stream(side):
+        kda_chunk_state_sm90_kernel[(V // 64 * HV * B,)](
+            *descs, gluon_desc(v_desc, 16), gluon_desc(TensorDescriptor.from_tensor(eg_rows, [1, K]), 32),
+            gluon_desc(TensorDescriptor.from_tensor(o.view(B * T, HV * V), [CHUNK, 64]), 16), h0, ht, ready,
+            T, NT, HV, s_vh, K=K, V=V, BV=64, BT=CHUNK, HAS_H0=h0 is not None, STORE_HT=ht is not None,
+            STATE_V_FIRST=state_v_first, num_warps=4)
+        join = torch.cuda.Event()
+        join.record(side)
+    main.wait_event(join)
 
 
 def sm90_reads(x: torch.Tensor) -> bool:
@@ -259,8 +315,20 @@ def kda_forward(
     # without a prepare launch the state kernel would be the call's first: it reads the initial state before its
     # wait, which only a normal launch orders after the caller's kernels
     pdl = n_slots > 0 and uses_pdl(device, cfg)
+    prepare = prepare_kernel(device, K, cfg, (q, k, g)) if n_slots else None
+    v_desc64 = v_tile_desc(v, 64) if V % 64 == 0 else None
+    # the Gluon kernel, not the portable one (nor a stand-in under the interpreter)
+    sm90_prepare = device.type == "cuda" and not interp and prepare not in (None, kda_chunk_prepare_kernel)
+    overlap = overlaps_prepare(
+        cfg, sm90_prepare=sm90_prepare, bounded=gate.bounded, split=split, varlen=cu_seqlens is not None,
+        intermediate=hi is not None, B=B, T=T, K=K, V=V, dtype=q.dtype, v_tiles=v_desc64 is not None,
+        programs=B * HV * (V // 64), slots=slots)
+    ready = fork = None
+    if overlap:
+        ready = torch.zeros(n_slots * HV, dtype=torch.int32, device=device)
+        fork = torch.cuda.Event()
+        fork.record(torch.cuda.current_stream(device))
     if n_slots:
-        prepare = prepare_kernel(device, K, cfg, (q, k, g))
         # the sm_90 kernel flags the chunks of an unbounded gate whose decays do not fit its factoring; the portable
         # kernel then redoes those (its other programs exit at once)
         flags = None
@@ -284,9 +352,14 @@ def kda_forward(
             ahead = cfg.prepare_prefetch
             if ahead is None:
                 ahead = 3 * parallel_slots(device) // 2
-            prepare[(n_slots * HV,)](*prepare_args, **prepare_consts, KS=32, PREFETCH=ahead)
+            prepare[(n_slots * HV,)](*prepare_args, **prepare_consts, KS=32, PREFETCH=ahead, ready=ready, READY=overlap)
         if flags is not None:
             kda_chunk_prepare_kernel[(n_slots * HV,)](*prepare_args, **prepare_consts, KS=portable_slice, REPAIR=True)
+
+    if overlap:
+        launch_overlapped_state(fork, ws, ws_eg, v_desc64, o, initial_state, ht, ready, B=B, T=T, NT=NT, HV=HV, K=K,
+                                V=V, s_vh=v.stride(2), state_v_first=state_v_first)
+        return o, ht, hi
 
     state_args = dict(
         ws_kg=tile_desc(ws[0]), ws_ku=tile_desc(ws[1]), ws_qg=tile_desc(ws[2]), ws_mu=tile_desc(ws[3]), ws_eg=ws_eg,

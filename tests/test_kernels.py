@@ -243,6 +243,33 @@ def test_dependent_launches_change_nothing(split_size, monkeypatch):
         assert torch.equal(a, b)
 
 
+@pytest.mark.gpu
+@pytest.mark.parametrize("case", [
+    with_(G, T=2000),                                                  # a partial last chunk
+    with_(G, T=1024, B=2, K=64, V=64, dtype="fp16", v_first=True, h0="bf16"),
+    with_(G, T=2048, K=128, V=64, h0=None, final=False),
+    with_(G, T=2048, gate="lb", g_fill="g=8"),                         # every step at the bound
+    with_(G, T=3000, H=2, HV=8, strided=True),                         # GVA; q, k, v, g as views
+], ids=lambda c: c.id)
+def test_overlapped_state_kernel_equals_plain(case, monkeypatch):
+    """The state kernel run beside the prepare kernel (sm_90: a second stream, ready flags) gives the plain path's
+    outputs to the bit, and the float64 reference's bars."""
+    dev = torch.device("cuda")
+    if not fwd.is_sm90(torch.cuda.current_device()):
+        pytest.skip("the overlapped state kernel runs on sm_90 only")
+    launches = []
+    real = fwd.launch_overlapped_state
+    monkeypatch.setattr(fwd, "launch_overlapped_state", lambda *a, **kw: (launches.append(1), real(*a, **kw)))
+    check(run_case(case, dev), TOL_RANDOM if case.g_fill is None else TOL_EXTREME)
+    assert launches, "the case should take the overlapped path"
+    args = make_inputs(case, dev)
+    overlapped = fastkda.chunk_kda(**args)
+    monkeypatch.setattr(fwd, "DEFAULT_CONFIG", fwd.LaunchConfig(overlap=False))
+    plain = fastkda.chunk_kda(**args)
+    for a, b in zip(overlapped, plain, strict=True):
+        assert (a is None and b is None) or torch.equal(a, b)
+
+
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
 def test_varlen_schedule(device):
     """The varlen schedule over more sequences and chunk slots than one block of the kernel (1024), with empty

@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fastkda.forward import LaunchConfig, plan_split, prepare_kernel, sm90_reads, state_block_v, v_tile_desc
+from fastkda.forward import (LaunchConfig, overlaps_prepare, plan_split, prepare_kernel, sm90_reads, state_block_v,
+                             v_tile_desc)
 
 
 def plan(heads: int, tokens: int, slots: int = 132) -> int:
@@ -87,3 +88,24 @@ def test_state_kernel_reads_v_by_tiles_where_its_layout_allows():
 def test_state_block_v_fills_the_multiprocessors(walks, V, split, expected):
     assert state_block_v(None, walks, V, 132, split) == expected
     assert state_block_v(16, walks, V, 132, split) == 16 and state_block_v(128, walks, 64, 132, split) == 64
+
+
+OVERLAP_BASE = dict(sm90_prepare=True, bounded=True, split=False, varlen=False, intermediate=False, B=1, T=8192, K=128, V=128,
+                    dtype=torch.bfloat16, v_tiles=True, programs=64, slots=132)
+
+
+@pytest.mark.parametrize("change,expected", [
+    ({}, True),                                         # T=8192 H=32: 64 programs beside the prepare kernel
+    ({"programs": 128}, False),                         # H=64: the prepare kernel would lose its multiprocessors
+    ({"programs": 66}, True), ({"programs": 67}, False),
+    ({"sm90_prepare": False}, False),                   # only the sm_90 prepare kernel sets the ready flags
+    ({"bounded": False}, False),                        # chunks left to the repair launch would hold the chains
+    ({"split": True}, False), ({"varlen": True}, False), ({"intermediate": True}, False),
+    ({"B": 2, "T": 4000}, False),                       # o tiles would cross into the next sequence
+    ({"B": 2, "T": 4096}, True), ({"B": 1, "T": 4000}, True),
+    ({"dtype": torch.float32}, False), ({"dtype": torch.float16}, True),
+    ({"v_tiles": False}, False), ({"K": 64, "V": 64}, True),
+], ids=lambda x: str(x))
+def test_state_kernel_overlaps_prepare_where_both_fit(change, expected):
+    assert overlaps_prepare(LaunchConfig(), **{**OVERLAP_BASE, **change}) is expected
+    assert not overlaps_prepare(LaunchConfig(overlap=False), **{**OVERLAP_BASE, **change})

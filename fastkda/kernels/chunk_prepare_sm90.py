@@ -30,7 +30,8 @@ from triton.experimental.gluon.language.nvidia.ampere import mma_v2
 from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared, warpgroup_mma, warpgroup_mma_init,
                                                              warpgroup_mma_wait)
 
-from fastkda.kernels.common import LOG2E, halves_operands, prefetch_l2, sequence_bounds, slot_chunk, slots_in_use
+from fastkda.kernels.common import (LOG2E, halves_operands, mark_ready, prefetch_l2, sequence_bounds, slot_chunk,
+                                   slots_in_use)
 
 
 @gluon.jit
@@ -167,12 +168,13 @@ def kda_chunk_prepare_sm90_kernel(
     GATE: gl.constexpr, BOUNDED: gl.constexpr, HAS_A: gl.constexpr, HAS_BIAS: gl.constexpr,
     L2NORM: gl.constexpr, BETA_MODE: gl.constexpr, IS_VARLEN: gl.constexpr, DIAG_FLOOR: gl.constexpr,
     HALF_SHIFT: gl.constexpr, INTERPRET: gl.constexpr, KS: gl.constexpr = 32, REPAIR: gl.constexpr = False,
-    PREFETCH: gl.constexpr = 0,
+    PREFETCH: gl.constexpr = 0, ready=None, READY: gl.constexpr = False,
 ):
     """Arguments as kda_chunk_prepare_kernel's (KS is fixed at 32, DIAG_FLOOR, INTERPRET and REPAIR are unused).
     Without BOUNDED the halves' factors fit only where no token decays by more than 2^-(2 HALF_SHIFT) to the end
     of its half: a program whose chunk fails that check in some slice writes 1 at flags[pid] (else 0) and stops
-    before the inverse; the portable kernel then redoes those chunks (REPAIR)."""
+    before the inverse; the portable kernel then redoes those chunks (REPAIR). READY: a program that stores its chunk
+    sets ready[pid] last (forward.overlaps_prepare)."""
     gl.static_assert(K == 64 or K == 128, "the sm_90 prepare kernel takes K = 64 or 128")
     NS: gl.constexpr = K // KS                                              # slices of the key dims
     gl.static_assert(BT == 64, "the anchoring levels assume 64-token chunks")
@@ -390,3 +392,5 @@ def kda_chunk_prepare_sm90_kernel(
     for h in gl.static_range(NS):
         Ku = warpgroup_mma(tbt_s, kd_s.index(h), gl.zeros([64, 32], gl.float32, MMA32), use_acc=False)
         gl.store(ws_ku + offs_c + h * KS, gl.convert_layout(Ku.to(gl.bfloat16), C), eviction_policy="evict_first")
+    if READY:
+        mark_ready(ready, pid)

@@ -45,6 +45,15 @@ def wait_for_prior_grid(PDL: tl.constexpr):
 
 
 @triton.jit
+def mark_ready(ready, idx):
+    """Sets ready[idx] once every thread's stores of this program are visible at gpu scope: the overlapped state
+    kernel (chunk_state_sm90.py) waits on it. Not for the interpreter."""
+    tl.inline_asm_elementwise("fence.acq_rel.gpu; mov.u32 $0, 0;", "=r", [], dtype=tl.int32, is_pure=False, pack=1)
+    tl.debug_barrier()
+    tl.atomic_xchg(ready + idx, 1, sem="release", scope="gpu")
+
+
+@triton.jit
 def cast(x, DTYPE: tl.constexpr, INTERPRET: tl.constexpr):
     """x.to(DTYPE), rounding to nearest even also under the interpreter, whose bf16 conversion truncates."""
     if INTERPRET and DTYPE == tl.bfloat16:

@@ -1,0 +1,150 @@
+"""Stage 2 of the KDA forward on sm_90, in Gluon, for the overlapped launch: the state chain of a fixed-length batch
+run beside the prepare kernel rather than after it (forward.overlaps_prepare). Each program waits, chunk by chunk,
+for the ready flag that the chunk's prepare program sets once its outputs are stored, so the chain follows the
+prepare kernel through the chunks instead of waiting for all of them (perf-notes v18).
+
+The math is the Triton state kernel's (chunk_state.py), with the state carried transposed, S^T [64, K], so that
+the chain's left operands come from registers and nothing is staged in shared memory per chunk:
+    X^T = S^T Kg^T,  R^T = v^T - X^T,  S^T <- S^T diag(exp(G)) + R^T Ku      (the chain)
+    O^T = S^T Qg^T + R^T Mu^T                                                (off the chain)
+with the same bf16 operands and fp32 accumulation, so the outputs equal the Triton kernel's to the bit. The
+workspace tiles, exp(G) and v arrive by TMA into a two-slot ring; o leaves by TMA from a transposed store into one of
+two shared-memory buffers. 148 KB of shared memory at K = 128: room for a prepare program on the same multiprocessor.
+"""
+
+from __future__ import annotations
+
+from triton.experimental import gluon
+from triton.experimental.gluon import language as gl
+from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared, mbarrier, tma, warpgroup_mma,
+                                                             warpgroup_mma_wait)
+
+STAGES: gl.constexpr = gl.constexpr(2)   # two slots: three take 206 KB, no room for a prepare program beside
+
+
+@gluon.jit
+def _acquire(p):
+    return gl.inline_asm_elementwise("ld.acquire.gpu.global.b32 $0, [$1];", "=r,l", [p], dtype=gl.int32,
+                                     is_pure=False, pack=1)
+
+
+@gluon.jit
+def _wait_ready(p):
+    """Spins until the chunk's prepare program has set its flag, then orders this program's TMA reads after it."""
+    flag = _acquire(p)
+    while flag == 0:
+        flag = _acquire(p)
+    gl.inline_asm_elementwise("fence.proxy.async.global; mov.u32 $0, 0;", "=r", [], dtype=gl.int32, is_pure=False,
+                              pack=1)
+
+
+@gluon.jit
+def _issue(c, slot, slot0, i_hv, v_row, v_col, kg_d, ku_d, qg_d, mu_d, v_d, eg_d, kg_s, ku_s, qg_s, mu_s, v_s, eg_s,
+           bars, ready, HV, BT: gl.constexpr):
+    """Waits for chunk c to be prepared, then requests its tiles into ring slot `slot`."""
+    _wait_ready(ready + (slot0 + c) * HV + i_hv)
+    bar = bars.index(slot)
+    mbarrier.expect(bar, kg_d.block_type.nbytes * 3 + mu_d.block_type.nbytes + v_d.block_type.nbytes
+                    + eg_d.block_type.nbytes)
+    row = ((slot0 + c) * HV + i_hv) * BT
+    tma.async_copy_global_to_shared(kg_d, [row, 0], bar, kg_s.index(slot))
+    tma.async_copy_global_to_shared(ku_d, [row, 0], bar, ku_s.index(slot))
+    tma.async_copy_global_to_shared(qg_d, [row, 0], bar, qg_s.index(slot))
+    tma.async_copy_global_to_shared(mu_d, [row, 0], bar, mu_s.index(slot))
+    tma.async_copy_global_to_shared(v_d, [v_row + c * BT, v_col], bar, v_s.index(slot))
+    tma.async_copy_global_to_shared(eg_d, [(slot0 + c) * HV + i_hv, 0], bar, eg_s.index(slot))
+
+
+@gluon.jit(do_not_specialize=["HV"])
+def kda_chunk_state_sm90_kernel(
+    kg_d, ku_d, qg_d, mu_d, v_d, eg_d, o_d, h0, ht, ready, T, NT, HV, s_vh,
+    K: gl.constexpr, V: gl.constexpr, BV: gl.constexpr, BT: gl.constexpr, HAS_H0: gl.constexpr,
+    STORE_HT: gl.constexpr, STATE_V_FIRST: gl.constexpr,
+):
+    """Grid: one program per (sequence, value head, 64 state columns) of a fixed-length batch of B sequences of T
+    tokens (B = 1 or T a multiple of 64: o's tiles are clipped only at B T rows). kg_d, ku_d, qg_d, mu_d: tensor
+    descriptors over the workspace [NT B, HV, 64, D] as rows, one chunk a [64, D] tile; eg_d over exp(G) [NT B HV, K]
+    in [1, K] tiles; v_d and o_d over v and o [B T, HV s_h] as token rows in [64, 64] tiles; ready [NT B HV] int32:
+    nonzero once the prepare program of that (chunk slot, head) has stored its outputs. h0, ht [B, HV, K, V] (or
+    [B, HV, V, K] with STATE_V_FIRST)."""
+    gl.static_assert(BV == 64, "the transposed state fills a warpgroup's 64 rows")
+    NCOL: gl.constexpr = V // BV
+    pid = gl.program_id(0)
+    i_v = pid % NCOL
+    i_hv = (pid // NCOL) % HV
+    i_n = pid // (NCOL * HV)
+    slot0 = (i_n * NT).to(gl.int32)
+    n_chunks = gl.cdiv(T, BT)
+
+    MMA_K: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, K, 16])
+    MMA_T: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, BT, 16])
+    OPA_T: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=MMA_T, k_width=2)
+    OPA_K: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=MMA_K, k_width=2)
+
+    kg_s = gl.allocate_shared_memory(gl.bfloat16, [STAGES, BT, K], kg_d.layout)
+    ku_s = gl.allocate_shared_memory(gl.bfloat16, [STAGES, BT, K], ku_d.layout)
+    qg_s = gl.allocate_shared_memory(gl.bfloat16, [STAGES, BT, K], qg_d.layout)
+    mu_s = gl.allocate_shared_memory(gl.bfloat16, [STAGES, BT, BT], mu_d.layout)
+    v_s = gl.allocate_shared_memory(v_d.dtype, [STAGES, BT, BV], v_d.layout)
+    eg_s = gl.allocate_shared_memory(gl.float32, [STAGES, 1, K], eg_d.layout)
+    o_s = gl.allocate_shared_memory(o_d.dtype, [2, BT, BV], o_d.layout)
+    bars = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    for i in gl.static_range(STAGES):
+        mbarrier.init(bars.index(i), count=1)
+    fence_async_shared()
+
+    tok0 = (i_n * T).to(gl.int32)                   # this sequence's first token row of v and o
+    v_col = (i_hv * s_vh + i_v * BV).to(gl.int32)
+    o_col = (i_hv * V + i_v * BV).to(gl.int32)
+    for i in gl.static_range(STAGES - 1):
+        if i < n_chunks:
+            _issue(i, i, slot0, i_hv, tok0, v_col, kg_d, ku_d, qg_d, mu_d, v_d, eg_d, kg_s, ku_s, qg_s, mu_s, v_s,
+                   eg_s, bars, ready, HV, BT)
+
+    # S^T: row j is state column i_v * BV + j, column k is key dim k
+    cols = i_v * BV + gl.arange(0, BV, layout=gl.SliceLayout(1, MMA_K))
+    o_k = gl.arange(0, K, layout=gl.SliceLayout(0, MMA_K))
+    if STATE_V_FIRST:
+        st_off = gl.expand_dims(cols, 1) * K + gl.expand_dims(o_k, 0)
+    else:
+        st_off = gl.expand_dims(o_k, 0) * V + gl.expand_dims(cols, 1)
+    st_base = ((i_n * HV + i_hv) * K).to(gl.int64) * V
+    if HAS_H0:
+        S = gl.load(h0 + st_base + st_off).to(gl.float32)
+    else:
+        S = gl.zeros([BV, K], gl.float32, MMA_K)
+    o_tc = gl.arange(0, BT, layout=gl.SliceLayout(0, MMA_T))
+    zero_t = gl.zeros([BV, BT], gl.float32, MMA_T)
+    for c in range(n_chunks):
+        slot = c % STAGES
+        # the store of chunk c - 2 has read o_s[c % 2] (the issuing thread waits, the barrier tells the others);
+        # every warp is done with chunk c - 1 (its slot takes chunk c + STAGES - 1) and has written its o rows
+        tma.store_wait(0)
+        fence_async_shared()
+        gl.thread_barrier()
+        if c > 0:
+            tma.async_copy_shared_to_global(o_d, [tok0 + (c - 1) * BT, o_col], o_s.index((c - 1) % 2))
+        if c + STAGES - 1 < n_chunks:
+            _issue(c + STAGES - 1, (c + STAGES - 1) % STAGES, slot0, i_hv, tok0, v_col, kg_d, ku_d, qg_d, mu_d,
+                   v_d, eg_d, kg_s, ku_s, qg_s, mu_s, v_s, eg_s, bars, ready, HV, BT)
+        Sa = gl.convert_layout(S.to(gl.bfloat16), OPA_T)
+        mbarrier.wait(bars.index(slot), (c // STAGES) & 1)
+        X = warpgroup_mma(Sa, kg_s.index(slot).permute((1, 0)), zero_t, use_acc=False, is_async=True)
+        O = warpgroup_mma(Sa, qg_s.index(slot).permute((1, 0)), zero_t, use_acc=False, is_async=True)
+        eg = eg_s.index(slot).load(MMA_K)
+        vt = v_s.index(slot).permute((1, 0)).load(MMA_T).to(gl.float32)
+        X = warpgroup_mma_wait(1, deps=(X,))
+        R = gl.where(gl.expand_dims(c * BT + o_tc < T, 0), vt - X, 0.0).to(gl.bfloat16)
+        S = warpgroup_mma(gl.convert_layout(R, OPA_K), ku_s.index(slot), S * eg, is_async=True)
+        O = warpgroup_mma(gl.convert_layout(R, OPA_T), mu_s.index(slot).permute((1, 0)), O, is_async=True)
+        O, S = warpgroup_mma_wait(0, deps=(O, S))
+        o_s.index(c % 2).permute((1, 0)).store(O.to(o_d.dtype))
+    if n_chunks > 0:
+        fence_async_shared()
+        gl.thread_barrier()
+        tma.async_copy_shared_to_global(o_d, [tok0 + (n_chunks - 1) * BT, o_col], o_s.index((n_chunks - 1) % 2))
+    tma.store_wait(0)
+    if STORE_HT:
+        gl.store(ht + st_base + st_off, S.to(ht.dtype.element_ty))
+    for i in gl.static_range(STAGES):
+        mbarrier.invalidate(bars.index(i))
