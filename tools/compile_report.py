@@ -17,6 +17,7 @@ from triton.experimental.gluon._runtime import GluonASTSource, GluonJITFunction
 from fastkda.kernels.chunk_prepare import kda_chunk_prepare_kernel
 from fastkda.kernels.chunk_prepare_sm90 import kda_chunk_prepare_sm90_kernel
 from fastkda.kernels.chunk_state import kda_chunk_state_kernel
+from fastkda.kernels.chunk_state_sm90 import kda_chunk_state_sm90_kernel
 from fastkda.kernels.common import HALF_BLOCK_SHIFT
 
 I32_PTRS = {"cu_seqlens", "seg_offsets", "chunk_offsets", "chunk_seq"}
@@ -109,7 +110,8 @@ def prepare_variant(warps=4, K=128, bounded=True, ks=32, maxnreg=None, sm90=Fals
     c = dict(K=K, BT=64, GATE=2 if bounded else 1, BOUNDED=bounded, HAS_A=True, HAS_BIAS=True,
              L2NORM=True, BETA_MODE=1, IS_VARLEN=varlen, DIAG_FLOOR=10.0, HALF_SHIFT=HALF_BLOCK_SHIFT,
              INTERPRET=False, KS=ks, REPAIR=False, **({} if sm90 and not bounded else {"flags": None}),
-             **({"PREFETCH": 198} if sm90 else {}))   # the launcher's 1.5 programs per multiprocessor of an H100
+             **({"PREFETCH": 198, "ready": None, "READY": False} if sm90 else {}))   # PREFETCH: the launcher's 1.5
+    # programs per multiprocessor of an H100
     fn = kda_chunk_prepare_sm90_kernel if sm90 else kda_chunk_prepare_kernel
     return compile_kernel(fn, c, warps, 1, maxnreg)
 
@@ -121,6 +123,36 @@ def state_variant(bv=64, warps=4, stages=2, K=128, V=128, transition=False):
     return compile_kernel(kda_chunk_state_kernel, c, warps, stages)
 
 
+def nvmma(swizzle: int, bits: int = 16) -> str:
+    return (f"NVMMASharedLayout(swizzle_byte_width={swizzle}, element_bitwidth={bits}, rank=2, transposed=False, "
+            "fp4_padded=False, cga_layout=[])")
+
+
+def state_sm90_variant(K=128, V=128, dtype="bf16", v_first=False):
+    """The Gluon state kernel run beside the prepare kernel (forward.overlaps_prepare), as the launcher builds it."""
+    fn = kda_chunk_state_sm90_kernel
+    c = dict(K=K, V=V, BV=64, BT=64, HAS_H0=True, STORE_HT=True, STATE_V_FIRST=v_first)
+    descs = {"kg_d": f"bf16[64, {K}]", "ku_d": f"bf16[64, {K}]", "qg_d": f"bf16[64, {K}]", "mu_d": "bf16[64, 64]",
+             "v_d": f"{dtype}[64, 64]", "o_d": f"{dtype}[64, 64]"}
+    sig, attrs = {}, {}
+    for i, name in enumerate(fn.arg_names):
+        if name in c:
+            sig[name] = "constexpr"
+        elif name in descs:
+            sig[name] = f"tensordesc<{descs[name]},{nvmma(128)}>"
+        elif name == "eg_d":
+            sig[name] = f"tensordesc<fp32[1, {K}],{nvmma(0, 32)}>"
+        elif name in ("T", "NT", "HV", "s_vh"):
+            sig[name] = "i32"
+        else:
+            sig[name] = "*i32" if name == "ready" else "*fp32"
+            attrs[(i,)] = [["tt.divisibility", 16]]
+    src = GluonASTSource(fn=fn, signature=sig, constexprs=c, attrs=attrs)
+    t = time.time()
+    ck = triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": 4, "num_stages": 1})
+    return ck, time.time() - t
+
+
 if __name__ == "__main__":
     for kw in (dict(warps=4), dict(warps=4, ks=64), dict(warps=4, bounded=False), dict(sm90=True),
                dict(sm90=True, bounded=False)):
@@ -129,3 +161,6 @@ if __name__ == "__main__":
     for kw in (dict(bv=64, warps=4, stages=3), dict(bv=32, warps=4, stages=3), dict(bv=64, warps=4, stages=3, transition=True)):
         ck, dt = state_variant(**kw)
         print(f"state {kw} {dt:.1f}s smem={ck.metadata.shared}: {ptxas_verbose(ck)}; {sass_counts(ck)}")
+    for kw in (dict(K=128, V=128), dict(K=64, V=64, dtype="fp16", v_first=True)):
+        ck, dt = state_sm90_variant(**kw)
+        print(f"state_sm90 {kw} {dt:.1f}s smem={ck.metadata.shared}: {ptxas_verbose(ck)}; {sass_counts(ck)}")
