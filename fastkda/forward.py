@@ -26,15 +26,15 @@ NO_SPLIT = 1 << 24  # chunks per segment that means "one segment per sequence"
 
 @dataclass(frozen=True)
 class LaunchConfig:
-    """Launch parameters: state columns per program of the state kernel (None: state_block_v), its warps and pipeline depth (that of
-    the split path's transition pass apart: it loads less per chunk, and two stages let two programs share a
-    multiprocessor), and the warps, score-loop slice width and register cap (None: the compiler's choice) of the
-    prepare kernel (the slice width for the portable kernel at K = 128; K = 64 runs there as one slice; measured
+    """Launch parameters: state columns per program of the state kernel (None: state_block_v), its warps and pipeline
+    depth (that of the split path's transition pass apart: it loads less per chunk, and two stages let two programs
+    share a multiprocessor), and the warps, score-loop slice width and register cap (None: the compiler's choice) of
+    the prepare kernel (the slice width for the portable kernel at K = 128; K = 64 runs there as one slice; measured
     on an H100, docs/perf-notes.md); prepare_sm90: on sm_90, the Gluon prepare kernel, every gate and head dim
     (chunk_prepare_sm90.py: 32-column slices and layouts for 4 warps; with other prepare_warps set it to False);
     prepare_prefetch: how many programs ahead the Gluon kernel asks L2 for the rows of q, k and g (None: 1.5 per
-    multiprocessor, the best of 1 to 2.5 on an H100 with two programs resident per multiprocessor; 0: none); pdl:
-    on sm_90 and later, each kernel after the prepare kernel launched as a programmatic dependent of the one before
+    multiprocessor, the best of 1 to 2.5 on an H100 with two programs resident per multiprocessor; 0: none); pdl: on
+    sm_90 and later, each kernel after the prepare kernel launched as a programmatic dependent of the one before
     (its launch and prologue overlap that kernel's last programs; `uses_pdl`); combine_block_v: state columns per
     program of the split path's combine kernel (16: its chain of products the shortest, perf-notes v18); overlap:
     where `overlaps_prepare` allows, the state kernel runs beside the prepare kernel on a second stream."""
@@ -96,16 +96,21 @@ def state_block_v(block_v: int | None, walks: int, V: int, slots: int, split: bo
     return bv
 
 
+def v_token_rows(v: torch.Tensor) -> bool:
+    """Whether v [B, T, HV, V] can be read as a matrix [B T, (HV - 1) s_h + V] of token rows through a tensor
+    descriptor: batches one after another, 16-byte aligned data and token stride, at least one token."""
+    B, T = v.shape[:2]
+    return (T > 0 and (B == 1 or v.stride(0) == T * v.stride(1)) and v.data_ptr() % 16 == 0
+            and v.stride(1) * v.element_size() % 16 == 0)
+
+
 def v_tile_desc(v: torch.Tensor, bv: int) -> TensorDescriptor | None:
-    """v [B, T, HV, V] as a matrix [B T, (HV - 1) s_h + V] of token rows, tiles of 64 tokens x bv columns, where
-    its layout allows (batches one after another, 16-byte aligned data and token stride); else None (the state
-    kernel then reads v through pointers). Measured on an H100: -2% state kernel at T=8192 H=96, -4.5% at H=32;
-    the transition pass keeps pointers (its P columns would load the next head's v only to mask it)."""
-    B, T, HV, V = v.shape
-    b_ok = B == 1 or v.stride(0) == T * v.stride(1)
-    t_bytes = v.stride(1) * v.element_size()
-    if T == 0 or not b_ok or v.data_ptr() % 16 or t_bytes % 16:
+    """v as token rows (v_token_rows) in tiles of 64 tokens x bv columns, where its layout allows; else None (the
+    state kernel then reads v through pointers). Measured on an H100: -2% state kernel at T=8192 H=96, -4.5% at
+    H=32; the transition pass keeps pointers (its P columns would load the next head's v only to mask it)."""
+    if not v_token_rows(v):
         return None
+    B, T, HV, V = v.shape
     return TensorDescriptor(v, [B * T, (HV - 1) * v.stride(2) + V], [v.stride(1), 1], [CHUNK, bv])
 
 
@@ -167,31 +172,30 @@ def side_stream(device_index: int) -> torch.cuda.Stream:
     return torch.cuda.Stream(device=device_index, priority=-1)
 
 
-def gluon_desc(td: TensorDescriptor, bits: int):
-    """A Gluon tensor descriptor with the shape, strides and tile of td, in the shared-memory layout the tensor cores
-    read: 128-byte swizzle for tiles of 64 rows of 128 bytes or more, none for a one-row tile (exp(G))."""
+def gluon_desc(td: TensorDescriptor):
+    """A Gluon tensor descriptor with the tensor, shape, strides and tile of td, in the shared-memory layout the
+    tensor cores read: 128-byte swizzle for tiles of 64 rows of 128 bytes or more, none for a one-row tile (exp(G))."""
     from triton.experimental.gluon.language import NVMMASharedLayout
     from triton.experimental.gluon.nvidia.hopper import TensorDescriptor as GluonDescriptor
     swizzle = 128 if td.block_shape[0] > 1 else 0
-    layout = NVMMASharedLayout(swizzle_byte_width=swizzle, element_bitwidth=bits, rank=2)
+    layout = NVMMASharedLayout(swizzle_byte_width=swizzle, element_bitwidth=8 * td.base.element_size(), rank=2)
     return GluonDescriptor(td.base, td.shape, td.strides, td.block_shape, layout)
 
 
-def launch_overlapped_state(fork, ws, ws_eg, v_desc, o, h0, ht, ready, *, B, T, NT, HV, K, V, s_vh, state_v_first):
+def launch_overlapped_state(fork, ws, ws_eg, v, o, h0, ht, ready, *, B, T, NT, HV, K, V, state_v_first):
     """The Gluon state kernel on the side stream, after `fork` (recorded on the current stream before the prepare
     launch, so it waits for the inputs but not for the prepare kernel); the current stream then waits for it."""
     from fastkda.kernels.chunk_state_sm90 import kda_chunk_state_sm90_kernel
     main = torch.cuda.current_stream(o.device)
     side = side_stream(cuda_index(o.device))
     side.wait_event(fork)
-    descs = [gluon_desc(tile_desc(w), 16) for w in ws]
-    eg_rows = ws_eg.view(-1, K)
+    descs = [tile_desc(w) for w in ws] + [
+        v_tile_desc(v, 64), TensorDescriptor.from_tensor(ws_eg.view(-1, K), [1, K]),
+        TensorDescriptor.from_tensor(o.view(B * T, HV * V), [CHUNK, 64])]
     with torch.cuda.stream(side):
         kda_chunk_state_sm90_kernel[(V // 64 * HV * B,)](
-            *descs, gluon_desc(v_desc, 16), gluon_desc(TensorDescriptor.from_tensor(eg_rows, [1, K]), 32),
-            gluon_desc(TensorDescriptor.from_tensor(o.view(B * T, HV * V), [CHUNK, 64]), 16), h0, ht, ready,
-            T, NT, HV, s_vh, K=K, V=V, BV=64, BT=CHUNK, HAS_H0=h0 is not None, STORE_HT=ht is not None,
-            STATE_V_FIRST=state_v_first, num_warps=4)
+            *(gluon_desc(d) for d in descs), h0, ht, ready, T, NT, HV, v.stride(2), K=K, V=V, BV=64, BT=CHUNK,
+            HAS_H0=h0 is not None, STORE_HT=ht is not None, STATE_V_FIRST=state_v_first, num_warps=4)
         join = torch.cuda.Event()
         join.record(side)
     main.wait_event(join)
@@ -316,12 +320,11 @@ def kda_forward(
     # wait, which only a normal launch orders after the caller's kernels
     pdl = n_slots > 0 and uses_pdl(device, cfg)
     prepare = prepare_kernel(device, K, cfg, (q, k, g)) if n_slots else None
-    v_desc64 = v_tile_desc(v, 64) if V % 64 == 0 else None
-    # the Gluon kernel, not the portable one (nor a stand-in under the interpreter)
-    sm90_prepare = device.type == "cuda" and not interp and prepare not in (None, kda_chunk_prepare_kernel)
+    # the Gluon kernel, not the portable one (nor the CPU tests' stand-in for it)
+    sm90_prepare = device.type == "cuda" and prepare not in (None, kda_chunk_prepare_kernel)
     overlap = overlaps_prepare(
         cfg, sm90_prepare=sm90_prepare, bounded=gate.bounded, split=split, varlen=cu_seqlens is not None,
-        intermediate=hi is not None, B=B, T=T, K=K, V=V, dtype=q.dtype, v_tiles=v_desc64 is not None,
+        intermediate=hi is not None, B=B, T=T, K=K, V=V, dtype=q.dtype, v_tiles=v_token_rows(v),
         programs=B * HV * (V // 64), slots=slots)
     ready = fork = None
     if overlap:
@@ -357,14 +360,14 @@ def kda_forward(
             kda_chunk_prepare_kernel[(n_slots * HV,)](*prepare_args, **prepare_consts, KS=portable_slice, REPAIR=True)
 
     if overlap:
-        launch_overlapped_state(fork, ws, ws_eg, v_desc64, o, initial_state, ht, ready, B=B, T=T, NT=NT, HV=HV, K=K,
-                                V=V, s_vh=v.stride(2), state_v_first=state_v_first)
+        launch_overlapped_state(fork, ws, ws_eg, v, o, initial_state, ht, ready, B=B, T=T, NT=NT, HV=HV, K=K, V=V,
+                                state_v_first=state_v_first)
         return o, ht, hi
 
     state_args = dict(
         ws_kg=tile_desc(ws[0]), ws_ku=tile_desc(ws[1]), ws_qg=tile_desc(ws[2]), ws_mu=tile_desc(ws[3]), ws_eg=ws_eg,
-        o=o, h0=initial_state, ht=ht, hi=hi, cu_seqlens=cu_seqlens, seg_offsets=seg_offsets, chunk_offsets=chunk_offsets, s_vb=v.stride(0),
-        s_vt=v.stride(1), s_vh=v.stride(2), T=T, N=N, NT=NT,
+        o=o, h0=initial_state, ht=ht, hi=hi, cu_seqlens=cu_seqlens, seg_offsets=seg_offsets,
+        chunk_offsets=chunk_offsets, s_vb=v.stride(0), s_vt=v.stride(1), s_vh=v.stride(2), T=T, N=N, NT=NT,
         NSLOTS=n_slots, NT_ALLOC=num_intermediate or 0, NCS=ncs, NSEARCH=nsearch, HV=HV, K=K, V=V, BT=BT,
         HAS_H0=initial_state is not None, STATE_V_FIRST=state_v_first, IS_VARLEN=cu_seqlens is not None,
         PDL=pdl, launch_pdl=pdl, INTERPRET=interp, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
