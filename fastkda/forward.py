@@ -148,19 +148,18 @@ def uses_pdl(device: torch.device, cfg: LaunchConfig) -> bool:
     return cfg.pdl and device.type == "cuda" and not interpreting() and has_griddepcontrol(cuda_index(device))
 
 
-def overlaps_prepare(cfg: LaunchConfig, *, sm90_prepare: bool, bounded: bool, split: bool, varlen: bool,
+def overlaps_prepare(cfg: LaunchConfig, *, sm90_prepare: bool, split: bool, varlen: bool,
                      intermediate: bool, B: int, T: int, K: int, V: int, dtype: torch.dtype, v_tiles: bool,
                      programs: int, slots: int) -> bool:
     """Whether the state kernel runs beside the prepare kernel (chunk_state_sm90.py): a second stream, each state
     program waiting chunk by chunk on the prepare programs' ready flags. It needs the sm_90 prepare kernel (which
-    sets the flags) and a gate it never leaves to the repair launch (bounded: a chunk left for the repair would
-    hold its head's chain until after the whole prepare kernel; softplus measured 19% slower so), an unsplit
-    fixed-length batch without intermediate states whose o tiles do not cross into the next sequence (B = 1 or T a
-    multiple of 64), 16-bit inputs with v readable in tiles, K and V in {64, 128}, and at most one state program
-    per two multiprocessors: each takes half a multiprocessor's registers and 148 KB of shared memory beside one
-    prepare program, and with more of them the prepare kernel loses the multiprocessors it needs (T=8192 H=64:
-    no gain; H=32: 0.408 -> 0.366 ms, perf-notes v18)."""
-    return (cfg.overlap and sm90_prepare and bounded and not split and not varlen and not intermediate
+    sets the flags, and finishes every chunk of any gate in its one launch), an unsplit fixed-length batch without
+    intermediate states whose o tiles do not cross into the next sequence (B = 1 or T a multiple of 64), 16-bit
+    inputs with v readable in tiles, K and V in {64, 128}, and at most one state program per two multiprocessors:
+    each takes half a multiprocessor's registers and 148 KB of shared memory beside one prepare program, and with
+    more of them the prepare kernel loses the multiprocessors it needs (T=8192 H=64: no gain; H=32: 0.408 -> 0.366
+    ms, perf-notes v18)."""
+    return (cfg.overlap and sm90_prepare and not split and not varlen and not intermediate
             and (B == 1 or T % CHUNK == 0) and K in (64, 128) and V in (64, 128)
             and dtype in (torch.bfloat16, torch.float16) and v_tiles and 0 < programs <= slots // 2)
 
@@ -320,10 +319,9 @@ def kda_forward(
     # wait, which only a normal launch orders after the caller's kernels
     pdl = n_slots > 0 and uses_pdl(device, cfg)
     prepare = prepare_kernel(device, K, cfg, (q, k, g)) if n_slots else None
-    # the Gluon kernel, not the portable one (nor the CPU tests' stand-in for it)
-    sm90_prepare = device.type == "cuda" and prepare not in (None, kda_chunk_prepare_kernel)
+    sm90_prepare = prepare not in (None, kda_chunk_prepare_kernel)       # the Gluon kernel
     overlap = overlaps_prepare(
-        cfg, sm90_prepare=sm90_prepare, bounded=gate.bounded, split=split, varlen=cu_seqlens is not None,
+        cfg, sm90_prepare=sm90_prepare, split=split, varlen=cu_seqlens is not None,
         intermediate=hi is not None, B=B, T=T, K=K, V=V, dtype=q.dtype, v_tiles=v_token_rows(v),
         programs=B * HV * (V // 64), slots=slots)
     ready = fork = None
@@ -332,13 +330,8 @@ def kda_forward(
         fork = torch.cuda.Event()
         fork.record(torch.cuda.current_stream(device))
     if n_slots:
-        # the sm_90 kernel flags the chunks of an unbounded gate whose decays do not fit its factoring; the portable
-        # kernel then redoes those (its other programs exit at once)
-        flags = None
-        if prepare is not kda_chunk_prepare_kernel and not gate.bounded:
-            flags = torch.empty(n_slots * HV, dtype=torch.int32, device=device)
         prepare_args = (
-            q, k, g, beta, A_log, dt_bias, *ws, ws_eg, cu_seqlens, chunk_offsets, chunk_seq, flags,
+            q, k, g, beta, A_log, dt_bias, *ws, ws_eg, cu_seqlens, chunk_offsets, chunk_seq,
             q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
             g.stride(0), g.stride(1), g.stride(2), beta.stride(0), beta.stride(1), beta.stride(2),
             T, N, NT, n_slots, scale, gate.lower_bound)
@@ -347,17 +340,14 @@ def kda_forward(
             HAS_BIAS=dt_bias is not None, L2NORM=l2norm, BETA_MODE=beta_mode, IS_VARLEN=cu_seqlens is not None,
             DIAG_FLOOR=DIAG_DECAY_FLOOR, HALF_SHIFT=HALF_BLOCK_SHIFT, INTERPRET=interp,
             num_warps=cfg.prepare_warps, num_stages=1, maxnreg=cfg.prepare_maxnreg)
-        portable_slice = K if K <= 64 else min(cfg.prepare_slice, K)
         if prepare is kda_chunk_prepare_kernel:
-            prepare[(n_slots * HV,)](*prepare_args, **prepare_consts, KS=portable_slice)
+            prepare[(n_slots * HV,)](*prepare_args, **prepare_consts, KS=K if K <= 64 else min(cfg.prepare_slice, K))
         else:
             # the Gluon kernel's layouts are built for 32-column slices
             ahead = cfg.prepare_prefetch
             if ahead is None:
                 ahead = 3 * parallel_slots(device) // 2
             prepare[(n_slots * HV,)](*prepare_args, **prepare_consts, KS=32, PREFETCH=ahead, ready=ready, READY=overlap)
-        if flags is not None:
-            kda_chunk_prepare_kernel[(n_slots * HV,)](*prepare_args, **prepare_consts, KS=portable_slice, REPAIR=True)
 
     if overlap:
         launch_overlapped_state(fork, ws, ws_eg, v, o, initial_state, ht, ready, B=B, T=T, NT=NT, HV=HV, K=K, V=V,

@@ -90,7 +90,7 @@ def test_state_block_v_fills_the_multiprocessors(walks, V, split, expected):
     assert state_block_v(16, walks, V, 132, split) == 16 and state_block_v(128, walks, 64, 132, split) == 64
 
 
-OVERLAP_BASE = dict(sm90_prepare=True, bounded=True, split=False, varlen=False, intermediate=False, B=1, T=8192, K=128, V=128,
+OVERLAP_BASE = dict(sm90_prepare=True, split=False, varlen=False, intermediate=False, B=1, T=8192, K=128, V=128,
                     dtype=torch.bfloat16, v_tiles=True, programs=64, slots=132)
 
 
@@ -99,7 +99,6 @@ OVERLAP_BASE = dict(sm90_prepare=True, bounded=True, split=False, varlen=False, 
     ({"programs": 128}, False),                         # H=64: the prepare kernel would lose its multiprocessors
     ({"programs": 66}, True), ({"programs": 67}, False),
     ({"sm90_prepare": False}, False),                   # only the sm_90 prepare kernel sets the ready flags
-    ({"bounded": False}, False),                        # chunks left to the repair launch would hold the chains
     ({"split": True}, False), ({"varlen": True}, False), ({"intermediate": True}, False),
     ({"B": 2, "T": 4000}, False),                       # o tiles would cross into the next sequence
     ({"B": 2, "T": 4096}, True), ({"B": 1, "T": 4000}, True),

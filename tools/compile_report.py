@@ -109,7 +109,7 @@ def sass_counts(ck) -> str:
 def prepare_variant(warps=4, K=128, bounded=True, ks=32, maxnreg=None, sm90=False, varlen=False):
     c = dict(K=K, BT=64, GATE=2 if bounded else 1, BOUNDED=bounded, HAS_A=True, HAS_BIAS=True,
              L2NORM=True, BETA_MODE=1, IS_VARLEN=varlen, DIAG_FLOOR=10.0, HALF_SHIFT=HALF_BLOCK_SHIFT,
-             INTERPRET=False, KS=ks, REPAIR=False, **({} if sm90 and not bounded else {"flags": None}),
+             INTERPRET=False, KS=ks,
              **({"PREFETCH": 198, "ready": None, "READY": False} if sm90 else {}))   # PREFETCH: the launcher's 1.5
     # programs per multiprocessor of an H100
     fn = kda_chunk_prepare_sm90_kernel if sm90 else kda_chunk_prepare_kernel

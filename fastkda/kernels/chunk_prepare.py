@@ -152,18 +152,17 @@ def invert_unit_lower(A, FP16: tl.constexpr, INTERPRET: tl.constexpr):
 
 @triton.jit(do_not_specialize=["H", "HV"])  # one compilation for every head count
 def kda_chunk_prepare_kernel(
-    q, k, g, beta, A_log, dt_bias, ws_kg, ws_ku, ws_qg, ws_mu, ws_eg, cu_seqlens, chunk_offsets, chunk_seq, flags,
+    q, k, g, beta, A_log, dt_bias, ws_kg, ws_ku, ws_qg, ws_mu, ws_eg, cu_seqlens, chunk_offsets, chunk_seq,
     s_qb, s_qt, s_qh, s_kb, s_kt, s_kh, s_gb, s_gt, s_gh, s_bb, s_bt, s_bh,
     T, N, NT, NSLOTS, scale, lower_bound,
     H, HV, K: tl.constexpr, BT: tl.constexpr,
     GATE: tl.constexpr, BOUNDED: tl.constexpr, HAS_A: tl.constexpr, HAS_BIAS: tl.constexpr,
     L2NORM: tl.constexpr, BETA_MODE: tl.constexpr, IS_VARLEN: tl.constexpr, DIAG_FLOOR: tl.constexpr,
-    HALF_SHIFT: tl.constexpr, INTERPRET: tl.constexpr, KS: tl.constexpr = 32, REPAIR: tl.constexpr = False,
+    HALF_SHIFT: tl.constexpr, INTERPRET: tl.constexpr, KS: tl.constexpr = 32,
 ):
     """Grid: one program per (chunk slot, value head). Fixed length: slot = b * NT + chunk; varlen: slots
     number the chunks of all sequences in order (chunk_offsets; chunk_seq gives each slot's sequence), and
-    programs past the last chunk, or past the NSLOTS slots of the workspace (a malformed cu_seqlens), exit.
-    REPAIR: only the programs with flags[pid] set run (the chunks the sm_90 kernel left, chunk_prepare_sm90.py)."""
+    programs past the last chunk, or past the NSLOTS slots of the workspace (a malformed cu_seqlens), exit."""
     pid = tl.program_id(0)
     i_hv = pid % HV
     slot = pid // HV
@@ -173,9 +172,6 @@ def kda_chunk_prepare_kernel(
     if slot >= slots_in_use(chunk_offsets, N, NSLOTS, IS_VARLEN):
         return
     i_n, i_chunk, i_b = slot_chunk(slot, chunk_offsets, chunk_seq, NT, IS_VARLEN)
-    if REPAIR:
-        if tl.load(flags + pid) == 0:
-            return
     bos, eos = sequence_bounds(cu_seqlens, i_n, T, IS_VARLEN)
     t0 = (bos + i_chunk * BT).to(tl.int64)
     tl.static_assert(BT == 64, "the anchoring levels assume 64-token chunks")

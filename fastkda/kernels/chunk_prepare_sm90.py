@@ -16,10 +16,11 @@ cannot express is where each tile lives (docs/design.md):
   - after its score loop a program asks L2 for the rows of the program PREFETCH ahead, so that the loads a fence
     waits for come from L2, not DRAM;
   - the inverse's products take their left operand from registers, so a level stores only T to shared memory.
-Unbounded gates keep the halves' factoring where it fits and flag the other chunks for the portable kernel
-(see the kernel's docstring). The key dims run as K / 32 slices of 32 columns. The portable kernel remains the
-path for other GPUs and the interpreter (which cannot run Gluon); the GPU tests run both against the float64
-reference.
+Unbounded gates keep the halves' factoring where it fits; a chunk where it does not takes the portable kernel's
+16-token levels in the same program (_scores_quarters, a called function so that it costs the common path no
+registers), so every chunk is done in one launch. The key dims run as K / 32 slices of 32 columns. The portable
+kernel remains the path for other GPUs and the interpreter (which cannot run Gluon); the GPU tests run both against
+the float64 reference.
 """
 
 from __future__ import annotations
@@ -50,6 +51,19 @@ def _rcp(x):
 def _lg2(x):
     """log2 on the special-function unit (as common.log2_fast)."""
     return gl.inline_asm_elementwise("lg2.approx.f32 $0, $1;", "=r,r", [x], dtype=gl.float32, is_pure=True, pack=1)
+
+
+@gluon.jit
+def _gate_log2(b_g, bias, A_scale, s_gate, lower_bound, GATE: gl.constexpr):
+    """Per-step log-decay in log2 units of a slice of g (common.gate_log2)."""
+    if GATE == 0:
+        a = b_g * LOG2E
+    elif GATE == 1:
+        x = b_g * LOG2E + bias * LOG2E
+        a = -A_scale * gl.where(x > 28.0, x, _lg2(1.0 + gl.exp2(x)))
+    else:
+        a = lower_bound * LOG2E * _rcp(1.0 + gl.exp2(b_g * s_gate + bias * s_gate))
+    return a
 
 
 @gluon.jit
@@ -115,6 +129,83 @@ def _prefetch_rows(p, rows, K: gl.constexpr, PF: gl.constexpr):
 
 
 @gluon.jit
+def _sum_first_rows(x, n: gl.constexpr, L: gl.constexpr, COL: gl.constexpr):
+    """Sum over the first n rows of x (layout L: a warp's column sums stay in the warp), as a [1, 32] row of COL."""
+    t = gl.expand_dims(gl.arange(0, 64, layout=gl.SliceLayout(1, L)), 1)
+    return gl.expand_dims(gl.convert_layout(gl.sum(gl.where(t < n, x, 0.0), axis=0), COL), 0)
+
+
+@gluon.jit
+def _add_product(rows, cols, acc):
+    """acc += rows cols^T for [64, 32] fp32 operands, rounded to bf16, on the tensor cores from registers (mma.sync,
+    acc in the layout V2 of _invert_unit_lower_tf32)."""
+    OA: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=acc.type.layout, k_width=2)
+    OB: gl.constexpr = gl.DotOperandLayout(operand_index=1, parent=acc.type.layout, k_width=2)
+    return mma_v2(gl.convert_layout(rows.to(gl.bfloat16), OA),
+                  gl.convert_layout(gl.permute(cols.to(gl.bfloat16), (1, 0)), OB), acc)
+
+
+@gluon.jit
+def _scores_quarters(p_g, m_g, p_rows, m_rows, p_k, m_k, r_norm, k_norm, dt_bias, i_hv, n_valid, A_scale, s_gate,
+                     lower_bound, kd_s, K: gl.constexpr, GATE: gl.constexpr, HAS_BIAS: gl.constexpr,
+                     G16: gl.constexpr, R16: gl.constexpr, K16: gl.constexpr, DIAG_FLOOR: gl.constexpr,
+                     STORE_KD: gl.constexpr, C: gl.constexpr, L: gl.constexpr, MMA: gl.constexpr):
+    """The scores of a chunk whose decays do not fit the halves' factoring, for any decay: the portable kernel's
+    16-token levels (chunk_prepare.levels_quarters) for every slice, rows r (the slices at p_rows times r_norm: k for
+    AK, q for AQ) against columns k. Each product is confined to its pairs by zeros in its operands, so none needs a
+    mask tile. STORE_KD: also rewrites kd_s (k exp(G - gamma)), which the halves' factors may have overflowed.
+    Rare (a few chunks in a thousand of a softplus gate on random inputs), so it reloads the chunk's slices (from
+    L2) through the main loop's pointers, and it is built for few registers: one score matrix per call, products
+    on mma.sync from registers. With wgmma here, or both accumulators at once, ptxas ran short of registers for
+    the main loop's asynchronous products and serialized them. The floored 16-token sums are differences of one
+    running sum."""
+    COL_C: gl.constexpr = gl.SliceLayout(0, C)
+    c_t = gl.arange(0, 64, layout=gl.SliceLayout(1, C))
+    c_h = gl.arange(0, 32, layout=COL_C)
+    r_c = gl.expand_dims(c_t, 1)
+    valid_c = gl.expand_dims(c_t < n_valid, 1)
+    late = r_c >= 32
+    late16 = r_c % 32 >= 16
+    SHIFT: gl.constexpr = 7.5 * DIAG_FLOOR * LOG2E
+    V2: gl.constexpr = gl.NVMMADistributedLayout(version=[2, 0], warps_per_cta=[4, 1], instr_shape=[16, 8])
+    acc = gl.zeros([64, 64], gl.float32, V2)
+    for h in range(K // 32):
+        if HAS_BIAS:
+            bias = gl.expand_dims(gl.load(dt_bias + i_hv * K + h * 32 + c_h).to(gl.float32), 0)
+        else:
+            bias = gl.zeros([1, 32], gl.float32, C)
+        a = _gate_log2(_unpack_slice(_load_slice(p_g, m_g, h), C, G16), bias, A_scale, s_gate, lower_bound, GATE)
+        a_l = gl.convert_layout(gl.where(valid_c, a, 0.0), L)
+        gam = gl.convert_layout(gl.associative_scan(a_l, 0, _add), C)
+        b_k = _unpack_slice(_load_slice(p_k, m_k, h), C, K16) * k_norm
+        if STORE_KD:
+            kd_s.index(h).store((b_k * gl.exp2(_sum_first_rows(a_l, 64, L, COL_C) - gam)).to(gl.bfloat16))
+        b_r = _unpack_slice(_load_slice(p_rows, m_rows, h), C, R16) * r_norm
+        # late rows with early columns around token 31; rows 16-31 of each half with its columns 0-15 around token
+        # 15 (47): both factors <= 1
+        a31 = _sum_first_rows(a_l, 32, L, COL_C)
+        e = gl.exp2(gl.minimum(gl.where(late, gam - a31, a31 - gam), 0.0))
+        acc = _add_product(b_r * gl.where(late, e, 0.0), b_k * gl.where(late, 0.0, e), acc)
+        anc = gl.where(late, _sum_first_rows(a_l, 48, L, COL_C), _sum_first_rows(a_l, 16, L, COL_C))
+        e = gl.exp2(gl.minimum(gl.where(late16, gam - anc, anc - gam), 0.0))
+        for half in gl.static_range(2):
+            acc = _add_product(b_r * gl.where((r_c // 32 == half) & late16, e, 0.0),
+                               b_k * gl.where((r_c // 32 == half) & (r_c % 32 < 16), e, 0.0), acc)
+        # the 16-token diagonal blocks, steps floored at exp(-DIAG_FLOOR): d = (floored decay from the token to its
+        # block's end) - SHIFT, factors within 2^+-SHIFT (above the diagonal the products may overflow; the caller
+        # keeps the lower triangle)
+        af_l = gl.maximum(a_l, -DIAG_FLOOR * LOG2E)
+        af_end = gl.where(r_c < 32, gl.where(r_c < 16, _sum_first_rows(af_l, 16, L, COL_C),
+                                             _sum_first_rows(af_l, 32, L, COL_C)),
+                          gl.where(r_c < 48, _sum_first_rows(af_l, 48, L, COL_C), _sum_first_rows(af_l, 64, L, COL_C)))
+        d = gl.convert_layout(gl.associative_scan(af_l, 0, _add), C) - af_end - SHIFT
+        for blk in gl.static_range(4):
+            acc = _add_product(b_r * gl.where(r_c // 16 == blk, gl.exp2(d), 0.0),
+                               b_k * gl.where(r_c // 16 == blk, gl.exp2(-d), 0.0), acc)
+    return gl.convert_layout(acc, MMA)
+
+
+@gluon.jit
 def _invert_unit_lower(A, scratch_a, scratch_t0, scratch_t1, MMA: gl.constexpr):
     """(I + A)^-1 for a strictly lower triangular [64, 64] fp32 A in the MMA layout, by doubling the inverted
     diagonal blocks 1 -> 2 -> ... -> 64 (chunk_prepare.invert_unit_lower), with fp16 products:
@@ -161,20 +252,20 @@ def _invert_unit_lower_tf32(A, MMA: gl.constexpr):
 
 @gluon.jit(do_not_specialize=["H", "HV"])
 def kda_chunk_prepare_sm90_kernel(
-    q, k, g, beta, A_log, dt_bias, ws_kg, ws_ku, ws_qg, ws_mu, ws_eg, cu_seqlens, chunk_offsets, chunk_seq, flags,
+    q, k, g, beta, A_log, dt_bias, ws_kg, ws_ku, ws_qg, ws_mu, ws_eg, cu_seqlens, chunk_offsets, chunk_seq,
     s_qb, s_qt, s_qh, s_kb, s_kt, s_kh, s_gb, s_gt, s_gh, s_bb, s_bt, s_bh,
     T, N, NT, NSLOTS, scale, lower_bound,
     H, HV, K: gl.constexpr, BT: gl.constexpr,
     GATE: gl.constexpr, BOUNDED: gl.constexpr, HAS_A: gl.constexpr, HAS_BIAS: gl.constexpr,
     L2NORM: gl.constexpr, BETA_MODE: gl.constexpr, IS_VARLEN: gl.constexpr, DIAG_FLOOR: gl.constexpr,
-    HALF_SHIFT: gl.constexpr, INTERPRET: gl.constexpr, KS: gl.constexpr = 32, REPAIR: gl.constexpr = False,
+    HALF_SHIFT: gl.constexpr, INTERPRET: gl.constexpr, KS: gl.constexpr = 32,
     PREFETCH: gl.constexpr = 0, ready=None, READY: gl.constexpr = False,
 ):
-    """Arguments as kda_chunk_prepare_kernel's (KS is fixed at 32, DIAG_FLOOR, INTERPRET and REPAIR are unused).
+    """Arguments as kda_chunk_prepare_kernel's (KS is fixed at 32, INTERPRET is unused).
     Without BOUNDED the halves' factors fit only where no token decays by more than 2^-(2 HALF_SHIFT) to the end
-    of its half: a program whose chunk fails that check in some slice writes 1 at flags[pid] (else 0) and stops
-    before the inverse; the portable kernel then redoes those chunks (REPAIR). READY: a program that stores its chunk
-    sets ready[pid] last (forward.overlaps_prepare)."""
+    of its half: a program whose chunk fails that check in some slice computes its scores again with the 16-token
+    levels (_scores_quarters) before the inverse. READY: each program sets ready[pid] after its stores
+    (forward.overlaps_prepare)."""
     gl.static_assert(K == 64 or K == 128, "the sm_90 prepare kernel takes K = 64 or 128")
     NS: gl.constexpr = K // KS                                              # slices of the key dims
     gl.static_assert(BT == 64, "the anchoring levels assume 64-token chunks")
@@ -282,15 +373,7 @@ def kda_chunk_prepare_sm90_kernel(
             bias = gl.expand_dims(bias_next.to(gl.float32), 0)
         else:
             bias = gl.zeros([1, 32], gl.float32, C)
-        # log-decay in log2 units (common.gate_log2), zero past the sequence
-        if GATE == 0:
-            a = b_g * LOG2E
-        elif GATE == 1:
-            x = b_g * LOG2E + bias * LOG2E
-            a = -A_scale * gl.where(x > 28.0, x, _lg2(1.0 + gl.exp2(x)))
-        else:
-            a = lower_bound * LOG2E * _rcp(1.0 + gl.exp2(b_g * s_gate + bias * s_gate))
-        a = gl.where(valid_c, a, 0.0)
+        a = gl.where(valid_c, _gate_log2(b_g, bias, A_scale, s_gate, lower_bound, GATE), 0.0)   # zero past the end
         a_l = gl.convert_layout(a, L)
         gam_l = gl.associative_scan(a_l, 0, _add)       # decay through each token
         # the anchors as sums of the steps, beside the running sum rather than after it
@@ -348,10 +431,17 @@ def kda_chunk_prepare_sm90_kernel(
             _prefetch_rows(q + pf_b * s_qb + pf_h * s_qh, pf_t * s_qt, K, PF)
             _prefetch_rows(k + pf_b * s_kb + pf_h * s_kh, pf_t * s_kt, K, PF)
             _prefetch_rows(g + pf_b * s_gb + pf_hv * s_gh, pf_t * s_gt, K, PF)
-    if not BOUNDED:
-        gl.store(flags + pid, bad)
+    if not BOUNDED:   # a chunk the halves do not fit: its scores again, by the 16-token levels
         if bad != 0:
-            return
+            G16: gl.constexpr = g.dtype.element_ty == gl.float16
+            K16: gl.constexpr = k.dtype.element_ty == gl.float16
+            Q16: gl.constexpr = q.dtype.element_ty == gl.float16
+            AK = _scores_quarters(p_g, m_g, p_k, m_k, p_k, m_k, k_norm, k_norm, dt_bias, i_hv, n_valid, A_scale,
+                                  s_gate, lower_bound, kd_s, K, GATE, HAS_BIAS, G16, K16, K16,
+                                  DIAG_FLOOR, True, C, L, MMA)
+            AQ = _scores_quarters(p_g, m_g, p_q, m_q, p_k, m_k, q_norm, k_norm, dt_bias, i_hv, n_valid, A_scale,
+                                  s_gate, lower_bound, kd_s, K, GATE, HAS_BIAS, G16, Q16, K16,
+                                  DIAG_FLOOR, False, C, L, MMA)
 
     # ---- M (query-key scores with the diagonal) to shared memory; T = (I + A_kk)^-1
     m_r = gl.expand_dims(gl.arange(0, 64, layout=gl.SliceLayout(1, MMA)), 1)
