@@ -148,18 +148,18 @@ def uses_pdl(device: torch.device, cfg: LaunchConfig) -> bool:
     return cfg.pdl and device.type == "cuda" and not interpreting() and has_griddepcontrol(cuda_index(device))
 
 
-def overlaps_prepare(cfg: LaunchConfig, *, sm90_prepare: bool, split: bool, varlen: bool,
+def overlaps_prepare(cfg: LaunchConfig, *, sm90_prepare: bool, varlen: bool,
                      intermediate: bool, B: int, T: int, K: int, V: int, dtype: torch.dtype, v_tiles: bool,
                      programs: int, slots: int) -> bool:
-    """Whether the state kernel runs beside the prepare kernel (chunk_state_sm90.py): a second stream, each state
+    """Whether the unsplit state pass runs beside the prepare kernel (chunk_state_sm90.py): a second stream, each state
     program waiting chunk by chunk on the prepare programs' ready flags. It needs the sm_90 prepare kernel (which
-    sets the flags, and finishes every chunk of any gate in its one launch), an unsplit fixed-length batch without
+    sets the flags, and finishes every chunk of any gate in its one launch), a fixed-length batch without
     intermediate states whose o tiles do not cross into the next sequence (B = 1 or T a multiple of 64), 16-bit
     inputs with v readable in tiles, K and V in {64, 128}, and at most one state program per two multiprocessors:
     each takes half a multiprocessor's registers and 148 KB of shared memory beside one prepare program, and with
     more of them the prepare kernel loses the multiprocessors it needs (T=8192 H=64: no gain; H=32: 0.408 -> 0.366
     ms, perf-notes v18)."""
-    return (cfg.overlap and sm90_prepare and not split and not varlen and not intermediate
+    return (cfg.overlap and sm90_prepare and not varlen and not intermediate
             and (B == 1 or T % CHUNK == 0) and K in (64, 128) and V in (64, 128)
             and dtype in (torch.bfloat16, torch.float16) and v_tiles and 0 < programs <= slots // 2)
 
@@ -232,21 +232,33 @@ def parallel_slots(device: torch.device) -> int:
 # 64-column program (half that for transition programs, which write no output), scaled by the
 # multiprocessor count; the combine takes COMBINE_US per segment of the longest sequence.
 STEP_US, THROUGHPUT_US, COMBINE_US = 1.45, 0.019, 2.0
+# The prepare kernel: PREPARE_US per (chunk, head) program at K = 128 with H100_SLOTS multiprocessors (two programs
+# on each). The overlapped state kernel (overlaps_prepare): a 64-column step takes OVERLAP_STEP_US beside a prepare
+# program, and its chain ends about OVERLAP_TAIL_US after the prepare kernel (perf-notes v19).
+PREPARE_US, OVERLAP_STEP_US, OVERLAP_TAIL_US = 0.061, 1.75, 30.0
+
+
+def step_width(K: int) -> float:
+    """A chunk step's work relative to K = 128: three products over K and one over the chunk's 64 tokens."""
+    return (3 * K + 64) / (3 * 128 + 64)
 
 
 def state_pass_us(steps: int, walk: int, bv: int, slots: int, transition: bool = False, K: int = 128) -> float:
     """Estimated time of one pass of the state kernel: `steps` chunk steps of bv-column programs with K-row
-    states in all, the longest program walking `walk` chunks. A step's work is three products over K and one
-    over the chunk's 64 tokens: (3 K + 64) / (3 * 128 + 64) of the K = 128 step the costs were measured on."""
-    width = bv / 64 * (0.5 if transition else 1.0) * (3 * K + 64) / (3 * 128 + 64)
+    states in all, the longest program walking `walk` chunks (steps scaled by step_width)."""
+    width = bv / 64 * (0.5 if transition else 1.0) * step_width(K)
     return max(walk * STEP_US, steps * THROUGHPUT_US * width * H100_SLOTS / slots)
 
 
 def plan_split(n_heads: int, total_chunks: int, longest_chunks: int, K: int, V: int, bv: int,
-               slots: int = H100_SLOTS) -> int:
+               slots: int = H100_SLOTS, overlap_programs: int = 0) -> int:
     """64-token chunks per segment for the split path, or 0 when one program per sequence is as fast:
     the cheapest segment length, taken when it beats the unsplit path by 10%. total_chunks: chunks of all
-    sequences; slots: multiprocessors of the device."""
+    sequences; slots: multiprocessors of the device. overlap_programs: where the unsplit path would run its state
+    kernel beside the prepare kernel (overlaps_prepare), its program count: then the unsplit call is priced as the
+    longer of its chain and the prepare kernel on the places its programs leave, plus the chain's tail, against the
+    prepare kernel and the split passes (T=8192 K=V=64 H=32: 0.30 ms split, 0.22 overlapped; H=12: 0.23 split,
+    0.25 overlapped)."""
     out_steps = total_chunks * n_heads * (V // bv)              # the output pass, split or not
     trans_steps = total_chunks * n_heads * ((V + K) // bv)      # the transition pass (an upper bound)
     unsplit = state_pass_us(out_steps, longest_chunks, bv, slots, K=K)
@@ -259,6 +271,11 @@ def plan_split(n_heads: int, total_chunks: int, longest_chunks: int, K: int, V: 
                 + math.ceil(longest_chunks / ncs) * COMBINE_US)
         if cost < best_cost:
             best, best_cost = ncs, cost
+    if overlap_programs:
+        prepare = PREPARE_US * total_chunks * n_heads * step_width(K) * H100_SLOTS / slots
+        beside = prepare * 2 * slots / max(2 * slots - overlap_programs, 1)
+        overlapped = max(beside, longest_chunks * OVERLAP_STEP_US * step_width(K)) + OVERLAP_TAIL_US
+        return best if prepare + best_cost < overlapped else 0
     return best if best_cost < 0.9 * unsplit else 0
 
 
@@ -298,9 +315,16 @@ def kda_forward(
 
     NT = triton.cdiv(T, BT)
     n_slots = B * NT if cu_seqlens is None else NT + max(N - 1, 0)
+    prepare = prepare_kernel(device, K, cfg, (q, k, g)) if n_slots else None
+    sm90_prepare = prepare not in (None, kda_chunk_prepare_kernel)       # the Gluon kernel
+    programs = B * HV * (V // 64)                                        # of the overlapped state kernel
+    can_overlap = overlaps_prepare(
+        cfg, sm90_prepare=sm90_prepare, varlen=cu_seqlens is not None, intermediate=hi is not None, B=B, T=T, K=K,
+        V=V, dtype=q.dtype, v_tiles=v_token_rows(v), programs=programs, slots=slots)
     if split_chunks is None:
-        split_chunks = plan_split(HV, n_slots, longest_chunks, K, V, bv, slots)
+        split_chunks = plan_split(HV, n_slots, longest_chunks, K, V, bv, slots, programs if can_overlap else 0)
     split = 0 < split_chunks < max(longest_chunks, 1)
+    overlap = can_overlap and not split
     ncs = split_chunks if split else NO_SPLIT
     nsearch = max(1, math.ceil(math.log2(N + 1)))
     interp = interpreting()
@@ -318,12 +342,6 @@ def kda_forward(
     # without a prepare launch the state kernel would be the call's first: it reads the initial state before its
     # wait, which only a normal launch orders after the caller's kernels
     pdl = n_slots > 0 and uses_pdl(device, cfg)
-    prepare = prepare_kernel(device, K, cfg, (q, k, g)) if n_slots else None
-    sm90_prepare = prepare not in (None, kda_chunk_prepare_kernel)       # the Gluon kernel
-    overlap = overlaps_prepare(
-        cfg, sm90_prepare=sm90_prepare, split=split, varlen=cu_seqlens is not None,
-        intermediate=hi is not None, B=B, T=T, K=K, V=V, dtype=q.dtype, v_tiles=v_token_rows(v),
-        programs=B * HV * (V // 64), slots=slots)
     ready = fork = None
     if overlap:
         ready = torch.zeros(n_slots * HV, dtype=torch.int32, device=device)

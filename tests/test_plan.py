@@ -44,6 +44,19 @@ def test_head_dim_64_splits_where_its_steps_are_cheaper():
     assert plan_split(32, 128, 128, 128, 128, 64) == 0
 
 
+@pytest.mark.parametrize("heads,tokens,K,split", [
+    (32, 8192, 64, False),      # K = V = 64: 0.22 ms overlapped, 0.30 split (H100, perf-notes v19)
+    (12, 8192, 128, True),      # 0.25 overlapped, 0.23 split: the chain is longer than the prepare kernel
+    (4, 65536, 128, True), (8, 32768, 128, True),
+])
+def test_split_against_the_overlapped_path(heads, tokens, K, split):
+    """Where the unsplit state pass would run beside the prepare kernel, the planner prices it so."""
+    chunks = tokens // 64
+    programs = heads * K // 64
+    assert (plan_split(heads, chunks, chunks, K, K, 64, 132, overlap_programs=programs) > 0) is split
+    assert plan_split(heads, chunks, chunks, K, K, 64, 132) > 0                     # without the overlap: all split
+
+
 @pytest.mark.parametrize("kwargs", [dict(transition_stages=1), dict(block_v=48)], ids=["transition_stages=1", "block_v=48"])
 def test_launch_config_refuses_unverified_settings(kwargs):
     with pytest.raises(ValueError, match=next(iter(kwargs))):
@@ -90,7 +103,7 @@ def test_state_block_v_fills_the_multiprocessors(walks, V, split, expected):
     assert state_block_v(16, walks, V, 132, split) == 16 and state_block_v(128, walks, 64, 132, split) == 64
 
 
-OVERLAP_BASE = dict(sm90_prepare=True, split=False, varlen=False, intermediate=False, B=1, T=8192, K=128, V=128,
+OVERLAP_BASE = dict(sm90_prepare=True, varlen=False, intermediate=False, B=1, T=8192, K=128, V=128,
                     dtype=torch.bfloat16, v_tiles=True, programs=64, slots=132)
 
 
@@ -99,7 +112,7 @@ OVERLAP_BASE = dict(sm90_prepare=True, split=False, varlen=False, intermediate=F
     ({"programs": 128}, False),                         # H=64: the prepare kernel would lose its multiprocessors
     ({"programs": 66}, True), ({"programs": 67}, False),
     ({"sm90_prepare": False}, False),                   # only the sm_90 prepare kernel sets the ready flags
-    ({"split": True}, False), ({"varlen": True}, False), ({"intermediate": True}, False),
+    ({"varlen": True}, False), ({"intermediate": True}, False),
     ({"B": 2, "T": 4000}, False),                       # o tiles would cross into the next sequence
     ({"B": 2, "T": 4096}, True), ({"B": 1, "T": 4000}, True),
     ({"dtype": torch.float32}, False), ({"dtype": torch.float16}, True),
