@@ -230,12 +230,13 @@ def parallel_slots(device: torch.device) -> int:
 # State-kernel costs measured on an H100 (docs/perf-notes.md): a program's chunk step
 # takes STEP_US when the GPU is not full; when it is, all chunk steps share it at THROUGHPUT_US per step of a
 # 64-column program (half that for transition programs, which write no output), scaled by the
-# multiprocessor count; the combine takes COMBINE_US per segment of the longest sequence.
-STEP_US, THROUGHPUT_US, COMBINE_US = 1.45, 0.019, 2.0
+# multiprocessor count (0.019 until v19; the split passes now take 0.015 per step at 4, 8 and 16 heads); the combine
+# takes COMBINE_US per segment of the longest sequence.
+STEP_US, THROUGHPUT_US, COMBINE_US = 1.45, 0.015, 2.0
 # The prepare kernel: PREPARE_US per (chunk, head) program at K = 128 with H100_SLOTS multiprocessors (two programs
 # on each). The overlapped state kernel (overlaps_prepare): a 64-column step takes OVERLAP_STEP_US beside a prepare
 # program, and its chain ends about OVERLAP_TAIL_US after the prepare kernel (perf-notes v19).
-PREPARE_US, OVERLAP_STEP_US, OVERLAP_TAIL_US = 0.061, 1.75, 30.0
+PREPARE_US, OVERLAP_STEP_US, OVERLAP_TAIL_US = 0.061, 1.85, 30.0
 
 
 def step_width(K: int) -> float:
@@ -256,9 +257,9 @@ def plan_split(n_heads: int, total_chunks: int, longest_chunks: int, K: int, V: 
     the cheapest segment length, taken when it beats the unsplit path by 10%. total_chunks: chunks of all
     sequences; slots: multiprocessors of the device. overlap_programs: where the unsplit path would run its state
     kernel beside the prepare kernel (overlaps_prepare), its program count: then the unsplit call is priced as the
-    longer of its chain and the prepare kernel on the places its programs leave, plus the chain's tail, against the
-    prepare kernel and the split passes (T=8192 K=V=64 H=32: 0.30 ms split, 0.22 overlapped; H=12: 0.23 split,
-    0.25 overlapped)."""
+    longer of its chain and the prepare kernel on the places its programs leave, plus the chain's tail, and taken
+    when that is 10% below the prepare kernel and the split passes (T=8192 K=V=64 H=32: 0.30 ms split, 0.22
+    overlapped; H=12: 0.23 split, 0.25 overlapped; T=16384 H=16: 0.505 split, 0.517 overlapped)."""
     out_steps = total_chunks * n_heads * (V // bv)              # the output pass, split or not
     trans_steps = total_chunks * n_heads * ((V + K) // bv)      # the transition pass (an upper bound)
     unsplit = state_pass_us(out_steps, longest_chunks, bv, slots, K=K)
@@ -275,7 +276,7 @@ def plan_split(n_heads: int, total_chunks: int, longest_chunks: int, K: int, V: 
         prepare = PREPARE_US * total_chunks * n_heads * step_width(K) * H100_SLOTS / slots
         beside = prepare * 2 * slots / max(2 * slots - overlap_programs, 1)
         overlapped = max(beside, longest_chunks * OVERLAP_STEP_US * step_width(K)) + OVERLAP_TAIL_US
-        return best if prepare + best_cost < overlapped else 0
+        return best if overlapped > 0.9 * (prepare + best_cost) else 0
     return best if best_cost < 0.9 * unsplit else 0
 
 
