@@ -36,8 +36,10 @@ class LaunchConfig:
     multiprocessor, the best of 1 to 2.5 on an H100 with two programs resident per multiprocessor; 0: none); pdl: on
     sm_90 and later, each kernel after the prepare kernel launched as a programmatic dependent of the one before
     (its launch and prologue overlap that kernel's last programs; `uses_pdl`); combine_block_v: state columns per
-    program of the split path's combine kernel (16: its chain of products the shortest, perf-notes v18); overlap:
-    where `overlaps_prepare` allows, the state kernel runs beside the prepare kernel on a second stream."""
+    program of the split path's combine kernel (16: its chain of products the shortest, perf-notes v18); overlap: the
+    unsplit state pass beside the prepare kernel on a second stream where `overlaps_prepare` allows it, and (None)
+    where `overlap_pays` estimates it faster than after the prepare kernel, or (True) wherever allowed, or (False)
+    never."""
 
     block_v: int | None = None
     num_warps: int = 4
@@ -50,7 +52,7 @@ class LaunchConfig:
     prepare_prefetch: int | None = None
     pdl: bool = True
     combine_block_v: int = 16
-    overlap: bool = True
+    overlap: bool | None = None
 
     def __post_init__(self):
         # the transition pass compiled with one stage (no pipelining) and 32-column blocks made an illegal memory
@@ -62,6 +64,8 @@ class LaunchConfig:
             raise ValueError(f"block_v: expected None, 16, 32, 64 or 128, got {self.block_v}")
         if self.combine_block_v not in (16, 32, 64, 128):
             raise ValueError(f"combine_block_v: expected 16, 32, 64 or 128, got {self.combine_block_v}")
+        if self.overlap not in (None, True, False):
+            raise ValueError(f"overlap: expected None, True or False, got {self.overlap!r}")
 
 
 DEFAULT_CONFIG = LaunchConfig()
@@ -159,7 +163,7 @@ def overlaps_prepare(cfg: LaunchConfig, *, sm90_prepare: bool, varlen: bool,
     each takes half a multiprocessor's registers and 148 KB of shared memory beside one prepare program, and with
     more of them the prepare kernel loses the multiprocessors it needs (T=8192 H=64: no gain; H=32: 0.408 -> 0.366
     ms, perf-notes v18)."""
-    return (cfg.overlap and sm90_prepare and not varlen and not intermediate
+    return ((cfg.overlap is None or cfg.overlap) and sm90_prepare and not varlen and not intermediate
             and (B == 1 or T % CHUNK == 0) and K in (64, 128) and V in (64, 128)
             and dtype in (torch.bfloat16, torch.float16) and v_tiles and 0 < programs <= slots // 2)
 
@@ -235,8 +239,9 @@ def parallel_slots(device: torch.device) -> int:
 STEP_US, THROUGHPUT_US, COMBINE_US = 1.45, 0.015, 2.0
 # The prepare kernel: PREPARE_US per (chunk, head) program at K = 128 with H100_SLOTS multiprocessors (two programs
 # on each). The overlapped state kernel (overlaps_prepare): a 64-column step takes OVERLAP_STEP_US beside a prepare
-# program, and its chain ends about OVERLAP_TAIL_US after the prepare kernel (perf-notes v19).
-PREPARE_US, OVERLAP_STEP_US, OVERLAP_TAIL_US = 0.061, 1.85, 30.0
+# program, and its chain ends about OVERLAP_TAIL_US after the prepare kernel; alone, the Triton state kernel's
+# 32-column step (where the programs are that few) takes FEW_STEP_US (perf-notes v19).
+PREPARE_US, OVERLAP_STEP_US, OVERLAP_TAIL_US, FEW_STEP_US = 0.061, 1.85, 30.0, 1.1
 
 
 def step_width(K: int) -> float:
@@ -251,15 +256,36 @@ def state_pass_us(steps: int, walk: int, bv: int, slots: int, transition: bool =
     return max(walk * STEP_US, steps * THROUGHPUT_US * width * H100_SLOTS / slots)
 
 
+def prepare_us(n_heads: int, total_chunks: int, K: int, slots: int) -> float:
+    """Estimated time of the prepare kernel."""
+    return PREPARE_US * total_chunks * n_heads * step_width(K) * H100_SLOTS / slots
+
+
+def overlapped_us(n_heads: int, total_chunks: int, longest_chunks: int, K: int, slots: int, programs: int) -> float:
+    """Estimated time of an unsplit call whose `programs` state programs run beside the prepare kernel: the longer of
+    their chain and the prepare kernel on the places they leave (two per multiprocessor, one taken by each state
+    program), plus the chain's tail."""
+    beside = prepare_us(n_heads, total_chunks, K, slots) * 2 * slots / max(2 * slots - programs, 1)
+    return max(beside, longest_chunks * OVERLAP_STEP_US * step_width(K)) + OVERLAP_TAIL_US
+
+
+def overlap_pays(n_heads: int, total_chunks: int, longest_chunks: int, K: int, slots: int, programs: int) -> bool:
+    """Whether the unsplit state pass is estimated faster beside the prepare kernel than after it. Not where the
+    chain is long: beside a prepare program a step takes 1.85 us, alone 1.1 (T=65536 H=4 unsplit: 1.69 ms
+    overlapped, 1.35 after; T=8192 H=32: 0.365 overlapped, 0.408 after)."""
+    alone = prepare_us(n_heads, total_chunks, K, slots) + longest_chunks * FEW_STEP_US * step_width(K)
+    return overlapped_us(n_heads, total_chunks, longest_chunks, K, slots, programs) < alone
+
+
 def plan_split(n_heads: int, total_chunks: int, longest_chunks: int, K: int, V: int, bv: int,
                slots: int = H100_SLOTS, overlap_programs: int = 0) -> int:
     """64-token chunks per segment for the split path, or 0 when one program per sequence is as fast:
     the cheapest segment length, taken when it beats the unsplit path by 10%. total_chunks: chunks of all
-    sequences; slots: multiprocessors of the device. overlap_programs: where the unsplit path would run its state
-    kernel beside the prepare kernel (overlaps_prepare), its program count: then the unsplit call is priced as the
-    longer of its chain and the prepare kernel on the places its programs leave, plus the chain's tail, and taken
-    when that is 10% below the prepare kernel and the split passes (T=8192 K=V=64 H=32: 0.30 ms split, 0.22
-    overlapped; H=12: 0.23 split, 0.25 overlapped; T=16384 H=16: 0.505 split, 0.517 overlapped)."""
+    sequences; slots: multiprocessors of the device. overlap_programs: where the unsplit path could run its state
+    kernel beside the prepare kernel (overlaps_prepare), its program count: where that pays (overlap_pays), the
+    unsplit call is priced as overlapped_us, and kept when that is 10% below the prepare kernel and the split
+    passes (T=8192 K=V=64 H=32: 0.30 ms split, 0.22 overlapped; H=12: 0.23 split, 0.25 overlapped; T=16384 H=16:
+    0.505 split, 0.517 overlapped)."""
     out_steps = total_chunks * n_heads * (V // bv)              # the output pass, split or not
     trans_steps = total_chunks * n_heads * ((V + K) // bv)      # the transition pass (an upper bound)
     unsplit = state_pass_us(out_steps, longest_chunks, bv, slots, K=K)
@@ -272,11 +298,9 @@ def plan_split(n_heads: int, total_chunks: int, longest_chunks: int, K: int, V: 
                 + math.ceil(longest_chunks / ncs) * COMBINE_US)
         if cost < best_cost:
             best, best_cost = ncs, cost
-    if overlap_programs:
-        prepare = PREPARE_US * total_chunks * n_heads * step_width(K) * H100_SLOTS / slots
-        beside = prepare * 2 * slots / max(2 * slots - overlap_programs, 1)
-        overlapped = max(beside, longest_chunks * OVERLAP_STEP_US * step_width(K)) + OVERLAP_TAIL_US
-        return best if overlapped > 0.9 * (prepare + best_cost) else 0
+    if overlap_programs and overlap_pays(n_heads, total_chunks, longest_chunks, K, slots, overlap_programs):
+        overlapped = overlapped_us(n_heads, total_chunks, longest_chunks, K, slots, overlap_programs)
+        return best if overlapped > 0.9 * (prepare_us(n_heads, total_chunks, K, slots) + best_cost) else 0
     return best if best_cost < 0.9 * unsplit else 0
 
 
@@ -325,7 +349,8 @@ def kda_forward(
     if split_chunks is None:
         split_chunks = plan_split(HV, n_slots, longest_chunks, K, V, bv, slots, programs if can_overlap else 0)
     split = 0 < split_chunks < max(longest_chunks, 1)
-    overlap = can_overlap and not split
+    overlap = can_overlap and not split and (
+        cfg.overlap is not None or overlap_pays(HV, n_slots, longest_chunks, K, slots, programs))
     ncs = split_chunks if split else NO_SPLIT
     nsearch = max(1, math.ceil(math.log2(N + 1)))
     interp = interpreting()

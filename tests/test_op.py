@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import fastkda
+import fastkda.forward as fwd
 from fastkda.api import normalize_call
 from kda_cases import Case, make_inputs, rel_err
 
@@ -74,9 +75,12 @@ def test_compile_fullgraph_gpu():
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("seqlens", [None, (700, 0, 300, 2100)], ids=["fixed", "varlen"])
-def test_cuda_graph_replay_matches_eager(seqlens):
-    case = Case(T=3100, H=2, HV=4, K=128, V=128, seqlens=seqlens, intermediate=True)
+@pytest.mark.parametrize("seqlens,overlap", [(None, None), ((700, 0, 300, 2100), None), (None, True)],
+                         ids=["fixed", "varlen", "overlapped"])
+def test_cuda_graph_replay_matches_eager(seqlens, overlap, monkeypatch):
+    """overlapped: the state kernel on a second stream beside the prepare kernel (sm_90), captured with it."""
+    monkeypatch.setattr(fwd, "DEFAULT_CONFIG", fwd.LaunchConfig(overlap=overlap))
+    case = Case(T=3100, H=2, HV=4, K=128, V=128, seqlens=seqlens, intermediate=overlap is None)
     args = make_inputs(case, torch.device("cuda"))
     eager = fastkda.chunk_kda(**args)
     static = {n: (x.clone() if isinstance(x, torch.Tensor) else x) for n, x in args.items()}

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fastkda.forward import (LaunchConfig, overlaps_prepare, plan_split, prepare_kernel, sm90_reads, state_block_v,
+from fastkda.forward import (LaunchConfig, overlap_pays, overlaps_prepare, plan_split, prepare_kernel, sm90_reads, state_block_v,
                              v_tile_desc)
 
 
@@ -58,7 +58,17 @@ def test_split_against_the_overlapped_path(heads, tokens, K, split):
     assert plan_split(heads, chunks, chunks, K, K, 64, 132) > 0                     # without the overlap: all split
 
 
-@pytest.mark.parametrize("kwargs", [dict(transition_stages=1), dict(block_v=48)], ids=["transition_stages=1", "block_v=48"])
+@pytest.mark.parametrize("heads,tokens,K,pays", [
+    (32, 8192, 128, True), (32, 8192, 64, True), (16, 16384, 128, True),
+    (8, 32768, 128, False), (4, 65536, 128, False),     # long chains: 0.89 and 1.69 ms overlapped, 0.81 and 1.35 after
+])
+def test_overlap_only_where_the_chain_is_short(heads, tokens, K, pays):
+    chunks = tokens // 64
+    assert overlap_pays(heads, chunks, chunks, K, 132, heads * K // 64) is pays
+
+
+@pytest.mark.parametrize("kwargs", [dict(transition_stages=1), dict(block_v=48), dict(overlap="yes")],
+                         ids=["transition_stages=1", "block_v=48", "overlap=yes"])
 def test_launch_config_refuses_unverified_settings(kwargs):
     with pytest.raises(ValueError, match=next(iter(kwargs))):
         LaunchConfig(**kwargs)
@@ -121,4 +131,5 @@ OVERLAP_BASE = dict(sm90_prepare=True, varlen=False, intermediate=False, B=1, T=
 ], ids=lambda x: str(x))
 def test_state_kernel_overlaps_prepare_where_both_fit(change, expected):
     assert overlaps_prepare(LaunchConfig(), **{**OVERLAP_BASE, **change}) is expected
+    assert overlaps_prepare(LaunchConfig(overlap=True), **{**OVERLAP_BASE, **change}) is expected
     assert not overlaps_prepare(LaunchConfig(overlap=False), **{**OVERLAP_BASE, **change})
