@@ -241,7 +241,7 @@ STEP_US, THROUGHPUT_US, COMBINE_US = 1.45, 0.015, 2.0
 # on each). The overlapped state kernel (overlaps_prepare): a 64-column step takes OVERLAP_STEP_US beside a prepare
 # program, and its chain ends about OVERLAP_TAIL_US after the prepare kernel; alone, the Triton state kernel's
 # 32-column step (where the programs are that few) takes FEW_STEP_US (perf-notes v19).
-PREPARE_US, OVERLAP_STEP_US, OVERLAP_TAIL_US, FEW_STEP_US = 0.061, 1.85, 30.0, 1.1
+PREPARE_US, OVERLAP_STEP_US, OVERLAP_TAIL_US, FEW_STEP_US = 0.061, 1.55, 30.0, 1.1
 
 
 def step_width(K: int) -> float:
@@ -271,8 +271,8 @@ def overlapped_us(n_heads: int, total_chunks: int, longest_chunks: int, K: int, 
 
 def overlap_pays(n_heads: int, total_chunks: int, longest_chunks: int, K: int, slots: int, programs: int) -> bool:
     """Whether the unsplit state pass is estimated faster beside the prepare kernel than after it. Not where the
-    chain is long: beside a prepare program a step takes 1.85 us, alone 1.1 (T=65536 H=4 unsplit: 1.69 ms
-    overlapped, 1.35 after; T=8192 H=32: 0.365 overlapped, 0.408 after)."""
+    chain is long: beside a prepare program a step takes 1.4-1.7 us, alone 1.1 (T=32768 H=8 unsplit: 0.81 ms
+    either way; T=65536 H=4 slower overlapped; T=8192 H=32: 0.365 overlapped, 0.408 after)."""
     alone = prepare_us(n_heads, total_chunks, K, slots) + longest_chunks * FEW_STEP_US * step_width(K)
     return overlapped_us(n_heads, total_chunks, longest_chunks, K, slots, programs) < alone
 
@@ -284,8 +284,8 @@ def plan_split(n_heads: int, total_chunks: int, longest_chunks: int, K: int, V: 
     sequences; slots: multiprocessors of the device. overlap_programs: where the unsplit path could run its state
     kernel beside the prepare kernel (overlaps_prepare), its program count: where that pays (overlap_pays), the
     unsplit call is priced as overlapped_us, and kept when that is 10% below the prepare kernel and the split
-    passes (T=8192 K=V=64 H=32: 0.30 ms split, 0.22 overlapped; H=12: 0.23 split, 0.25 overlapped; T=16384 H=16:
-    0.505 split, 0.517 overlapped)."""
+    passes (T=8192 K=V=64 H=32: 0.30 ms split, 0.22 overlapped; T=16384 H=16: 0.503 split, 0.479 overlapped; H=12:
+    0.231 either way)."""
     out_steps = total_chunks * n_heads * (V // bv)              # the output pass, split or not
     trans_steps = total_chunks * n_heads * ((V + K) // bv)      # the transition pass (an upper bound)
     unsplit = state_pass_us(out_steps, longest_chunks, bv, slots, K=K)
