@@ -154,18 +154,16 @@ def uses_pdl(device: torch.device, cfg: LaunchConfig) -> bool:
 
 def overlaps_prepare(cfg: LaunchConfig, *, sm90_prepare: bool, varlen: bool,
                      intermediate: bool, B: int, T: int, K: int, V: int, dtype: torch.dtype, v_tiles: bool,
-                     programs: int, slots: int) -> bool:
-    """Whether the unsplit state pass runs beside the prepare kernel (chunk_state_sm90.py): a second stream, each state
-    program waiting chunk by chunk on the prepare programs' ready flags. It needs the sm_90 prepare kernel (which
-    sets the flags, and finishes every chunk of any gate in its one launch), a fixed-length batch without
+                     slots: int) -> bool:
+    """Whether the unsplit state pass can run beside the prepare kernel (chunk_state_sm90.py): a second stream, each
+    state program waiting chunk by chunk on the prepare programs' ready flags. It needs the sm_90 prepare kernel
+    (which sets the flags, and finishes every chunk of any gate in its one launch), a fixed-length batch without
     intermediate states whose o tiles do not cross into the next sequence (B = 1 or T a multiple of 64), 16-bit
-    inputs with v readable in tiles, K and V in {64, 128}, and at most one state program per two multiprocessors:
-    each takes half a multiprocessor's registers and 148 KB of shared memory beside one prepare program, and with
-    more of them the prepare kernel loses the multiprocessors it needs (T=8192 H=64: no gain; H=32: 0.408 -> 0.366
-    ms, perf-notes v18)."""
+    inputs with v readable in tiles, K and V in {64, 128}, and a multiprocessor per two for each of a lane's
+    programs (overlap_groups) with at least one chunk."""
     return ((cfg.overlap is None or cfg.overlap) and sm90_prepare and not varlen and not intermediate
             and (B == 1 or T % CHUNK == 0) and K in (64, 128) and V in (64, 128)
-            and dtype in (torch.bfloat16, torch.float16) and v_tiles and 0 < programs <= slots // 2)
+            and dtype in (torch.bfloat16, torch.float16) and v_tiles and V // 64 <= slots // 2 and T > 0)
 
 
 @functools.cache
@@ -185,7 +183,8 @@ def gluon_desc(td: TensorDescriptor):
     return GluonDescriptor(td.base, td.shape, td.strides, td.block_shape, layout)
 
 
-def launch_overlapped_state(fork, ws, ws_eg, v, o, h0, ht, ready, *, B, T, NT, HV, K, V, state_v_first):
+def launch_overlapped_state(fork, ws, ws_eg, v, o, h0, ht, ready, group_lanes, *, B, T, NT, HV, K, V,
+                            state_v_first):
     """The Gluon state kernel on the side stream, after `fork` (recorded on the current stream before the prepare
     launch, so it waits for the inputs but not for the prepare kernel); the current stream then waits for it."""
     from fastkda.kernels.chunk_state_sm90 import kda_chunk_state_sm90_kernel
@@ -196,12 +195,21 @@ def launch_overlapped_state(fork, ws, ws_eg, v, o, h0, ht, ready, *, B, T, NT, H
         v_tile_desc(v, 64), TensorDescriptor.from_tensor(ws_eg.view(-1, K), [1, K]),
         TensorDescriptor.from_tensor(o.view(B * T, HV * V), [CHUNK, 64])]
     with torch.cuda.stream(side):
-        kda_chunk_state_sm90_kernel[(V // 64 * HV * B,)](
-            *(gluon_desc(d) for d in descs), h0, ht, ready, T, NT, HV, v.stride(2), K=K, V=V, BV=64, BT=CHUNK,
+        kda_chunk_state_sm90_kernel[(V // 64 * group_lanes,)](
+            *(gluon_desc(d) for d in descs), h0, ht, ready, T, NT, HV, v.stride(2), B * HV, group_lanes, K=K, V=V,
+            BV=64, BT=CHUNK,
             HAS_H0=h0 is not None, STORE_HT=ht is not None, STATE_V_FIRST=state_v_first, num_warps=4)
         join = torch.cuda.Event()
         join.record(side)
     main.wait_event(join)
+
+
+def divisor_magic(d: int) -> int:
+    """x // d for 0 <= x < 2^30 as (4 x m) >> (32 + l), l = ceil(log2 d), m = ceil(2^(30 + l) / d) < 2^31 (then
+    m d - 2^(30 + l) < d <= 2^l, which makes the quotient exact), packed as m + (l + 1) 2^32: an int64 for any d,
+    so the kernel's signature does not change with it (chunk_prepare_sm90._div)."""
+    l = (d - 1).bit_length()
+    return -(-(1 << (30 + l)) // d) + ((l + 1) << 32)
 
 
 def sm90_reads(x: torch.Tensor) -> bool:
@@ -238,10 +246,11 @@ def parallel_slots(device: torch.device) -> int:
 # takes COMBINE_US per segment of the longest sequence.
 STEP_US, THROUGHPUT_US, COMBINE_US = 1.45, 0.015, 2.0
 # The prepare kernel: PREPARE_US per (chunk, head) program at K = 128 with H100_SLOTS multiprocessors (two programs
-# on each). The overlapped state kernel (overlaps_prepare): a 64-column step takes OVERLAP_STEP_US beside a prepare
-# program, and its chain ends about OVERLAP_TAIL_US after the prepare kernel; alone, the Triton state kernel's
-# 32-column step (where the programs are that few) takes FEW_STEP_US (perf-notes v19).
-PREPARE_US, OVERLAP_STEP_US, OVERLAP_TAIL_US, FEW_STEP_US = 0.061, 1.55, 30.0, 1.1
+# on each); READY_COST: its slowdown where each program sets a ready flag (the fence waits for its stores: +6%). The
+# overlapped state kernel (overlaps_prepare): a 64-column step takes OVERLAP_STEP_US beside a prepare program, and its
+# last chain ends about OVERLAP_TAIL_US after the prepare kernel; alone, the Triton state kernel's 32-column step
+# (where the programs are that few) takes FEW_STEP_US (perf-notes v19, v20).
+PREPARE_US, READY_COST, OVERLAP_STEP_US, OVERLAP_TAIL_US, FEW_STEP_US = 0.061, 1.06, 1.78, 10.0, 1.1
 
 
 def step_width(K: int) -> float:
@@ -261,31 +270,60 @@ def prepare_us(n_heads: int, total_chunks: int, K: int, slots: int) -> float:
     return PREPARE_US * total_chunks * n_heads * step_width(K) * H100_SLOTS / slots
 
 
-def overlapped_us(n_heads: int, total_chunks: int, longest_chunks: int, K: int, slots: int, programs: int) -> float:
-    """Estimated time of an unsplit call whose `programs` state programs run beside the prepare kernel: the longer of
-    their chain and the prepare kernel on the places they leave (two per multiprocessor, one taken by each state
-    program), plus the chain's tail."""
-    beside = prepare_us(n_heads, total_chunks, K, slots) * 2 * slots / max(2 * slots - programs, 1)
-    return max(beside, longest_chunks * OVERLAP_STEP_US * step_width(K)) + OVERLAP_TAIL_US
+def overlapped_us(n_heads: int, total_chunks: int, longest_chunks: int, K: int, slots: int, programs: int,
+                  groups: int = 1) -> float:
+    """Estimated time of an unsplit call whose `programs` state programs run beside the prepare kernel, walking
+    `groups` chains each: the longer of their chains and the prepare kernel on the places they leave (two per
+    multiprocessor, one taken by each state program), plus the last chain's tail."""
+    beside = prepare_us(n_heads, total_chunks, K, slots) * READY_COST * 2 * slots / max(2 * slots - programs, 1)
+    return max(beside, groups * longest_chunks * OVERLAP_STEP_US * step_width(K)) + OVERLAP_TAIL_US
 
 
-def overlap_pays(n_heads: int, total_chunks: int, longest_chunks: int, K: int, slots: int, programs: int) -> bool:
-    """Whether the unsplit state pass is estimated faster beside the prepare kernel than after it. Not where the
-    chain is long: beside a prepare program a step takes 1.4-1.7 us, alone 1.1 (T=32768 H=8 unsplit: 0.81 ms
-    either way; T=65536 H=4 slower overlapped; T=8192 H=32: 0.365 overlapped, 0.408 after)."""
-    alone = prepare_us(n_heads, total_chunks, K, slots) + longest_chunks * FEW_STEP_US * step_width(K)
-    return overlapped_us(n_heads, total_chunks, longest_chunks, K, slots, programs) < alone
+def overlap_groups(lanes: int, n_heads: int, total_chunks: int, longest_chunks: int, K: int, V: int,
+                   slots: int) -> tuple[int, int]:
+    """(lanes per group, groups) of the overlapped state kernel: its programs, V / 64 per lane (sequence, head) of a
+    group, walk the groups one after the other, and the prepare kernel produces the chunks in that order. At most
+    one program per two multiprocessors (each takes half a multiprocessor's registers and 148 KB of shared memory,
+    beside one prepare program); fewer programs leave the prepare kernel more places but walk more chains each: the
+    number of groups (of equal size) is the one overlapped_us estimates fastest. T=8192 H=64: 2 or 3 groups 0.72 ms,
+    4 groups 0.94, one group of 128 programs no faster than sequential 0.74; H=96: 3 or 4 groups 1.08, sequential
+    1.15 (perf-notes v20)."""
+    most = max(slots // 2 // (V // 64), 1)
+    best = None
+    for groups in range(-(-lanes // most), lanes + 1):
+        size = -(-lanes // groups)
+        if size * groups - lanes >= size:       # a group would be empty
+            continue
+        cost = overlapped_us(n_heads, total_chunks, longest_chunks, K, slots, size * (V // 64), groups)
+        if best is not None and cost >= best[0]:
+            if groups * longest_chunks * OVERLAP_STEP_US * step_width(K) > cost:
+                break                           # the chains alone take longer from here on
+            continue
+        best = (cost, size, groups)
+    return best[1], best[2]
+
+
+def overlap_pays(n_heads: int, total_chunks: int, longest_chunks: int, K: int, V: int, slots: int,
+                 programs: int, groups: int = 1) -> bool:
+    """Whether the unsplit state pass is estimated faster beside the prepare kernel than after it, where the state
+    kernel takes the longer of its chain and its share of the GPU's bandwidth. Not where the chain is long:
+    beside a prepare program a step takes 1.4-1.8 us, alone 1.1 (T=32768 H=8 unsplit: 0.81 ms either way;
+    T=65536 H=4 slower overlapped; T=8192 H=32: 0.365 overlapped, 0.408 after)."""
+    after = max(longest_chunks * FEW_STEP_US * step_width(K),
+                state_pass_us(total_chunks * n_heads * V // 64, 0, 64, slots, K=K))
+    return (overlapped_us(n_heads, total_chunks, longest_chunks, K, slots, programs, groups)
+            < prepare_us(n_heads, total_chunks, K, slots) + after)
 
 
 def plan_split(n_heads: int, total_chunks: int, longest_chunks: int, K: int, V: int, bv: int,
-               slots: int = H100_SLOTS, overlap_programs: int = 0) -> int:
+               slots: int = H100_SLOTS, overlap_programs: int = 0, overlap_groups: int = 1) -> int:
     """64-token chunks per segment for the split path, or 0 when one program per sequence is as fast:
     the cheapest segment length, taken when it beats the unsplit path by 10%. total_chunks: chunks of all
     sequences; slots: multiprocessors of the device. overlap_programs: where the unsplit path could run its state
     kernel beside the prepare kernel (overlaps_prepare), its program count: where that pays (overlap_pays), the
-    unsplit call is priced as overlapped_us, and kept when that is 10% below the prepare kernel and the split
-    passes (T=8192 K=V=64 H=32: 0.30 ms split, 0.22 overlapped; T=16384 H=16: 0.503 split, 0.479 overlapped; H=12:
-    0.231 either way)."""
+    unsplit call is priced as overlapped_us, and kept when that is 5% below the prepare kernel and the split
+    passes (T=8192 K=V=64 H=32: 0.30 ms split, 0.22 overlapped; T=16384 H=16: 0.503 split, 0.476 overlapped; H=12:
+    0.231 split, 0.25 overlapped)."""
     out_steps = total_chunks * n_heads * (V // bv)              # the output pass, split or not
     trans_steps = total_chunks * n_heads * ((V + K) // bv)      # the transition pass (an upper bound)
     unsplit = state_pass_us(out_steps, longest_chunks, bv, slots, K=K)
@@ -298,9 +336,10 @@ def plan_split(n_heads: int, total_chunks: int, longest_chunks: int, K: int, V: 
                 + math.ceil(longest_chunks / ncs) * COMBINE_US)
         if cost < best_cost:
             best, best_cost = ncs, cost
-    if overlap_programs and overlap_pays(n_heads, total_chunks, longest_chunks, K, slots, overlap_programs):
-        overlapped = overlapped_us(n_heads, total_chunks, longest_chunks, K, slots, overlap_programs)
-        return best if overlapped > 0.9 * (prepare_us(n_heads, total_chunks, K, slots) + best_cost) else 0
+    if overlap_programs and overlap_pays(n_heads, total_chunks, longest_chunks, K, V, slots, overlap_programs,
+                                         overlap_groups):
+        overlapped = overlapped_us(n_heads, total_chunks, longest_chunks, K, slots, overlap_programs, overlap_groups)
+        return best if overlapped > 0.95 * (prepare_us(n_heads, total_chunks, K, slots) + best_cost) else 0
     return best if best_cost < 0.9 * unsplit else 0
 
 
@@ -342,15 +381,16 @@ def kda_forward(
     n_slots = B * NT if cu_seqlens is None else NT + max(N - 1, 0)
     prepare = prepare_kernel(device, K, cfg, (q, k, g)) if n_slots else None
     sm90_prepare = prepare not in (None, kda_chunk_prepare_kernel)       # the Gluon kernel
-    programs = B * HV * (V // 64)                                        # of the overlapped state kernel
     can_overlap = overlaps_prepare(
         cfg, sm90_prepare=sm90_prepare, varlen=cu_seqlens is not None, intermediate=hi is not None, B=B, T=T, K=K,
-        V=V, dtype=q.dtype, v_tiles=v_token_rows(v), programs=programs, slots=slots)
+        V=V, dtype=q.dtype, v_tiles=v_token_rows(v), slots=slots)
+    group_lanes, groups = overlap_groups(B * HV, HV, n_slots, longest_chunks, K, V, slots)
+    programs = group_lanes * (V // 64)                                  # of the overlapped state kernel
     if split_chunks is None:
-        split_chunks = plan_split(HV, n_slots, longest_chunks, K, V, bv, slots, programs if can_overlap else 0)
+        split_chunks = plan_split(HV, n_slots, longest_chunks, K, V, bv, slots, programs if can_overlap else 0, groups)
     split = 0 < split_chunks < max(longest_chunks, 1)
     overlap = can_overlap and not split and (
-        cfg.overlap is not None or overlap_pays(HV, n_slots, longest_chunks, K, slots, programs))
+        cfg.overlap is not None or overlap_pays(HV, n_slots, longest_chunks, K, V, slots, programs, groups))
     ncs = split_chunks if split else NO_SPLIT
     nsearch = max(1, math.ceil(math.log2(N + 1)))
     interp = interpreting()
@@ -391,11 +431,18 @@ def kda_forward(
             ahead = cfg.prepare_prefetch
             if ahead is None:
                 ahead = 3 * parallel_slots(device) // 2
-            prepare[(n_slots * HV,)](*prepare_args, **prepare_consts, KS=32, PREFETCH=ahead, ready=ready, READY=overlap)
+            order = {}
+            grid = n_slots * HV
+            if overlap:     # lanes by groups (the last one padded), each chunk by chunk
+                order = dict(group_lanes=group_lanes, div_span=divisor_magic(group_lanes * NT),
+                             div_group=divisor_magic(group_lanes), div_heads=divisor_magic(HV))
+                grid = groups * group_lanes * NT
+            prepare[(grid,)](*prepare_args, **prepare_consts, KS=32, PREFETCH=ahead, ready=ready, READY=overlap,
+                             **order)
 
     if overlap:
-        launch_overlapped_state(fork, ws, ws_eg, v, o, initial_state, ht, ready, B=B, T=T, NT=NT, HV=HV, K=K, V=V,
-                                state_v_first=state_v_first)
+        launch_overlapped_state(fork, ws, ws_eg, v, o, initial_state, ht, ready, group_lanes, B=B, T=T, NT=NT, HV=HV,
+                                K=K, V=V, state_v_first=state_v_first)
         return o, ht, hi
 
     state_args = dict(

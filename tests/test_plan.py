@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fastkda.forward import (LaunchConfig, overlap_pays, overlaps_prepare, plan_split, prepare_kernel, sm90_reads, state_block_v,
+from fastkda.forward import (LaunchConfig, overlap_groups, overlap_pays, overlaps_prepare, plan_split, prepare_kernel, sm90_reads, state_block_v,
                              v_tile_desc)
 
 
@@ -46,25 +46,45 @@ def test_head_dim_64_splits_where_its_steps_are_cheaper():
 
 @pytest.mark.parametrize("heads,tokens,K,split", [
     (32, 8192, 64, False),      # K = V = 64: 0.22 ms overlapped, 0.30 split (H100, perf-notes v19)
-    (12, 8192, 128, True),      # 0.231 either way: the chain is longer than the prepare kernel
-    (16, 16384, 128, False),    # 0.479 overlapped, 0.503 split
+    (12, 8192, 128, True),      # 0.231 split, 0.25 overlapped: the chain is longer than the prepare kernel
+    (16, 16384, 128, False),    # 0.476 overlapped, 0.503 split (v20)
     (4, 65536, 128, True), (8, 32768, 128, True),
 ])
 def test_split_against_the_overlapped_path(heads, tokens, K, split):
     """Where the unsplit state pass would run beside the prepare kernel, the planner prices it so."""
     chunks = tokens // 64
-    programs = heads * K // 64
-    assert (plan_split(heads, chunks, chunks, K, K, 64, 132, overlap_programs=programs) > 0) is split
+    lanes, groups = overlap_groups(heads, heads, chunks, chunks, K, K, 132)
+    programs = lanes * K // 64
+    assert (plan_split(heads, chunks, chunks, K, K, 64, 132, programs, groups) > 0) is split
     assert plan_split(heads, chunks, chunks, K, K, 64, 132) > 0                     # without the overlap: all split
 
 
 @pytest.mark.parametrize("heads,tokens,K,pays", [
     (32, 8192, 128, True), (32, 8192, 64, True), (16, 16384, 128, True),
+    (64, 8192, 128, True), (96, 8192, 128, True),       # by groups: 0.72 and 1.08 ms, sequential 0.74 and 1.15 (v20)
     (8, 32768, 128, False), (4, 65536, 128, False),     # long chains (H=8: 0.81 ms either way)
 ])
 def test_overlap_only_where_the_chain_is_short(heads, tokens, K, pays):
     chunks = tokens // 64
-    assert overlap_pays(heads, chunks, chunks, K, 132, heads * K // 64) is pays
+    lanes, groups = overlap_groups(heads, heads, chunks, chunks, K, K, 132)
+    assert overlap_pays(heads, chunks, chunks, K, K, 132, lanes * K // 64, groups) is pays
+
+
+@pytest.mark.parametrize("batch,heads,tokens,K,expected", [
+    (1, 32, 8192, 128, (32, 1)),     # T=8192 H=32: 64 programs, one chain each
+    (1, 64, 8192, 128, (22, 3)),     # 44 programs (2 groups of 64: measured the same, 0.72 ms)
+    (1, 96, 8192, 128, (24, 4)),
+    (8, 32, 4096, 128, (24, 11)),    # 256 lanes: 48 programs, the last group 16 lanes
+    (1, 32, 8192, 64, (32, 1)),      # one program per lane at V = 64
+    (1, 200, 8192, 64, (25, 8)),     # one program per lane: 25 programs, 8 chains each
+], ids=["H32", "H64", "H96", "B8-H32", "V64-H32", "V64-H200"])
+def test_overlap_groups_leave_the_prepare_kernel_its_places(batch, heads, tokens, K, expected):
+    """Lanes per group and groups of the overlapped state kernel: at most one program per two multiprocessors, the
+    groups of equal size but the last, and none empty."""
+    chunks = tokens // 64
+    lanes, groups = overlap_groups(batch * heads, heads, batch * chunks, chunks, K, K, 132)
+    assert (lanes, groups) == expected
+    assert lanes * K // 64 <= 66 and (groups - 1) * lanes < batch * heads <= groups * lanes
 
 
 @pytest.mark.parametrize("kwargs", [dict(transition_stages=1), dict(block_v=48), dict(overlap="yes")],
@@ -115,17 +135,16 @@ def test_state_block_v_fills_the_multiprocessors(walks, V, split, expected):
 
 
 OVERLAP_BASE = dict(sm90_prepare=True, varlen=False, intermediate=False, B=1, T=8192, K=128, V=128,
-                    dtype=torch.bfloat16, v_tiles=True, programs=64, slots=132)
+                    dtype=torch.bfloat16, v_tiles=True, slots=132)
 
 
 @pytest.mark.parametrize("change,expected", [
-    ({}, True),                                         # T=8192 H=32: 64 programs beside the prepare kernel
-    ({"programs": 128}, False),                         # H=64: the prepare kernel would lose its multiprocessors
-    ({"programs": 66}, True), ({"programs": 67}, False),
+    ({}, True),                                         # T=8192: any number of heads, by groups
+    ({"slots": 3}, False),                              # the two programs of a lane need four multiprocessors
     ({"sm90_prepare": False}, False),                   # only the sm_90 prepare kernel sets the ready flags
     ({"varlen": True}, False), ({"intermediate": True}, False),
     ({"B": 2, "T": 4000}, False),                       # o tiles would cross into the next sequence
-    ({"B": 2, "T": 4096}, True), ({"B": 1, "T": 4000}, True),
+    ({"B": 2, "T": 4096}, True), ({"B": 1, "T": 4000}, True), ({"T": 0}, False),
     ({"dtype": torch.float32}, False), ({"dtype": torch.float16}, True),
     ({"v_tiles": False}, False), ({"K": 64, "V": 64}, True),
 ], ids=lambda x: str(x))

@@ -20,11 +20,11 @@ from fastkda.kernels.chunk_state import kda_chunk_state_kernel
 from fastkda.kernels.chunk_state_sm90 import kda_chunk_state_sm90_kernel
 from fastkda.kernels.common import HALF_BLOCK_SHIFT
 
-I32_PTRS = {"cu_seqlens", "seg_offsets", "chunk_offsets", "chunk_seq"}
+I32_PTRS = {"cu_seqlens", "seg_offsets", "chunk_offsets", "chunk_seq", "ready"}
 F32_PTRS = {"A_log", "dt_bias", "h0", "ht", "seg_start", "seg_trans", "ws_eg"}
 # the state kernel's workspace arguments are tensor descriptors with one chunk (64 rows) as a tile
 TILE_DESCS = {"ws_kg": "K", "ws_ku": "K", "ws_qg": "K", "ws_mu": "BT"}
-UNALIGNED = {"T", "N", "NT", "NSLOTS", "NT_ALLOC", "NCS", "NSEG", "NSEARCH", "H", "HV", "s_bb", "s_bt", "s_bh"}
+UNALIGNED = {"T", "N", "NT", "NSLOTS", "NT_ALLOC", "NCS", "NSEG", "NSEARCH", "H", "HV", "s_bb", "s_bt", "s_bh", "group_lanes"}
 
 
 def compile_kernel(fn, constexprs: dict, warps: int, stages: int, maxnreg=None):
@@ -35,6 +35,8 @@ def compile_kernel(fn, constexprs: dict, warps: int, stages: int, maxnreg=None):
             sig[name] = "constexpr"
         elif name in ("scale", "lower_bound"):
             sig[name] = "fp32"
+        elif name.startswith("div_"):
+            sig[name] = "i64"
         elif fn is kda_chunk_state_kernel and name in TILE_DESCS:
             sig[name] = f"tensordesc<bf16[64, {constexprs[TILE_DESCS[name]]}]>"
         elif name.startswith("s_") or name in UNALIGNED:
@@ -106,11 +108,11 @@ def sass_counts(ck) -> str:
     return f"{len(addrs)} SASS instructions, {longest} in the longest loop"
 
 
-def prepare_variant(warps=4, K=128, bounded=True, ks=32, maxnreg=None, sm90=False, varlen=False):
+def prepare_variant(warps=4, K=128, bounded=True, ks=32, maxnreg=None, sm90=False, varlen=False, ready=False):
     c = dict(K=K, BT=64, GATE=2 if bounded else 1, BOUNDED=bounded, HAS_A=True, HAS_BIAS=True,
              L2NORM=True, BETA_MODE=1, IS_VARLEN=varlen, DIAG_FLOOR=10.0, HALF_SHIFT=HALF_BLOCK_SHIFT,
              INTERPRET=False, KS=ks,
-             **({"PREFETCH": 198, "ready": None, "READY": False} if sm90 else {}))   # PREFETCH: the launcher's 1.5
+             **({"PREFETCH": 198, "READY": ready, **({} if ready else {"ready": None})} if sm90 else {}))   # PREFETCH: the launcher's 1.5
     # programs per multiprocessor of an H100
     fn = kda_chunk_prepare_sm90_kernel if sm90 else kda_chunk_prepare_kernel
     return compile_kernel(fn, c, warps, 1, maxnreg)
@@ -142,7 +144,7 @@ def state_sm90_variant(K=128, V=128, dtype="bf16", v_first=False):
             sig[name] = f"tensordesc<{descs[name]},{nvmma(128)}>"
         elif name == "eg_d":
             sig[name] = f"tensordesc<fp32[1, {K}],{nvmma(0, 32)}>"
-        elif name in ("T", "NT", "HV", "s_vh"):
+        elif name in ("T", "NT", "HV", "s_vh", "lanes", "group_lanes"):
             sig[name] = "i32"
         else:
             sig[name] = "*i32" if name == "ready" else "*fp32"
@@ -155,7 +157,7 @@ def state_sm90_variant(K=128, V=128, dtype="bf16", v_first=False):
 
 if __name__ == "__main__":
     for kw in (dict(warps=4), dict(warps=4, ks=64), dict(warps=4, bounded=False), dict(sm90=True),
-               dict(sm90=True, bounded=False)):
+               dict(sm90=True, bounded=False), dict(sm90=True, ready=True)):
         ck, dt = prepare_variant(**kw)
         print(f"prepare {kw} {dt:.1f}s smem={ck.metadata.shared}: {ptxas_verbose(ck)}; {sass_counts(ck)}")
     for kw in (dict(bv=64, warps=4, stages=3), dict(bv=32, warps=4, stages=3), dict(bv=64, warps=4, stages=3, transition=True)):

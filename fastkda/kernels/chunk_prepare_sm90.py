@@ -54,6 +54,30 @@ def _lg2(x):
 
 
 @gluon.jit
+def _div(x, magic):
+    """x // d for 0 <= x < 2^30 by a multiply-high and a shift, magic = forward.divisor_magic(d): a division by a
+    runtime value takes some 30 instructions, on the path to a program's first loads."""
+    m = (magic & 0xFFFFFFFF).to(gl.int32)
+    hi = gl.inline_asm_elementwise("mul.hi.u32 $0, $1, $2;", "=r,r,r", [x << 2, m], dtype=gl.int32, is_pure=True,
+                                   pack=1)
+    return hi >> ((magic >> 32).to(gl.int32) - 1)
+
+
+@gluon.jit
+def _grouped_chunk(pid, group_lanes, NT, HV, div_span, div_group, div_heads):
+    """(sequence, chunk, head, lane) of program pid where a fixed-length batch's lanes (sequence, head: lane =
+    sequence HV + head) go by groups of group_lanes, each group chunk by chunk: the order in which the overlapped
+    state kernel's programs walk them (chunk_state_sm90.py). The last group is padded to group_lanes: a lane past
+    the batch's is no program's. div_*: divisor_magic of group_lanes NT, group_lanes and HV."""
+    group = _div(pid, div_span)
+    r = pid - group * group_lanes * NT
+    chunk = _div(r, div_group)
+    lane = group * group_lanes + r - chunk * group_lanes
+    b = _div(lane, div_heads)
+    return b, chunk, lane - b * HV, lane
+
+
+@gluon.jit
 def _gate_log2(b_g, bias, A_scale, s_gate, lower_bound, GATE: gl.constexpr):
     """Per-step log-decay in log2 units of a slice of g (common.gate_log2)."""
     if GATE == 0:
@@ -250,7 +274,7 @@ def _invert_unit_lower_tf32(A, MMA: gl.constexpr):
     return Tm
 
 
-@gluon.jit(do_not_specialize=["H", "HV"])
+@gluon.jit(do_not_specialize=["H", "HV", "group_lanes", "div_span", "div_group", "div_heads"])
 def kda_chunk_prepare_sm90_kernel(
     q, k, g, beta, A_log, dt_bias, ws_kg, ws_ku, ws_qg, ws_mu, ws_eg, cu_seqlens, chunk_offsets, chunk_seq,
     s_qb, s_qt, s_qh, s_kb, s_kt, s_kh, s_gb, s_gt, s_gh, s_bb, s_bt, s_bh,
@@ -259,13 +283,16 @@ def kda_chunk_prepare_sm90_kernel(
     GATE: gl.constexpr, BOUNDED: gl.constexpr, HAS_A: gl.constexpr, HAS_BIAS: gl.constexpr,
     L2NORM: gl.constexpr, BETA_MODE: gl.constexpr, IS_VARLEN: gl.constexpr, DIAG_FLOOR: gl.constexpr,
     HALF_SHIFT: gl.constexpr, INTERPRET: gl.constexpr, KS: gl.constexpr = 32,
-    PREFETCH: gl.constexpr = 0, ready=None, READY: gl.constexpr = False,
+    PREFETCH: gl.constexpr = 0, ready=None, READY: gl.constexpr = False, group_lanes=0, div_span=0, div_group=0,
+    div_heads=0,
 ):
     """Arguments as kda_chunk_prepare_kernel's (KS is fixed at 32, INTERPRET is unused).
     Without BOUNDED the halves' factors fit only where no token decays by more than 2^-(2 HALF_SHIFT) to the end
     of its half: a program whose chunk fails that check in some slice computes its scores again with the 16-token
-    levels (_scores_quarters) before the inverse. READY: each program sets ready[pid] after its stores
-    (forward.overlaps_prepare)."""
+    levels (_scores_quarters) before the inverse. READY (fixed-length batches): each program sets ready[slot * HV +
+    head] after its stores, and the programs take the chunks in the order of the overlapped state kernel
+    (forward.overlaps_prepare; _grouped_chunk): lanes (sequence, head) by groups of group_lanes, each group chunk
+    by chunk; div_*: its divisors' magic numbers."""
     gl.static_assert(K == 64 or K == 128, "the sm_90 prepare kernel takes K = 64 or 128")
     NS: gl.constexpr = K // KS                                              # slices of the key dims
     gl.static_assert(BT == 64, "the anchoring levels assume 64-token chunks")
@@ -282,26 +309,35 @@ def kda_chunk_prepare_sm90_kernel(
     COL_C: gl.constexpr = gl.SliceLayout(0, C)
 
     pid = gl.program_id(0)
-    i_hv = pid % HV
-    slot = pid // HV
-    i_h = i_hv // (HV // H)
-    if IS_VARLEN:
-        if slot >= slots_in_use(chunk_offsets, N, NSLOTS, IS_VARLEN):
+    if READY:
+        i_n, i_chunk, i_hv, lane = _grouped_chunk(pid, group_lanes, NT, HV, div_span, div_group, div_heads)
+        if lane >= N * HV:
             return
-    i_n, i_chunk, i_b = slot_chunk(slot, chunk_offsets, chunk_seq, NT, IS_VARLEN)
+        slot = i_n * NT + i_chunk
+        i_b = i_n.to(gl.int64)
+    else:
+        i_hv = pid % HV
+        slot = pid // HV
+        if IS_VARLEN:
+            if slot >= slots_in_use(chunk_offsets, N, NSLOTS, IS_VARLEN):
+                return
+        i_n, i_chunk, i_b = slot_chunk(slot, chunk_offsets, chunk_seq, NT, IS_VARLEN)
+    i_h = i_hv // (HV // H)
     bos, eos = sequence_bounds(cu_seqlens, i_n, T, IS_VARLEN)
     t0 = bos + i_chunk * BT
     n_valid = eos - t0                      # tokens of the chunk inside its sequence
     if PREFETCH > 0:
         # the program PREFETCH ahead (one that starts while this one runs its inverse or soon after): its rows
         # are requested into L2 after the score loop, so that its loads and row norms wait for L2, not DRAM;
-        # where they start is loaded now
-        pf_slot = (pid + PREFETCH) // HV
-        pf_live = pf_slot < slots_in_use(chunk_offsets, N, NSLOTS, IS_VARLEN)
-        pf_n, pf_chunk, pf_b = slot_chunk(gl.minimum(pf_slot, NSLOTS - 1), chunk_offsets, chunk_seq, NT, IS_VARLEN)
-        pf_bos, pf_eos = sequence_bounds(cu_seqlens, pf_n, T, IS_VARLEN)
-        pf_t0 = pf_bos + pf_chunk * BT
-        pf_valid = pf_eos - pf_t0
+        # where they start is loaded now (in the grouped order, a fixed-length batch's, computed there)
+        if not READY:
+            pf_slot = (pid + PREFETCH) // HV
+            pf_live = pf_slot < slots_in_use(chunk_offsets, N, NSLOTS, IS_VARLEN)
+            pf_n, pf_chunk, pf_b = slot_chunk(gl.minimum(pf_slot, NSLOTS - 1), chunk_offsets, chunk_seq, NT,
+                                              IS_VARLEN)
+            pf_bos, pf_eos = sequence_bounds(cu_seqlens, pf_n, T, IS_VARLEN)
+            pf_t0 = pf_bos + pf_chunk * BT
+            pf_valid = pf_eos - pf_t0
 
     k_c = k + i_b * s_kb + i_h * s_kh + t0 * s_kt      # this chunk's rows (k, q and g stay the tensors' starts)
     q_c = q + i_b * s_qb + i_h * s_qh + t0 * s_qt
@@ -422,8 +458,16 @@ def kda_chunk_prepare_sm90_kernel(
         gl.store(ws_eg + h * KS + gl.expand_dims(c_h, 0), gl.exp2(G))
     AK, AQ = warpgroup_mma_wait(0, deps=(AK, AQ))
     if PREFETCH > 0:
-        if pf_live:
+        if READY:
+            pf_n, pf_chunk, pf_hv, pf_lane = _grouped_chunk(gl.program_id(0) + PREFETCH, group_lanes, NT, HV,
+                                                            div_span, div_group, div_heads)
+            pf_live = pf_lane < N * HV
+            pf_b = pf_n.to(gl.int64)
+            pf_t0 = pf_chunk * BT
+            pf_valid = T - pf_t0
+        else:
             pf_hv = (pid + PREFETCH) % HV
+        if pf_live:
             pf_h = pf_hv // (HV // H)
             PF: gl.constexpr = gl.BlockedLayout([1, 1], [32, 1], [2, 2], [1, 0])
             pf_t = gl.arange(0, 64, layout=gl.SliceLayout(1, PF))
@@ -483,4 +527,4 @@ def kda_chunk_prepare_sm90_kernel(
         Ku = warpgroup_mma(tbt_s, kd_s.index(h), gl.zeros([64, 32], gl.float32, MMA32), use_acc=False)
         gl.store(ws_ku + offs_c + h * KS, gl.convert_layout(Ku.to(gl.bfloat16), C), eviction_policy="evict_first")
     if READY:
-        mark_ready(ready, pid)
+        mark_ready(ready, out)
