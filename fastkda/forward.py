@@ -246,11 +246,12 @@ def parallel_slots(device: torch.device) -> int:
 # takes COMBINE_US per segment of the longest sequence.
 STEP_US, THROUGHPUT_US, COMBINE_US = 1.45, 0.015, 2.0
 # The prepare kernel: PREPARE_US per (chunk, head) program at K = 128 with H100_SLOTS multiprocessors (two programs
-# on each); READY_COST: its slowdown where each program sets a ready flag (the fence waits for its stores: +6%). The
-# overlapped state kernel (overlaps_prepare): a 64-column step takes OVERLAP_STEP_US beside a prepare program, and its
-# last chain ends about OVERLAP_TAIL_US after the prepare kernel; alone, the Triton state kernel's 32-column step
-# (where the programs are that few) takes FEW_STEP_US (perf-notes v19, v20).
-PREPARE_US, READY_COST, OVERLAP_STEP_US, OVERLAP_TAIL_US, FEW_STEP_US = 0.061, 1.06, 1.78, 10.0, 1.1
+# on each). The overlapped state kernel (overlaps_prepare): a 64-column step takes OVERLAP_STEP_US plus
+# OVERLAP_STEP_PER_PROGRAM_US for each of its programs beside the prepare kernel (1.7 us with 24 programs, 2.0 with 44),
+# and its last chain ends about OVERLAP_TAIL_US after the prepare kernel; alone, the Triton state kernel's 32-column
+# step (where the programs are that few) takes FEW_STEP_US (perf-notes v20).
+PREPARE_US, FEW_STEP_US = 0.061, 1.1
+OVERLAP_STEP_US, OVERLAP_STEP_PER_PROGRAM_US, OVERLAP_TAIL_US = 1.6, 0.009, 10.0
 
 
 def step_width(K: int) -> float:
@@ -275,8 +276,13 @@ def overlapped_us(n_heads: int, total_chunks: int, longest_chunks: int, K: int, 
     """Estimated time of an unsplit call whose `programs` state programs run beside the prepare kernel, walking
     `groups` chains each: the longer of their chains and the prepare kernel on the places they leave (two per
     multiprocessor, one taken by each state program), plus the last chain's tail."""
-    beside = prepare_us(n_heads, total_chunks, K, slots) * READY_COST * 2 * slots / max(2 * slots - programs, 1)
-    return max(beside, groups * longest_chunks * OVERLAP_STEP_US * step_width(K)) + OVERLAP_TAIL_US
+    beside = prepare_us(n_heads, total_chunks, K, slots) * 2 * slots / max(2 * slots - programs, 1)
+    return max(beside, groups * longest_chunks * overlap_step_us(K, programs)) + OVERLAP_TAIL_US
+
+
+def overlap_step_us(K: int, programs: int) -> float:
+    """A chunk step of the overlapped state kernel with `programs` programs beside the prepare kernel."""
+    return (OVERLAP_STEP_US + OVERLAP_STEP_PER_PROGRAM_US * programs) * step_width(K)
 
 
 def overlap_groups(lanes: int, n_heads: int, total_chunks: int, longest_chunks: int, K: int, V: int,
@@ -285,9 +291,9 @@ def overlap_groups(lanes: int, n_heads: int, total_chunks: int, longest_chunks: 
     group, walk the groups one after the other, and the prepare kernel produces the chunks in that order. At most
     one program per two multiprocessors (each takes half a multiprocessor's registers and 148 KB of shared memory,
     beside one prepare program); fewer programs leave the prepare kernel more places but walk more chains each: the
-    number of groups (of equal size) is the one overlapped_us estimates fastest. T=8192 H=64: 2 or 3 groups 0.72 ms,
-    4 groups 0.94, one group of 128 programs no faster than sequential 0.74; H=96: 3 or 4 groups 1.08, sequential
-    1.15 (perf-notes v20)."""
+    number of groups (of equal size but the last) is the one overlapped_us estimates fastest. T=8192 H=64: 2 groups
+    0.683 ms, 3 groups 0.77, sequential 0.74; H=96: 3 groups 1.027, 4 groups 1.04, sequential 1.15 (perf-notes
+    v20)."""
     most = max(slots // 2 // (V // 64), 1)
     best = None
     for groups in range(-(-lanes // most), lanes + 1):
@@ -296,7 +302,7 @@ def overlap_groups(lanes: int, n_heads: int, total_chunks: int, longest_chunks: 
             continue
         cost = overlapped_us(n_heads, total_chunks, longest_chunks, K, slots, size * (V // 64), groups)
         if best is not None and cost >= best[0]:
-            if groups * longest_chunks * OVERLAP_STEP_US * step_width(K) > cost:
+            if groups * longest_chunks * overlap_step_us(K, size * (V // 64)) > cost:
                 break                           # the chains alone take longer from here on
             continue
         best = (cost, size, groups)
@@ -307,8 +313,8 @@ def overlap_pays(n_heads: int, total_chunks: int, longest_chunks: int, K: int, V
                  programs: int, groups: int = 1) -> bool:
     """Whether the unsplit state pass is estimated faster beside the prepare kernel than after it, where the state
     kernel takes the longer of its chain and its share of the GPU's bandwidth. Not where the chain is long:
-    beside a prepare program a step takes 1.4-1.8 us, alone 1.1 (T=32768 H=8 unsplit: 0.81 ms either way;
-    T=65536 H=4 slower overlapped; T=8192 H=32: 0.365 overlapped, 0.408 after)."""
+    beside the prepare kernel a step takes 1.7-2.0 us, alone 1.1 (T=32768 H=8 unsplit: 0.81 ms either way;
+    T=65536 H=4 slower overlapped; T=8192 H=32: 0.351 overlapped, 0.406 after)."""
     after = max(longest_chunks * FEW_STEP_US * step_width(K),
                 state_pass_us(total_chunks * n_heads * V // 64, 0, 64, slots, K=K))
     return (overlapped_us(n_heads, total_chunks, longest_chunks, K, slots, programs, groups)
@@ -321,9 +327,9 @@ def plan_split(n_heads: int, total_chunks: int, longest_chunks: int, K: int, V: 
     the cheapest segment length, taken when it beats the unsplit path by 10%. total_chunks: chunks of all
     sequences; slots: multiprocessors of the device. overlap_programs: where the unsplit path could run its state
     kernel beside the prepare kernel (overlaps_prepare), its program count: where that pays (overlap_pays), the
-    unsplit call is priced as overlapped_us, and kept when that is 5% below the prepare kernel and the split
-    passes (T=8192 K=V=64 H=32: 0.30 ms split, 0.22 overlapped; T=16384 H=16: 0.503 split, 0.476 overlapped; H=12:
-    0.231 split, 0.25 overlapped)."""
+    unsplit call is priced as overlapped_us, and kept where that is below the prepare kernel and the split passes
+    (T=8192 K=V=64 H=32: 0.30 ms split, 0.21 overlapped; T=16384 H=16: 0.503 split, 0.484 overlapped; H=12: 0.231
+    split, 0.230 overlapped)."""
     out_steps = total_chunks * n_heads * (V // bv)              # the output pass, split or not
     trans_steps = total_chunks * n_heads * ((V + K) // bv)      # the transition pass (an upper bound)
     unsplit = state_pass_us(out_steps, longest_chunks, bv, slots, K=K)
@@ -339,7 +345,7 @@ def plan_split(n_heads: int, total_chunks: int, longest_chunks: int, K: int, V: 
     if overlap_programs and overlap_pays(n_heads, total_chunks, longest_chunks, K, V, slots, overlap_programs,
                                          overlap_groups):
         overlapped = overlapped_us(n_heads, total_chunks, longest_chunks, K, slots, overlap_programs, overlap_groups)
-        return best if overlapped > 0.95 * (prepare_us(n_heads, total_chunks, K, slots) + best_cost) else 0
+        return best if overlapped > prepare_us(n_heads, total_chunks, K, slots) + best_cost else 0
     return best if best_cost < 0.9 * unsplit else 0
 
 

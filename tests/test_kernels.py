@@ -228,8 +228,8 @@ def test_dependent_launches_change_nothing(split_size, monkeypatch):
     with_(G, T=2048, gate="softplus"),                                 # unbounded: a few chunks take 16-token levels
     with_(G, T=2048, gate="softplus", g_fill="bias=8"),                # every chunk does
     with_(G, T=2000, K=64, V=64, gate="pre", g_fill="g=mixed"),
-    with_(G, T=640, B=3, H=50, HV=50),                                 # 150 lanes: 5 groups of 30, each program 5 chains
-    with_(G, T=512, B=2, H=35, HV=70, K=64, V=64, v_first=True),       # GVA; 140 lanes of 1 program: groups of 47, 47, 46
+    with_(G, T=640, B=3, H=50, HV=50),                                 # 150 lanes: groups of 30, 5 chains a program
+    with_(G, T=512, B=2, H=35, HV=70, K=64, V=64, v_first=True),       # GVA; 140 lanes of 1 program: groups of 28
 ], ids=lambda c: c.id)
 def test_overlapped_state_kernel_equals_plain(case, monkeypatch):
     """The state kernel run beside the prepare kernel (sm_90: a second stream, ready flags) gives the plain path's

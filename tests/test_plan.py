@@ -46,8 +46,8 @@ def test_head_dim_64_splits_where_its_steps_are_cheaper():
 
 @pytest.mark.parametrize("heads,tokens,K,split", [
     (32, 8192, 64, False),      # K = V = 64: 0.22 ms overlapped, 0.30 split (H100, perf-notes v19)
-    (12, 8192, 128, True),      # 0.231 split, 0.25 overlapped: the chain is longer than the prepare kernel
-    (16, 16384, 128, False),    # 0.476 overlapped, 0.503 split (v20)
+    (12, 8192, 128, True),      # 0.231 split, 0.230 overlapped: the chain is longer than the prepare kernel
+    (16, 16384, 128, False),    # 0.484 overlapped, 0.503 split (v20)
     (4, 65536, 128, True), (8, 32768, 128, True),
 ])
 def test_split_against_the_overlapped_path(heads, tokens, K, split):
@@ -61,7 +61,7 @@ def test_split_against_the_overlapped_path(heads, tokens, K, split):
 
 @pytest.mark.parametrize("heads,tokens,K,pays", [
     (32, 8192, 128, True), (32, 8192, 64, True), (16, 16384, 128, True),
-    (64, 8192, 128, True), (96, 8192, 128, True),       # by groups: 0.72 and 1.08 ms, sequential 0.74 and 1.15 (v20)
+    (64, 8192, 128, True), (96, 8192, 128, True),       # by groups: 0.683 and 1.027 ms, sequential 0.74, 1.15 (v20)
     (8, 32768, 128, False), (4, 65536, 128, False),     # long chains (H=8: 0.81 ms either way)
 ])
 def test_overlap_only_where_the_chain_is_short(heads, tokens, K, pays):
@@ -72,11 +72,11 @@ def test_overlap_only_where_the_chain_is_short(heads, tokens, K, pays):
 
 @pytest.mark.parametrize("batch,heads,tokens,K,expected", [
     (1, 32, 8192, 128, (32, 1)),     # T=8192 H=32: 64 programs, one chain each
-    (1, 64, 8192, 128, (22, 3)),     # 44 programs (2 groups of 64: measured the same, 0.72 ms)
-    (1, 96, 8192, 128, (24, 4)),
-    (8, 32, 4096, 128, (24, 11)),    # 256 lanes: 48 programs, the last group 16 lanes
+    (1, 64, 8192, 128, (32, 2)),     # 0.683 ms (3 groups of 44 programs: 0.77, the chains longer than the prepare)
+    (1, 96, 8192, 128, (32, 3)),
+    (8, 32, 4096, 128, (29, 9)),     # 256 lanes: 58 programs, the last group 24 lanes
     (1, 32, 8192, 64, (32, 1)),      # one program per lane at V = 64
-    (1, 200, 8192, 64, (25, 8)),     # one program per lane: 25 programs, 8 chains each
+    (1, 200, 8192, 64, (29, 7)),     # one program per lane: 29 programs, 7 chains each
 ], ids=["H32", "H64", "H96", "B8-H32", "V64-H32", "V64-H200"])
 def test_overlap_groups_leave_the_prepare_kernel_its_places(batch, heads, tokens, K, expected):
     """Lanes per group and groups of the overlapped state kernel: at most one program per two multiprocessors, the

@@ -47,10 +47,14 @@ def wait_for_prior_grid(PDL: tl.constexpr):
 @triton.jit
 def mark_ready(ready, idx):
     """Sets ready[idx] once every thread's stores of this program are visible at gpu scope: the overlapped state
-    kernel (chunk_state_sm90.py) waits on it. Not for the interpreter."""
-    tl.inline_asm_elementwise("fence.acq_rel.gpu; mov.u32 $0, 0;", "=r", [], dtype=tl.int32, is_pure=False, pack=1)
+    kernel (chunk_state_sm90.py) waits on it. A barrier, then one thread's release store: the barrier orders the
+    other threads' stores before it, and the release makes all of them visible before the flag. (A gpu-scope fence
+    in every thread, then the flag, cost the prepare kernel 6%: each warp waited for its own stores; perf-notes v20.)
+    Not for the interpreter."""
     tl.debug_barrier()
-    tl.atomic_xchg(ready + idx, 1, sem="release", scope="gpu")
+    tl.inline_asm_elementwise(
+        "{ .reg .pred p; .reg .b32 t; mov.u32 t, %tid.x; setp.eq.u32 p, t, 0; @p st.release.gpu.global.b32 [$1], 1; "
+        "mov.u32 $0, 0; }", "=r,l", [ready + idx], dtype=tl.int32, is_pure=False, pack=1)
 
 
 @triton.jit
