@@ -158,11 +158,12 @@ def overlaps_prepare(cfg: LaunchConfig, *, sm90_prepare: bool, varlen: bool,
     """Whether the unsplit state pass can run beside the prepare kernel (chunk_state_sm90.py): a second stream, each
     state program waiting chunk by chunk on the prepare programs' ready flags. It needs the sm_90 prepare kernel
     (which sets the flags, and finishes every chunk of any gate in its one launch), a fixed-length batch without
-    intermediate states whose o tiles do not cross into the next sequence (B = 1 or T a multiple of 64), 16-bit
-    inputs with v readable in tiles, K and V in {64, 128}, and a multiprocessor per two for each of a lane's
-    programs (overlap_groups) with at least one chunk."""
-    return ((cfg.overlap is None or cfg.overlap) and sm90_prepare and not varlen and not intermediate
-            and (B == 1 or T % CHUNK == 0) and K in (64, 128) and V in (64, 128)
+    intermediate states, fixed-length (o's tiles then cross into no other sequence: B = 1 or T a multiple of 64)
+    or varlen (each program walks all sequences of a head, so the rows a tile writes past its sequence are the
+    next sequences', which it rewrites after), 16-bit inputs with v readable in tiles, K and V in {64, 128}, and a
+    multiprocessor per two for each of a lane's programs (overlap_groups) with at least one chunk."""
+    return ((cfg.overlap is None or cfg.overlap) and sm90_prepare and not intermediate
+            and (varlen or B == 1 or T % CHUNK == 0) and K in (64, 128) and V in (64, 128)
             and dtype in (torch.bfloat16, torch.float16) and v_tiles and V // 64 <= slots // 2 and T > 0)
 
 
@@ -183,8 +184,8 @@ def gluon_desc(td: TensorDescriptor):
     return GluonDescriptor(td.base, td.shape, td.strides, td.block_shape, layout)
 
 
-def launch_overlapped_state(fork, ws, ws_eg, v, o, h0, ht, ready, group_lanes, *, B, T, NT, HV, K, V,
-                            state_v_first):
+def launch_overlapped_state(fork, ws, ws_eg, v, o, h0, ht, ready, group_lanes, lanes, cu_seqlens, chunk_offsets, *,
+                            B, T, N, NT, HV, K, V, state_v_first):
     """The Gluon state kernel on the side stream, after `fork` (recorded on the current stream before the prepare
     launch, so it waits for the inputs but not for the prepare kernel); the current stream then waits for it."""
     from fastkda.kernels.chunk_state_sm90 import kda_chunk_state_sm90_kernel
@@ -196,8 +197,8 @@ def launch_overlapped_state(fork, ws, ws_eg, v, o, h0, ht, ready, group_lanes, *
         TensorDescriptor.from_tensor(o.view(B * T, HV * V), [CHUNK, 64])]
     with torch.cuda.stream(side):
         kda_chunk_state_sm90_kernel[(V // 64 * group_lanes,)](
-            *(gluon_desc(d) for d in descs), h0, ht, ready, T, NT, HV, v.stride(2), B * HV, group_lanes, K=K, V=V,
-            BV=64, BT=CHUNK,
+            *(gluon_desc(d) for d in descs), h0, ht, ready, cu_seqlens, chunk_offsets, T, N, NT, HV, v.stride(2),
+            lanes, group_lanes, K=K, V=V, BV=64, BT=CHUNK, IS_VARLEN=cu_seqlens is not None,
             HAS_H0=h0 is not None, STORE_HT=ht is not None, STATE_V_FIRST=state_v_first, num_warps=4)
         join = torch.cuda.Event()
         join.record(side)
@@ -248,10 +249,11 @@ STEP_US, THROUGHPUT_US, COMBINE_US = 1.45, 0.015, 2.0
 # The prepare kernel: PREPARE_US per (chunk, head) program at K = 128 with H100_SLOTS multiprocessors (two programs
 # on each). The overlapped state kernel (overlaps_prepare): a 64-column step takes OVERLAP_STEP_US plus
 # OVERLAP_STEP_PER_PROGRAM_US for each of its programs beside the prepare kernel (1.7 us with 24 programs, 2.0 with 44),
-# and its last chain ends about OVERLAP_TAIL_US after the prepare kernel; alone, the Triton state kernel's 32-column
-# step (where the programs are that few) takes FEW_STEP_US (perf-notes v20).
+# and its last chain ends about OVERLAP_TAIL_US after the prepare kernel; each sequence of a varlen lane costs about
+# OVERLAP_SEQUENCE_STEPS more steps (its state's load and store, the ring's refill); alone, the Triton state kernel's
+# 32-column step (where the programs are that few) takes FEW_STEP_US (perf-notes v20).
 PREPARE_US, FEW_STEP_US = 0.061, 1.1
-OVERLAP_STEP_US, OVERLAP_STEP_PER_PROGRAM_US, OVERLAP_TAIL_US = 1.6, 0.009, 10.0
+OVERLAP_STEP_US, OVERLAP_STEP_PER_PROGRAM_US, OVERLAP_TAIL_US, OVERLAP_SEQUENCE_STEPS = 1.6, 0.009, 10.0, 2
 
 
 def step_width(K: int) -> float:
@@ -271,13 +273,19 @@ def prepare_us(n_heads: int, total_chunks: int, K: int, slots: int) -> float:
     return PREPARE_US * total_chunks * n_heads * step_width(K) * H100_SLOTS / slots
 
 
-def overlapped_us(n_heads: int, total_chunks: int, longest_chunks: int, K: int, slots: int, programs: int,
+def overlapped_us(n_heads: int, total_chunks: int, chain_chunks: int, K: int, slots: int, programs: int,
                   groups: int = 1) -> float:
-    """Estimated time of an unsplit call whose `programs` state programs run beside the prepare kernel, walking
-    `groups` chains each: the longer of their chains and the prepare kernel on the places they leave (two per
-    multiprocessor, one taken by each state program), plus the last chain's tail."""
+    """Estimated time of an unsplit call whose `programs` state programs run beside the prepare kernel, each walking
+    chain_chunks chunk steps in each of `groups` groups: the longer of their chains and the prepare kernel on the
+    places they leave (two per multiprocessor, one taken by each state program), plus the last chain's tail."""
     beside = prepare_us(n_heads, total_chunks, K, slots) * 2 * slots / max(2 * slots - programs, 1)
-    return max(beside, groups * longest_chunks * overlap_step_us(K, programs)) + OVERLAP_TAIL_US
+    return max(beside, groups * chain_chunks * overlap_step_us(K, programs)) + OVERLAP_TAIL_US
+
+
+def overlap_chain(longest_chunks: int, total_chunks: int, sequences: int, varlen: bool) -> int:
+    """Chunk steps of one lane of the overlapped state kernel: a fixed-length sequence's chunks, or all chunks of a
+    varlen batch and OVERLAP_SEQUENCE_STEPS for each of its sequences (a chain's start and end)."""
+    return total_chunks + sequences * OVERLAP_SEQUENCE_STEPS if varlen else longest_chunks
 
 
 def overlap_step_us(K: int, programs: int) -> float:
@@ -285,10 +293,10 @@ def overlap_step_us(K: int, programs: int) -> float:
     return (OVERLAP_STEP_US + OVERLAP_STEP_PER_PROGRAM_US * programs) * step_width(K)
 
 
-def overlap_groups(lanes: int, n_heads: int, total_chunks: int, longest_chunks: int, K: int, V: int,
+def overlap_groups(lanes: int, n_heads: int, total_chunks: int, chain_chunks: int, K: int, V: int,
                    slots: int) -> tuple[int, int]:
-    """(lanes per group, groups) of the overlapped state kernel: its programs, V / 64 per lane (sequence, head) of a
-    group, walk the groups one after the other, and the prepare kernel produces the chunks in that order. At most
+    """(lanes per group, groups) of the overlapped state kernel: its programs, V / 64 per lane of a group (a
+    fixed-length batch's (sequence, head), a varlen batch's head), walk the groups one after the other, and the prepare kernel produces the chunks in that order. At most
     one program per two multiprocessors (each takes half a multiprocessor's registers and 148 KB of shared memory,
     beside one prepare program); fewer programs leave the prepare kernel more places but walk more chains each: the
     number of groups (of equal size but the last) is the one overlapped_us estimates fastest. T=8192 H=64: 2 groups
@@ -300,9 +308,9 @@ def overlap_groups(lanes: int, n_heads: int, total_chunks: int, longest_chunks: 
         size = -(-lanes // groups)
         if size * groups - lanes >= size:       # a group would be empty
             continue
-        cost = overlapped_us(n_heads, total_chunks, longest_chunks, K, slots, size * (V // 64), groups)
+        cost = overlapped_us(n_heads, total_chunks, chain_chunks, K, slots, size * (V // 64), groups)
         if best is not None and cost >= best[0]:
-            if groups * longest_chunks * overlap_step_us(K, size * (V // 64)) > cost:
+            if groups * chain_chunks * overlap_step_us(K, size * (V // 64)) > cost:
                 break                           # the chains alone take longer from here on
             continue
         best = (cost, size, groups)
@@ -310,19 +318,22 @@ def overlap_groups(lanes: int, n_heads: int, total_chunks: int, longest_chunks: 
 
 
 def overlap_pays(n_heads: int, total_chunks: int, longest_chunks: int, K: int, V: int, slots: int,
-                 programs: int, groups: int = 1) -> bool:
-    """Whether the unsplit state pass is estimated faster beside the prepare kernel than after it, where the state
-    kernel takes the longer of its chain and its share of the GPU's bandwidth. Not where the chain is long:
+                 programs: int, groups: int = 1, chain_chunks: int | None = None) -> bool:
+    """Whether the unsplit state pass is estimated faster beside the prepare kernel (its lanes walking chain_chunks
+    steps each, overlap_chain; default longest_chunks) than after it, where the state kernel takes the longer of
+    its longest sequence's chain and its share of the GPU's bandwidth. Not where the chain is long:
     beside the prepare kernel a step takes 1.7-2.0 us, alone 1.1 (T=32768 H=8 unsplit: 0.81 ms either way;
     T=65536 H=4 slower overlapped; T=8192 H=32: 0.351 overlapped, 0.406 after)."""
     after = max(longest_chunks * FEW_STEP_US * step_width(K),
                 state_pass_us(total_chunks * n_heads * V // 64, 0, 64, slots, K=K))
-    return (overlapped_us(n_heads, total_chunks, longest_chunks, K, slots, programs, groups)
+    chain = longest_chunks if chain_chunks is None else chain_chunks
+    return (overlapped_us(n_heads, total_chunks, chain, K, slots, programs, groups)
             < prepare_us(n_heads, total_chunks, K, slots) + after)
 
 
 def plan_split(n_heads: int, total_chunks: int, longest_chunks: int, K: int, V: int, bv: int,
-               slots: int = H100_SLOTS, overlap_programs: int = 0, overlap_groups: int = 1) -> int:
+               slots: int = H100_SLOTS, overlap_programs: int = 0, overlap_groups: int = 1,
+               overlap_chain: int | None = None) -> int:
     """64-token chunks per segment for the split path, or 0 when one program per sequence is as fast:
     the cheapest segment length, taken when it beats the unsplit path by 10%. total_chunks: chunks of all
     sequences; slots: multiprocessors of the device. overlap_programs: where the unsplit path could run its state
@@ -342,9 +353,10 @@ def plan_split(n_heads: int, total_chunks: int, longest_chunks: int, K: int, V: 
                 + math.ceil(longest_chunks / ncs) * COMBINE_US)
         if cost < best_cost:
             best, best_cost = ncs, cost
+    chain = longest_chunks if overlap_chain is None else overlap_chain
     if overlap_programs and overlap_pays(n_heads, total_chunks, longest_chunks, K, V, slots, overlap_programs,
-                                         overlap_groups):
-        overlapped = overlapped_us(n_heads, total_chunks, longest_chunks, K, slots, overlap_programs, overlap_groups)
+                                         overlap_groups, chain):
+        overlapped = overlapped_us(n_heads, total_chunks, chain, K, slots, overlap_programs, overlap_groups)
         return best if overlapped > prepare_us(n_heads, total_chunks, K, slots) + best_cost else 0
     return best if best_cost < 0.9 * unsplit else 0
 
@@ -390,13 +402,17 @@ def kda_forward(
     can_overlap = overlaps_prepare(
         cfg, sm90_prepare=sm90_prepare, varlen=cu_seqlens is not None, intermediate=hi is not None, B=B, T=T, K=K,
         V=V, dtype=q.dtype, v_tiles=v_token_rows(v), slots=slots)
-    group_lanes, groups = overlap_groups(B * HV, HV, n_slots, longest_chunks, K, V, slots)
-    programs = group_lanes * (V // 64)                                  # of the overlapped state kernel
+    # the overlapped state kernel's lanes: a fixed-length batch's (sequence, head) pairs, or a varlen batch's heads
+    lanes = HV if cu_seqlens is not None else B * HV
+    chain = overlap_chain(longest_chunks, n_slots, N, cu_seqlens is not None)
+    group_lanes, groups = overlap_groups(lanes, HV, n_slots, chain, K, V, slots)
+    programs = group_lanes * (V // 64)
     if split_chunks is None:
-        split_chunks = plan_split(HV, n_slots, longest_chunks, K, V, bv, slots, programs if can_overlap else 0, groups)
+        split_chunks = plan_split(HV, n_slots, longest_chunks, K, V, bv, slots, programs if can_overlap else 0, groups,
+                                  chain)
     split = 0 < split_chunks < max(longest_chunks, 1)
     overlap = can_overlap and not split and (
-        cfg.overlap is not None or overlap_pays(HV, n_slots, longest_chunks, K, V, slots, programs, groups))
+        cfg.overlap is not None or overlap_pays(HV, n_slots, longest_chunks, K, V, slots, programs, groups, chain))
     ncs = split_chunks if split else NO_SPLIT
     nsearch = max(1, math.ceil(math.log2(N + 1)))
     interp = interpreting()
@@ -440,15 +456,16 @@ def kda_forward(
             order = {}
             grid = n_slots * HV
             if overlap:     # lanes by groups (the last one padded), each chunk by chunk
-                order = dict(group_lanes=group_lanes, div_span=divisor_magic(group_lanes * NT),
+                span = n_slots if cu_seqlens is not None else NT          # a lane's chunks
+                order = dict(group_lanes=group_lanes, div_span=divisor_magic(group_lanes * span),
                              div_group=divisor_magic(group_lanes), div_heads=divisor_magic(HV))
-                grid = groups * group_lanes * NT
+                grid = groups * group_lanes * span
             prepare[(grid,)](*prepare_args, **prepare_consts, KS=32, PREFETCH=ahead, ready=ready, READY=overlap,
                              **order)
 
     if overlap:
-        launch_overlapped_state(fork, ws, ws_eg, v, o, initial_state, ht, ready, group_lanes, B=B, T=T, NT=NT, HV=HV,
-                                K=K, V=V, state_v_first=state_v_first)
+        launch_overlapped_state(fork, ws, ws_eg, v, o, initial_state, ht, ready, group_lanes, lanes, cu_seqlens,
+                                chunk_offsets, B=B, T=T, N=N, NT=NT, HV=HV, K=K, V=V, state_v_first=state_v_first)
         return o, ht, hi
 
     state_args = dict(

@@ -230,6 +230,9 @@ def test_dependent_launches_change_nothing(split_size, monkeypatch):
     with_(G, T=2000, K=64, V=64, gate="pre", g_fill="g=mixed"),
     with_(G, T=640, B=3, H=50, HV=50),                                 # 150 lanes: groups of 30, 5 chains a program
     with_(G, T=512, B=2, H=35, HV=70, K=64, V=64, v_first=True),       # GVA; 140 lanes of 1 program: groups of 28
+    with_(G, T=4000, seqlens=(1300, 0, 547, 2048, 105)),               # varlen: a head's sequences in turn
+    with_(G, T=3000, H=2, HV=8, K=64, V=128, seqlens=(0, 1000, 1999, 1), v_first=True, gate="softplus"),
+    with_(G, T=3000, seqlens=tuple([64] * 30 + [1080])),
 ], ids=lambda c: c.id)
 def test_overlapped_state_kernel_equals_plain(case, monkeypatch):
     """The state kernel run beside the prepare kernel (sm_90: a second stream, ready flags) gives the plain path's

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fastkda.forward import (LaunchConfig, overlap_groups, overlap_pays, overlaps_prepare, plan_split, prepare_kernel, sm90_reads, state_block_v,
+from fastkda.forward import (LaunchConfig, overlap_chain, overlap_groups, overlap_pays, overlaps_prepare, plan_split, prepare_kernel, sm90_reads, state_block_v,
                              v_tile_desc)
 
 
@@ -134,6 +134,19 @@ def test_state_block_v_fills_the_multiprocessors(walks, V, split, expected):
     assert state_block_v(16, walks, V, 132, split) == 16 and state_block_v(128, walks, 64, 132, split) == 64
 
 
+def test_overlap_chain_of_a_varlen_lane_walks_every_sequence():
+    """A fixed-length lane walks its sequence; a varlen lane (a head) every chunk slot of the batch, plus a start and
+    an end per sequence: with many short sequences the overlapped path does not pay."""
+    assert overlap_chain(128, 1024, 8, varlen=False) == 128
+    assert overlap_chain(48, 131, 6, varlen=True) == 131 + 6 * 2
+    short = overlap_chain(1, 256 + 255, 256, varlen=True)                 # 256 sequences of 64 tokens, 32 heads
+    lanes, groups = overlap_groups(32, 32, 511, short, 128, 128, 132)
+    assert not overlap_pays(32, 511, 1, 128, 128, 132, lanes * 2, groups, short)
+    six = overlap_chain(48, 131, 6, varlen=True)                          # 6 sequences, 8192 tokens, 96 heads
+    lanes, groups = overlap_groups(96, 96, 131, six, 128, 128, 132)
+    assert overlap_pays(96, 131, 48, 128, 128, 132, lanes * 2, groups, six)
+
+
 OVERLAP_BASE = dict(sm90_prepare=True, varlen=False, intermediate=False, B=1, T=8192, K=128, V=128,
                     dtype=torch.bfloat16, v_tiles=True, slots=132)
 
@@ -142,8 +155,8 @@ OVERLAP_BASE = dict(sm90_prepare=True, varlen=False, intermediate=False, B=1, T=
     ({}, True),                                         # T=8192: any number of heads, by groups
     ({"slots": 3}, False),                              # the two programs of a lane need four multiprocessors
     ({"sm90_prepare": False}, False),                   # only the sm_90 prepare kernel sets the ready flags
-    ({"varlen": True}, False), ({"intermediate": True}, False),
-    ({"B": 2, "T": 4000}, False),                       # o tiles would cross into the next sequence
+    ({"varlen": True}, True), ({"intermediate": True}, False),
+    ({"B": 2, "T": 4000}, False),                       # o tiles would cross into a sequence another program writes
     ({"B": 2, "T": 4096}, True), ({"B": 1, "T": 4000}, True), ({"T": 0}, False),
     ({"dtype": torch.float32}, False), ({"dtype": torch.float16}, True),
     ({"v_tiles": False}, False), ({"K": 64, "V": 64}, True),

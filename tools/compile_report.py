@@ -130,10 +130,10 @@ def nvmma(swizzle: int, bits: int = 16) -> str:
             "fp4_padded=False, cga_layout=[])")
 
 
-def state_sm90_variant(K=128, V=128, dtype="bf16", v_first=False):
+def state_sm90_variant(K=128, V=128, dtype="bf16", v_first=False, varlen=False):
     """The Gluon state kernel run beside the prepare kernel (forward.overlaps_prepare), as the launcher builds it."""
     fn = kda_chunk_state_sm90_kernel
-    c = dict(K=K, V=V, BV=64, BT=64, HAS_H0=True, STORE_HT=True, STATE_V_FIRST=v_first)
+    c = dict(K=K, V=V, BV=64, BT=64, HAS_H0=True, STORE_HT=True, STATE_V_FIRST=v_first, IS_VARLEN=varlen)
     descs = {"kg_d": f"bf16[64, {K}]", "ku_d": f"bf16[64, {K}]", "qg_d": f"bf16[64, {K}]", "mu_d": "bf16[64, 64]",
              "v_d": f"{dtype}[64, 64]", "o_d": f"{dtype}[64, 64]"}
     sig, attrs = {}, {}
@@ -144,10 +144,10 @@ def state_sm90_variant(K=128, V=128, dtype="bf16", v_first=False):
             sig[name] = f"tensordesc<{descs[name]},{nvmma(128)}>"
         elif name == "eg_d":
             sig[name] = f"tensordesc<fp32[1, {K}],{nvmma(0, 32)}>"
-        elif name in ("T", "NT", "HV", "s_vh", "lanes", "group_lanes"):
+        elif name in ("T", "N", "NT", "HV", "s_vh", "lanes", "group_lanes"):
             sig[name] = "i32"
         else:
-            sig[name] = "*i32" if name == "ready" else "*fp32"
+            sig[name] = "*i32" if name in ("ready", "cu_seqlens", "chunk_offsets") else "*fp32"
             attrs[(i,)] = [["tt.divisibility", 16]]
     src = GluonASTSource(fn=fn, signature=sig, constexprs=c, attrs=attrs)
     t = time.time()
@@ -157,12 +157,12 @@ def state_sm90_variant(K=128, V=128, dtype="bf16", v_first=False):
 
 if __name__ == "__main__":
     for kw in (dict(warps=4), dict(warps=4, ks=64), dict(warps=4, bounded=False), dict(sm90=True),
-               dict(sm90=True, bounded=False), dict(sm90=True, ready=True)):
+               dict(sm90=True, bounded=False), dict(sm90=True, ready=True), dict(sm90=True, ready=True, varlen=True)):
         ck, dt = prepare_variant(**kw)
         print(f"prepare {kw} {dt:.1f}s smem={ck.metadata.shared}: {ptxas_verbose(ck)}; {sass_counts(ck)}")
     for kw in (dict(bv=64, warps=4, stages=3), dict(bv=32, warps=4, stages=3), dict(bv=64, warps=4, stages=3, transition=True)):
         ck, dt = state_variant(**kw)
         print(f"state {kw} {dt:.1f}s smem={ck.metadata.shared}: {ptxas_verbose(ck)}; {sass_counts(ck)}")
-    for kw in (dict(K=128, V=128), dict(K=64, V=64, dtype="fp16", v_first=True)):
+    for kw in (dict(K=128, V=128), dict(K=128, V=128, varlen=True), dict(K=64, V=64, dtype="fp16", v_first=True)):
         ck, dt = state_sm90_variant(**kw)
         print(f"state_sm90 {kw} {dt:.1f}s smem={ck.metadata.shared}: {ptxas_verbose(ck)}; {sass_counts(ck)}")

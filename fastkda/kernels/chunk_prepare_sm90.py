@@ -289,10 +289,10 @@ def kda_chunk_prepare_sm90_kernel(
     """Arguments as kda_chunk_prepare_kernel's (KS is fixed at 32, INTERPRET is unused).
     Without BOUNDED the halves' factors fit only where no token decays by more than 2^-(2 HALF_SHIFT) to the end
     of its half: a program whose chunk fails that check in some slice computes its scores again with the 16-token
-    levels (_scores_quarters) before the inverse. READY (fixed-length batches): each program sets ready[slot * HV +
-    head] after its stores, and the programs take the chunks in the order of the overlapped state kernel
-    (forward.overlaps_prepare; _grouped_chunk): lanes (sequence, head) by groups of group_lanes, each group chunk
-    by chunk; div_*: its divisors' magic numbers."""
+    levels (_scores_quarters) before the inverse. READY: each program sets ready[slot * HV + head] after its stores,
+    and the programs take the chunks in the order of the overlapped state kernel (forward.overlaps_prepare;
+    _grouped_chunk): lanes by groups of group_lanes, each group chunk by chunk (a lane: a fixed-length batch's
+    (sequence, head); with IS_VARLEN a head, its chunks the slots in order); div_*: its divisors' magic numbers."""
     gl.static_assert(K == 64 or K == 128, "the sm_90 prepare kernel takes K = 64 or 128")
     NS: gl.constexpr = K // KS                                              # slices of the key dims
     gl.static_assert(BT == 64, "the anchoring levels assume 64-token chunks")
@@ -309,12 +309,19 @@ def kda_chunk_prepare_sm90_kernel(
     COL_C: gl.constexpr = gl.SliceLayout(0, C)
 
     pid = gl.program_id(0)
-    if READY:
+    if READY and not IS_VARLEN:
         i_n, i_chunk, i_hv, lane = _grouped_chunk(pid, group_lanes, NT, HV, div_span, div_group, div_heads)
         if lane >= N * HV:
             return
         slot = i_n * NT + i_chunk
         i_b = i_n.to(gl.int64)
+    elif READY:     # varlen: the lanes are the heads, each walking the chunk slots in order
+        _, slot, i_hv, lane = _grouped_chunk(pid, group_lanes, NSLOTS, HV, div_span, div_group, div_heads)
+        if lane >= HV:
+            return
+        if slot >= slots_in_use(chunk_offsets, N, NSLOTS, IS_VARLEN):
+            return
+        i_n, i_chunk, i_b = slot_chunk(slot, chunk_offsets, chunk_seq, NT, IS_VARLEN)
     else:
         i_hv = pid % HV
         slot = pid // HV
@@ -330,9 +337,14 @@ def kda_chunk_prepare_sm90_kernel(
         # the program PREFETCH ahead (one that starts while this one runs its inverse or soon after): its rows
         # are requested into L2 after the score loop, so that its loads and row norms wait for L2, not DRAM;
         # where they start is loaded now (in the grouped order, a fixed-length batch's, computed there)
-        if not READY:
-            pf_slot = (pid + PREFETCH) // HV
-            pf_live = pf_slot < slots_in_use(chunk_offsets, N, NSLOTS, IS_VARLEN)
+        if IS_VARLEN or not READY:
+            if READY:
+                _, pf_slot, pf_hv, pf_lane = _grouped_chunk(pid + PREFETCH, group_lanes, NSLOTS, HV, div_span,
+                                                            div_group, div_heads)
+                pf_live = (pf_lane < HV) & (pf_slot < slots_in_use(chunk_offsets, N, NSLOTS, IS_VARLEN))
+            else:
+                pf_slot = (pid + PREFETCH) // HV
+                pf_live = pf_slot < slots_in_use(chunk_offsets, N, NSLOTS, IS_VARLEN)
             pf_n, pf_chunk, pf_b = slot_chunk(gl.minimum(pf_slot, NSLOTS - 1), chunk_offsets, chunk_seq, NT,
                                               IS_VARLEN)
             pf_bos, pf_eos = sequence_bounds(cu_seqlens, pf_n, T, IS_VARLEN)
@@ -458,14 +470,14 @@ def kda_chunk_prepare_sm90_kernel(
         gl.store(ws_eg + h * KS + gl.expand_dims(c_h, 0), gl.exp2(G))
     AK, AQ = warpgroup_mma_wait(0, deps=(AK, AQ))
     if PREFETCH > 0:
-        if READY:
+        if READY and not IS_VARLEN:
             pf_n, pf_chunk, pf_hv, pf_lane = _grouped_chunk(gl.program_id(0) + PREFETCH, group_lanes, NT, HV,
                                                             div_span, div_group, div_heads)
             pf_live = pf_lane < N * HV
             pf_b = pf_n.to(gl.int64)
             pf_t0 = pf_chunk * BT
             pf_valid = T - pf_t0
-        else:
+        elif not READY:
             pf_hv = (pid + PREFETCH) % HV
         if pf_live:
             pf_h = pf_hv // (HV // H)

@@ -21,6 +21,8 @@ from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared, mbarrier, tma, warpgroup_mma,
                                                              warpgroup_mma_wait)
 
+from fastkda.kernels.common import sequence_bounds
+
 STAGES: gl.constexpr = gl.constexpr(2)   # two slots: three take 206 KB, no room for a prepare program beside
 
 
@@ -56,31 +58,97 @@ def _issue(c, slot, slot0, i_hv, v_row, v_col, kg_d, ku_d, qg_d, mu_d, v_d, eg_d
     tma.async_copy_global_to_shared(eg_d, [(slot0 + c) * HV + i_hv, 0], bar, eg_s.index(slot))
 
 
-@gluon.jit(do_not_specialize=["HV", "lanes", "group_lanes"])
+@gluon.jit
+def _walk(i_n, i_hv, i_v, slot0, tok0, T_n, done, h0, ht, ready, HV, s_vh, st_off, kg_d, ku_d, qg_d, mu_d, v_d, eg_d,
+          o_d, kg_s, ku_s, qg_s, mu_s, v_s, eg_s, o_s, bars, K: gl.constexpr, V: gl.constexpr, BV: gl.constexpr,
+          BT: gl.constexpr, HAS_H0: gl.constexpr, STORE_HT: gl.constexpr, MMA_K: gl.constexpr, MMA_T: gl.constexpr):
+    """The chain of one (sequence, head, 64 columns): T_n tokens from token row tok0, its chunks in workspace slots
+    slot0, slot0 + 1, ...; done: chunks this program walked before (the ring's position). Returns done + its
+    chunks. A partial last chunk's o tile covers rows past the sequence: clipped at the end of o, and otherwise
+    rewritten later by this program (varlen: the next sequences of the head) or its neighbor's (fixed length:
+    kda_chunk_state_sm90_kernel asks for whole chunks)."""
+    OPA_T: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=MMA_T, k_width=2)
+    OPA_K: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=MMA_K, k_width=2)
+    n_chunks = gl.cdiv(T_n, BT)
+    v_col = (i_hv * s_vh + i_v * BV).to(gl.int32)
+    o_col = (i_hv * V + i_v * BV).to(gl.int32)
+    flags = ready + slot0 * HV + i_hv                # chunk c's flag at flags + c * HV
+    for i in gl.static_range(STAGES):
+        if i < n_chunks:
+            _wait_ready(flags + i * HV)
+            if i < STAGES - 1:
+                _issue(i, (done + i) % STAGES, slot0, i_hv, tok0, v_col, kg_d, ku_d, qg_d, mu_d, v_d, eg_d, kg_s, ku_s,
+                       qg_s, mu_s, v_s, eg_s, bars, HV, BT)
+    st_base = ((i_n * HV + i_hv) * K).to(gl.int64) * V
+    if HAS_H0:
+        S = gl.load(h0 + st_base + st_off).to(gl.float32)
+    else:
+        S = gl.zeros([BV, K], gl.float32, MMA_K)
+    o_tc = gl.arange(0, BT, layout=gl.SliceLayout(0, MMA_T))
+    zero_t = gl.zeros([BV, BT], gl.float32, MMA_T)
+    for c in range(n_chunks):
+        step = done + c
+        slot = step % STAGES
+        # the store of chunk c - 2 has read o_s[c % 2] (the issuing thread waits, the barrier tells the others);
+        # every warp is done with chunk c - 1 (its slot takes chunk c + STAGES - 1) and has written its o rows
+        tma.store_wait(0)
+        fence_async_shared()
+        gl.thread_barrier()
+        if c > 0:
+            tma.async_copy_shared_to_global(o_d, [tok0 + (c - 1) * BT, o_col], o_s.index((c - 1) % 2))
+        if c + STAGES - 1 < n_chunks:
+            _issue(c + STAGES - 1, (step + STAGES - 1) % STAGES, slot0, i_hv, tok0, v_col, kg_d, ku_d, qg_d, mu_d,
+                   v_d, eg_d, kg_s, ku_s, qg_s, mu_s, v_s, eg_s, bars, HV, BT)
+        Sa = gl.convert_layout(S.to(gl.bfloat16), OPA_T)
+        mbarrier.wait(bars.index(slot), (step // STAGES) & 1)
+        X = warpgroup_mma(Sa, kg_s.index(slot).permute((1, 0)), zero_t, use_acc=False, is_async=True)
+        O = warpgroup_mma(Sa, qg_s.index(slot).permute((1, 0)), zero_t, use_acc=False, is_async=True)
+        eg = eg_s.index(slot).load(MMA_K)
+        vt = v_s.index(slot).permute((1, 0)).load(MMA_T).to(gl.float32)
+        X = warpgroup_mma_wait(1, deps=(X,))
+        R = gl.where(gl.expand_dims(c * BT + o_tc < T_n, 0), vt - X, 0.0).to(gl.bfloat16)
+        S = warpgroup_mma(gl.convert_layout(R, OPA_K), ku_s.index(slot), S * eg, is_async=True)
+        O = warpgroup_mma(gl.convert_layout(R, OPA_T), mu_s.index(slot).permute((1, 0)), O, is_async=True)
+        # the flag of the chunk the next step requests, while these products run: waited for where the request is
+        # made, its load's round trip to L2 stood in the chain (1.65-1.85 us a step beside the prepare kernel)
+        if c + STAGES < n_chunks:
+            _wait_ready(flags + (c + STAGES) * HV)
+        O, S = warpgroup_mma_wait(0, deps=(O, S))
+        o_s.index(c % 2).permute((1, 0)).store(O.to(o_d.dtype))
+    # every warp is done with the chain's last chunk: its ring slots may take the next chain's first chunks
+    fence_async_shared()
+    gl.thread_barrier()
+    if n_chunks > 0:
+        tma.async_copy_shared_to_global(o_d, [tok0 + (n_chunks - 1) * BT, o_col], o_s.index((n_chunks - 1) % 2))
+    tma.store_wait(0)
+    if STORE_HT:
+        gl.store(ht + st_base + st_off, S.to(ht.dtype.element_ty))
+    return done + n_chunks
+
+
+@gluon.jit(do_not_specialize=["HV", "N", "lanes", "group_lanes"])
 def kda_chunk_state_sm90_kernel(
-    kg_d, ku_d, qg_d, mu_d, v_d, eg_d, o_d, h0, ht, ready, T, NT, HV, s_vh, lanes, group_lanes,
-    K: gl.constexpr, V: gl.constexpr, BV: gl.constexpr, BT: gl.constexpr, HAS_H0: gl.constexpr,
-    STORE_HT: gl.constexpr, STATE_V_FIRST: gl.constexpr,
+    kg_d, ku_d, qg_d, mu_d, v_d, eg_d, o_d, h0, ht, ready, cu_seqlens, chunk_offsets, T, N, NT, HV, s_vh, lanes,
+    group_lanes, K: gl.constexpr, V: gl.constexpr, BV: gl.constexpr, BT: gl.constexpr, HAS_H0: gl.constexpr,
+    STORE_HT: gl.constexpr, STATE_V_FIRST: gl.constexpr, IS_VARLEN: gl.constexpr,
 ):
-    """Grid: group_lanes x V / 64 programs over the lanes (sequence, value head; lane = sequence HV + head) of a
-    fixed-length batch of lanes / HV sequences of T tokens (B = 1 or T a multiple of 64: o's tiles are clipped only
-    at B T rows). Program p takes 64 state columns, p % (V / 64), of lanes p // (V / 64), that + group_lanes, ...,
-    one chain after the other: group by group, the order in which the prepare kernel produces the chunks
-    (chunk_prepare_sm90._grouped_chunk), so that no more programs than fit beside the prepare kernel wait on it.
-    kg_d, ku_d, qg_d, mu_d: tensor descriptors over the workspace [NT B, HV, 64, D] as rows, one chunk a [64, D]
-    tile; eg_d over exp(G) [NT B HV, K] in [1, K] tiles; v_d and o_d over v and o [B T, HV s_h] as token rows in
-    [64, 64] tiles; ready [NT B HV] int32: nonzero once the prepare program of that (chunk slot, head) has stored
-    its outputs. h0, ht [B, HV, K, V] (or [B, HV, V, K] with STATE_V_FIRST)."""
+    """Grid: group_lanes x V / 64 programs. Program p takes 64 state columns, p % (V / 64), of lanes p // (V / 64),
+    that + group_lanes, ..., one after the other: group by group, the order in which the prepare kernel produces the
+    chunks (chunk_prepare_sm90._grouped_chunk), so that no more programs than fit beside the prepare kernel wait on
+    it. A lane is a (sequence, head) of a fixed-length batch of N sequences of T tokens (lane = sequence HV + head;
+    B = 1 or T a multiple of 64, so that o's tiles cross no sequence but at the end of o), or with IS_VARLEN a head,
+    whose N sequences (cu_seqlens; their chunks from workspace slot chunk_offsets[n]) the program walks in turn.
+    kg_d, ku_d, qg_d, mu_d: tensor descriptors over the workspace [slots, HV, 64, D] as rows, one chunk a [64, D]
+    tile; eg_d over exp(G) [slots HV, K] in [1, K] tiles; v_d and o_d over v and o [B T, HV s_h] as token rows in
+    [64, 64] tiles; ready [slots HV] int32: nonzero once the prepare program of that (chunk slot, head) has stored
+    its outputs. h0, ht [N, HV, K, V] (or [N, HV, V, K] with STATE_V_FIRST)."""
     gl.static_assert(BV == 64, "the transposed state fills a warpgroup's 64 rows")
     NCOL: gl.constexpr = V // BV
     pid = gl.program_id(0)
     i_v = pid % NCOL
-    n_chunks = gl.cdiv(T, BT)
 
     MMA_K: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, K, 16])
     MMA_T: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, BT, 16])
-    OPA_T: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=MMA_T, k_width=2)
-    OPA_K: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=MMA_K, k_width=2)
 
     kg_s = gl.allocate_shared_memory(gl.bfloat16, [STAGES, BT, K], kg_d.layout)
     ku_s = gl.allocate_shared_memory(gl.bfloat16, [STAGES, BT, K], ku_d.layout)
@@ -101,67 +169,18 @@ def kda_chunk_state_sm90_kernel(
         st_off = gl.expand_dims(cols, 1) * K + gl.expand_dims(o_k, 0)
     else:
         st_off = gl.expand_dims(o_k, 0) * V + gl.expand_dims(cols, 1)
-    o_tc = gl.arange(0, BT, layout=gl.SliceLayout(0, MMA_T))
-    zero_t = gl.zeros([BV, BT], gl.float32, MMA_T)
     done = pid * 0                                   # chunks this program has walked: the ring's position
     for lane in range(pid // NCOL, lanes, group_lanes):
-        i_hv = lane % HV
-        i_n = lane // HV
-        slot0 = (i_n * NT).to(gl.int32)
-        tok0 = (i_n * T).to(gl.int32)                   # this sequence's first token row of v and o
-        v_col = (i_hv * s_vh + i_v * BV).to(gl.int32)
-        o_col = (i_hv * V + i_v * BV).to(gl.int32)
-        flags = ready + slot0 * HV + i_hv                # chunk c's flag at flags + c * HV
-        for i in gl.static_range(STAGES):
-            if i < n_chunks:
-                _wait_ready(flags + i * HV)
-                if i < STAGES - 1:
-                    _issue(i, (done + i) % STAGES, slot0, i_hv, tok0, v_col, kg_d, ku_d, qg_d, mu_d, v_d, eg_d, kg_s,
-                           ku_s, qg_s, mu_s, v_s, eg_s, bars, HV, BT)
-        st_base = ((i_n * HV + i_hv) * K).to(gl.int64) * V
-        if HAS_H0:
-            S = gl.load(h0 + st_base + st_off).to(gl.float32)
+        if IS_VARLEN:
+            for n in range(N):
+                bos, eos = sequence_bounds(cu_seqlens, n, T, IS_VARLEN)
+                done = _walk(n, lane, i_v, gl.load(chunk_offsets + n), bos.to(gl.int32), (eos - bos).to(gl.int32),
+                             done, h0, ht, ready, HV, s_vh, st_off, kg_d, ku_d, qg_d, mu_d, v_d, eg_d, o_d, kg_s,
+                             ku_s, qg_s, mu_s, v_s, eg_s, o_s, bars, K, V, BV, BT, HAS_H0, STORE_HT, MMA_K, MMA_T)
         else:
-            S = gl.zeros([BV, K], gl.float32, MMA_K)
-        for c in range(n_chunks):
-            step = done + c
-            slot = step % STAGES
-            # the store of chunk c - 2 has read o_s[c % 2] (the issuing thread waits, the barrier tells the
-            # others); every warp is done with chunk c - 1 (its slot takes chunk c + STAGES - 1) and has written
-            # its o rows
-            tma.store_wait(0)
-            fence_async_shared()
-            gl.thread_barrier()
-            if c > 0:
-                tma.async_copy_shared_to_global(o_d, [tok0 + (c - 1) * BT, o_col], o_s.index((c - 1) % 2))
-            if c + STAGES - 1 < n_chunks:
-                _issue(c + STAGES - 1, (step + STAGES - 1) % STAGES, slot0, i_hv, tok0, v_col, kg_d, ku_d, qg_d,
-                       mu_d, v_d, eg_d, kg_s, ku_s, qg_s, mu_s, v_s, eg_s, bars, HV, BT)
-            Sa = gl.convert_layout(S.to(gl.bfloat16), OPA_T)
-            mbarrier.wait(bars.index(slot), (step // STAGES) & 1)
-            X = warpgroup_mma(Sa, kg_s.index(slot).permute((1, 0)), zero_t, use_acc=False, is_async=True)
-            O = warpgroup_mma(Sa, qg_s.index(slot).permute((1, 0)), zero_t, use_acc=False, is_async=True)
-            eg = eg_s.index(slot).load(MMA_K)
-            vt = v_s.index(slot).permute((1, 0)).load(MMA_T).to(gl.float32)
-            X = warpgroup_mma_wait(1, deps=(X,))
-            R = gl.where(gl.expand_dims(c * BT + o_tc < T, 0), vt - X, 0.0).to(gl.bfloat16)
-            S = warpgroup_mma(gl.convert_layout(R, OPA_K), ku_s.index(slot), S * eg, is_async=True)
-            O = warpgroup_mma(gl.convert_layout(R, OPA_T), mu_s.index(slot).permute((1, 0)), O, is_async=True)
-            # the flag of the chunk the next step requests, while these products run: waited for where the
-            # request is made, its load's round trip to L2 stood in the chain (1.65-1.85 us a step beside the
-            # prepare kernel)
-            if c + STAGES < n_chunks:
-                _wait_ready(flags + (c + STAGES) * HV)
-            O, S = warpgroup_mma_wait(0, deps=(O, S))
-            o_s.index(c % 2).permute((1, 0)).store(O.to(o_d.dtype))
-        # every warp is done with the lane's last chunk: its ring slots may take the next lane's first chunks
-        fence_async_shared()
-        gl.thread_barrier()
-        if n_chunks > 0:
-            tma.async_copy_shared_to_global(o_d, [tok0 + (n_chunks - 1) * BT, o_col], o_s.index((n_chunks - 1) % 2))
-        tma.store_wait(0)
-        if STORE_HT:
-            gl.store(ht + st_base + st_off, S.to(ht.dtype.element_ty))
-        done += n_chunks
+            i_n = lane // HV
+            done = _walk(i_n, lane % HV, i_v, (i_n * NT).to(gl.int32), (i_n * T).to(gl.int32), T, done, h0, ht,
+                         ready, HV, s_vh, st_off, kg_d, ku_d, qg_d, mu_d, v_d, eg_d, o_d, kg_s, ku_s, qg_s, mu_s,
+                         v_s, eg_s, o_s, bars, K, V, BV, BT, HAS_H0, STORE_HT, MMA_K, MMA_T)
     for i in gl.static_range(STAGES):
         mbarrier.invalidate(bars.index(i))
