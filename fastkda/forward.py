@@ -293,6 +293,7 @@ def overlap_step_us(K: int, programs: int) -> float:
     return (OVERLAP_STEP_US + OVERLAP_STEP_PER_PROGRAM_US * programs) * step_width(K)
 
 
+@functools.lru_cache(maxsize=4096)      # a search over group counts: up to 0.3 ms of host time with 4096 lanes
 def overlap_groups(lanes: int, n_heads: int, total_chunks: int, chain_chunks: int, K: int, V: int,
                    slots: int) -> tuple[int, int]:
     """(lanes per group, groups) of the overlapped state kernel: its programs, V / 64 per lane of a group (a
