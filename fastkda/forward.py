@@ -185,7 +185,7 @@ def gluon_desc(td: TensorDescriptor):
 
 
 def launch_overlapped_state(fork, ws, ws_eg, v, o, h0, ht, ready, group_lanes, lanes, cu_seqlens, chunk_offsets, *,
-                            B, T, N, NT, HV, K, V, state_v_first):
+                            B, T, N, NT, n_slots, HV, K, V, state_v_first):
     """The Gluon state kernel on the side stream, after `fork` (recorded on the current stream before the prepare
     launch, so it waits for the inputs but not for the prepare kernel); the current stream then waits for it."""
     from fastkda.kernels.chunk_state_sm90 import kda_chunk_state_sm90_kernel
@@ -197,8 +197,8 @@ def launch_overlapped_state(fork, ws, ws_eg, v, o, h0, ht, ready, group_lanes, l
         TensorDescriptor.from_tensor(o.view(B * T, HV * V), [CHUNK, 64])]
     with torch.cuda.stream(side):
         kda_chunk_state_sm90_kernel[(V // 64 * group_lanes,)](
-            *(gluon_desc(d) for d in descs), h0, ht, ready, cu_seqlens, chunk_offsets, T, N, NT, HV, v.stride(2),
-            lanes, group_lanes, K=K, V=V, BV=64, BT=CHUNK, IS_VARLEN=cu_seqlens is not None,
+            *(gluon_desc(d) for d in descs), h0, ht, ready, cu_seqlens, chunk_offsets, T, N, NT, n_slots, HV,
+            v.stride(2), lanes, group_lanes, K=K, V=V, BV=64, BT=CHUNK, IS_VARLEN=cu_seqlens is not None,
             HAS_H0=h0 is not None, STORE_HT=ht is not None, STATE_V_FIRST=state_v_first, num_warps=4)
         join = torch.cuda.Event()
         join.record(side)
@@ -466,7 +466,8 @@ def kda_forward(
 
     if overlap:
         launch_overlapped_state(fork, ws, ws_eg, v, o, initial_state, ht, ready, group_lanes, lanes, cu_seqlens,
-                                chunk_offsets, B=B, T=T, N=N, NT=NT, HV=HV, K=K, V=V, state_v_first=state_v_first)
+                                chunk_offsets, B=B, T=T, N=N, NT=NT, n_slots=n_slots, HV=HV, K=K, V=V,
+                                state_v_first=state_v_first)
         return o, ht, hi
 
     state_args = dict(

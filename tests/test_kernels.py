@@ -255,6 +255,25 @@ def test_overlapped_state_kernel_equals_plain(case, monkeypatch):
         assert (a is None and b is None) or torch.equal(a, b)
 
 
+@pytest.mark.gpu
+@pytest.mark.parametrize("overlap", [True, False], ids=["overlapped", "sequential"])
+def test_malformed_device_cu_seqlens_stays_in_bounds(overlap, monkeypatch):
+    """A device cu_seqlens that decreases (the host cannot check it without a sync) asks for more chunks than the
+    workspace has slots: the call returns (no fault, and no state program waits on a flag that no prepare program
+    sets), and the first sequence, well formed, comes out as in a well-formed call."""
+    dev = torch.device("cuda")
+    monkeypatch.setattr(fwd, "DEFAULT_CONFIG", fwd.LaunchConfig(overlap=overlap))
+    args = make_inputs(with_(G, T=4096, seqlens=(2500, 1596)), dev)
+    good = fastkda.chunk_kda(**args)[0]
+    h0 = args["initial_state"]
+    # sequences [0, 2500), [2500, 2500) and [1000, 4096): 40 + 0 + 49 chunks, 66 slots
+    args.update(cu_seqlens=torch.tensor([0, 2500, 1000, 4096], dtype=torch.int32, device=dev),
+                initial_state=torch.cat([h0, h0[-1:]]))
+    bad = fastkda.chunk_kda(**args)[0]
+    torch.cuda.synchronize()
+    assert torch.equal(bad[:, :2500], good[:, :2500])
+
+
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
 def test_varlen_schedule(device):
     """The varlen schedule over more sequences and chunk slots than one block of the kernel (1024), with empty

@@ -144,7 +144,7 @@ def state_sm90_variant(K=128, V=128, dtype="bf16", v_first=False, varlen=False):
             sig[name] = f"tensordesc<{descs[name]},{nvmma(128)}>"
         elif name == "eg_d":
             sig[name] = f"tensordesc<fp32[1, {K}],{nvmma(0, 32)}>"
-        elif name in ("T", "N", "NT", "HV", "s_vh", "lanes", "group_lanes"):
+        elif name in ("T", "N", "NT", "NSLOTS", "HV", "s_vh", "lanes", "group_lanes"):
             sig[name] = "i32"
         else:
             sig[name] = "*i32" if name in ("ready", "cu_seqlens", "chunk_offsets") else "*fp32"

@@ -59,17 +59,19 @@ def _issue(c, slot, slot0, i_hv, v_row, v_col, kg_d, ku_d, qg_d, mu_d, v_d, eg_d
 
 
 @gluon.jit
-def _walk(i_n, i_hv, i_v, slot0, tok0, T_n, done, h0, ht, ready, HV, s_vh, st_off, kg_d, ku_d, qg_d, mu_d, v_d, eg_d,
+def _walk(i_n, i_hv, i_v, slot0, tok0, T_n, max_chunks, done, h0, ht, ready, HV, s_vh, st_off, kg_d, ku_d, qg_d, mu_d,
+          v_d, eg_d,
           o_d, kg_s, ku_s, qg_s, mu_s, v_s, eg_s, o_s, bars, K: gl.constexpr, V: gl.constexpr, BV: gl.constexpr,
           BT: gl.constexpr, HAS_H0: gl.constexpr, STORE_HT: gl.constexpr, MMA_K: gl.constexpr, MMA_T: gl.constexpr):
     """The chain of one (sequence, head, 64 columns): T_n tokens from token row tok0, its chunks in workspace slots
-    slot0, slot0 + 1, ...; done: chunks this program walked before (the ring's position). Returns done + its
-    chunks. A partial last chunk's o tile covers rows past the sequence: clipped at the end of o, and otherwise
+    slot0, slot0 + 1, ..., at most max_chunks of them (the workspace's end: a malformed cu_seqlens can ask for more
+    chunks than there are slots, whose flags no program sets); done: chunks this program walked before (the ring's
+    position). Returns done + its chunks. A partial last chunk's o tile covers rows past the sequence: clipped at the end of o, and otherwise
     rewritten later by this program (varlen: the next sequences of the head) or its neighbor's (fixed length:
     kda_chunk_state_sm90_kernel asks for whole chunks)."""
     OPA_T: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=MMA_T, k_width=2)
     OPA_K: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=MMA_K, k_width=2)
-    n_chunks = gl.cdiv(T_n, BT)
+    n_chunks = gl.maximum(gl.minimum(gl.cdiv(T_n, BT), max_chunks), 0)
     v_col = (i_hv * s_vh + i_v * BV).to(gl.int32)
     o_col = (i_hv * V + i_v * BV).to(gl.int32)
     flags = ready + slot0 * HV + i_hv                # chunk c's flag at flags + c * HV
@@ -126,10 +128,10 @@ def _walk(i_n, i_hv, i_v, slot0, tok0, T_n, done, h0, ht, ready, HV, s_vh, st_of
     return done + n_chunks
 
 
-@gluon.jit(do_not_specialize=["HV", "N", "lanes", "group_lanes"])
+@gluon.jit(do_not_specialize=["HV", "N", "NSLOTS", "lanes", "group_lanes"])
 def kda_chunk_state_sm90_kernel(
-    kg_d, ku_d, qg_d, mu_d, v_d, eg_d, o_d, h0, ht, ready, cu_seqlens, chunk_offsets, T, N, NT, HV, s_vh, lanes,
-    group_lanes, K: gl.constexpr, V: gl.constexpr, BV: gl.constexpr, BT: gl.constexpr, HAS_H0: gl.constexpr,
+    kg_d, ku_d, qg_d, mu_d, v_d, eg_d, o_d, h0, ht, ready, cu_seqlens, chunk_offsets, T, N, NT, NSLOTS, HV, s_vh,
+    lanes, group_lanes, K: gl.constexpr, V: gl.constexpr, BV: gl.constexpr, BT: gl.constexpr, HAS_H0: gl.constexpr,
     STORE_HT: gl.constexpr, STATE_V_FIRST: gl.constexpr, IS_VARLEN: gl.constexpr,
 ):
     """Grid: group_lanes x V / 64 programs. Program p takes 64 state columns, p % (V / 64), of lanes p // (V / 64),
@@ -137,7 +139,8 @@ def kda_chunk_state_sm90_kernel(
     chunks (chunk_prepare_sm90._grouped_chunk), so that no more programs than fit beside the prepare kernel wait on
     it. A lane is a (sequence, head) of a fixed-length batch of N sequences of T tokens (lane = sequence HV + head;
     B = 1 or T a multiple of 64, so that o's tiles cross no sequence but at the end of o), or with IS_VARLEN a head,
-    whose N sequences (cu_seqlens; their chunks from workspace slot chunk_offsets[n]) the program walks in turn.
+    whose N sequences (cu_seqlens; their chunks from workspace slot chunk_offsets[n], none at NSLOTS or past it) the
+    program walks in turn.
     kg_d, ku_d, qg_d, mu_d: tensor descriptors over the workspace [slots, HV, 64, D] as rows, one chunk a [64, D]
     tile; eg_d over exp(G) [slots HV, K] in [1, K] tiles; v_d and o_d over v and o [B T, HV s_h] as token rows in
     [64, 64] tiles; ready [slots HV] int32: nonzero once the prepare program of that (chunk slot, head) has stored
@@ -174,12 +177,12 @@ def kda_chunk_state_sm90_kernel(
         if IS_VARLEN:
             for n in range(N):
                 bos, eos = sequence_bounds(cu_seqlens, n, T, IS_VARLEN)
-                done = _walk(n, lane, i_v, gl.load(chunk_offsets + n), bos.to(gl.int32), (eos - bos).to(gl.int32),
-                             done, h0, ht, ready, HV, s_vh, st_off, kg_d, ku_d, qg_d, mu_d, v_d, eg_d, o_d, kg_s,
+                slot0 = gl.load(chunk_offsets + n)
+                done = _walk(n, lane, i_v, slot0, bos.to(gl.int32), (eos - bos).to(gl.int32), NSLOTS - slot0, done, h0, ht, ready, HV, s_vh, st_off, kg_d, ku_d, qg_d, mu_d, v_d, eg_d, o_d, kg_s,
                              ku_s, qg_s, mu_s, v_s, eg_s, o_s, bars, K, V, BV, BT, HAS_H0, STORE_HT, MMA_K, MMA_T)
         else:
             i_n = lane // HV
-            done = _walk(i_n, lane % HV, i_v, (i_n * NT).to(gl.int32), (i_n * T).to(gl.int32), T, done, h0, ht,
+            done = _walk(i_n, lane % HV, i_v, (i_n * NT).to(gl.int32), (i_n * T).to(gl.int32), T, NT, done, h0, ht,
                          ready, HV, s_vh, st_off, kg_d, ku_d, qg_d, mu_d, v_d, eg_d, o_d, kg_s, ku_s, qg_s, mu_s,
                          v_s, eg_s, o_s, bars, K, V, BV, BT, HAS_H0, STORE_HT, MMA_K, MMA_T)
     for i in gl.static_range(STAGES):
