@@ -260,18 +260,20 @@ def test_overlapped_state_kernel_equals_plain(case, monkeypatch):
 def test_malformed_device_cu_seqlens_stays_in_bounds(overlap, monkeypatch):
     """A device cu_seqlens that decreases (the host cannot check it without a sync) asks for more chunks than the
     workspace has slots: the call returns (no fault, and no state program waits on a flag that no prepare program
-    sets), and the first sequence, well formed, comes out as in a well-formed call."""
+    sets), and the first sequence comes out as in a well-formed call: its final state, and its rows that the
+    malformed third sequence, which overlaps it, does not cover."""
     dev = torch.device("cuda")
     monkeypatch.setattr(fwd, "DEFAULT_CONFIG", fwd.LaunchConfig(overlap=overlap))
     args = make_inputs(with_(G, T=4096, seqlens=(2500, 1596)), dev)
-    good = fastkda.chunk_kda(**args)[0]
+    good = fastkda.chunk_kda(**args)
     h0 = args["initial_state"]
     # sequences [0, 2500), [2500, 2500) and [1000, 4096): 40 + 0 + 49 chunks, 66 slots
     args.update(cu_seqlens=torch.tensor([0, 2500, 1000, 4096], dtype=torch.int32, device=dev),
                 initial_state=torch.cat([h0, h0[-1:]]))
-    bad = fastkda.chunk_kda(**args)[0]
+    bad = fastkda.chunk_kda(**args)
     torch.cuda.synchronize()
-    assert torch.equal(bad[:, :2500], good[:, :2500])
+    assert torch.equal(bad[1][0], good[1][0])
+    assert torch.equal(bad[0][:, :960], good[0][:, :960])      # the third sequence's first tile starts at row 1000
 
 
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
