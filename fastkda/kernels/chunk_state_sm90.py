@@ -1,9 +1,9 @@
-"""Stage 2 of the KDA forward on sm_90, in Gluon, for the overlapped launch: the state chain of a fixed-length batch
-run beside the prepare kernel rather than after it (forward.overlaps_prepare). Each program waits, chunk by chunk,
-for the ready flag that the chunk's prepare program sets once its outputs are stored, so the chain follows the
-prepare kernel through the chunks instead of waiting for all of them (perf-notes v18). Where the lanes (sequence,
-head) are more than fit beside the prepare kernel, the programs walk them by groups, one chain after the other, in
-the order the prepare kernel produces them (perf-notes v20).
+"""Stage 2 of the KDA forward on sm_90, in Gluon, for the overlapped launch: the state chains run beside the prepare
+kernel rather than after it (forward.overlaps_prepare). Each program waits, chunk by chunk, for the ready flag that
+the chunk's prepare program sets once its outputs are stored, so the chain follows the prepare kernel through the
+chunks instead of waiting for all of them (perf-notes v18). Where the lanes (a fixed-length batch's (sequence,
+head) pairs, a varlen batch's heads) are more than fit beside the prepare kernel, the programs walk them by groups,
+one after the other, in the order the prepare kernel produces them (perf-notes v20).
 
 The math is the Triton state kernel's (chunk_state.py), with the state carried transposed, S^T [64, K], so that
 the chain's left operands come from registers and nothing is staged in shared memory per chunk:
