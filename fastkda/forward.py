@@ -157,11 +157,11 @@ def overlaps_prepare(cfg: LaunchConfig, *, sm90_prepare: bool, varlen: bool,
                      slots: int) -> bool:
     """Whether the unsplit state pass can run beside the prepare kernel (chunk_state_sm90.py): a second stream, each
     state program waiting chunk by chunk on the prepare programs' ready flags. It needs the sm_90 prepare kernel
-    (which sets the flags, and finishes every chunk of any gate in its one launch), a fixed-length batch without
-    intermediate states, fixed-length (o's tiles then cross into no other sequence: B = 1 or T a multiple of 64)
-    or varlen (each program walks all sequences of a head, so the rows a tile writes past its sequence are the
-    next sequences', which it rewrites after), 16-bit inputs with v readable in tiles, K and V in {64, 128}, and a
-    multiprocessor per two for each of a lane's programs (overlap_groups) with at least one chunk."""
+    (which sets the flags, and finishes every chunk of any gate in its one launch), no intermediate states, a
+    varlen batch (each program walks all sequences of a head, so the rows a tile writes past its sequence are the
+    next sequences', which it rewrites after) or a fixed-length one whose o tiles cross into no other sequence
+    (B = 1 or T a multiple of 64), 16-bit inputs with v readable in tiles, K and V in {64, 128}, at least one token,
+    and a multiprocessor per two for each of a lane's programs (overlap_groups)."""
     return ((cfg.overlap is None or cfg.overlap) and sm90_prepare and not intermediate
             and (varlen or B == 1 or T % CHUNK == 0) and K in (64, 128) and V in (64, 128)
             and dtype in (torch.bfloat16, torch.float16) and v_tiles and V // 64 <= slots // 2 and T > 0)
@@ -297,10 +297,11 @@ def overlap_step_us(K: int, programs: int) -> float:
 def overlap_groups(lanes: int, n_heads: int, total_chunks: int, chain_chunks: int, K: int, V: int,
                    slots: int) -> tuple[int, int]:
     """(lanes per group, groups) of the overlapped state kernel: its programs, V / 64 per lane of a group (a
-    fixed-length batch's (sequence, head), a varlen batch's head), walk the groups one after the other, and the prepare kernel produces the chunks in that order. At most
-    one program per two multiprocessors (each takes half a multiprocessor's registers and 148 KB of shared memory,
-    beside one prepare program); fewer programs leave the prepare kernel more places but walk more chains each: the
-    number of groups (of equal size but the last) is the one overlapped_us estimates fastest. T=8192 H=64: 2 groups
+    fixed-length batch's (sequence, head), a varlen batch's head), walk the groups one after the other, and the
+    prepare kernel produces the chunks in that order. At most one program per two multiprocessors (each takes half
+    a multiprocessor's registers and 148 KB of shared memory, beside one prepare program); fewer programs leave the
+    prepare kernel more places but walk more chains each: the number of groups (of equal size but the last) is the
+    one overlapped_us estimates fastest. T=8192 H=64: 2 groups
     0.683 ms, 3 groups 0.77, sequential 0.74; H=96: 3 groups 1.027, 4 groups 1.04, sequential 1.15 (perf-notes
     v20)."""
     most = max(slots // 2 // (V // 64), 1)
@@ -337,8 +338,9 @@ def plan_split(n_heads: int, total_chunks: int, longest_chunks: int, K: int, V: 
                overlap_chain: int | None = None) -> int:
     """64-token chunks per segment for the split path, or 0 when one program per sequence is as fast:
     the cheapest segment length, taken when it beats the unsplit path by 10%. total_chunks: chunks of all
-    sequences; slots: multiprocessors of the device. overlap_programs: where the unsplit path could run its state
-    kernel beside the prepare kernel (overlaps_prepare), its program count: where that pays (overlap_pays), the
+    sequences; slots: multiprocessors of the device. overlap_programs, overlap_groups, overlap_chain: where the
+    unsplit path could run its state kernel beside the prepare kernel (overlaps_prepare), its programs, the groups
+    each walks and a lane's chunk steps (overlap_chain; default longest_chunks): where that pays (overlap_pays), the
     unsplit call is priced as overlapped_us, and kept where that is below the prepare kernel and the split passes
     (T=8192 K=V=64 H=32: 0.30 ms split, 0.21 overlapped; T=16384 H=16: 0.503 split, 0.484 overlapped; H=12: 0.231
     split, 0.230 overlapped)."""
