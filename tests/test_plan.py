@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fastkda.forward import (LaunchConfig, overlap_chain, overlap_groups, overlap_pays, overlaps_prepare, plan_split, prepare_kernel, sm90_reads, state_block_v,
-                             v_tile_desc)
+from fastkda.forward import (LaunchConfig, overlap_chain, overlap_groups, overlap_pays, overlaps_prepare, plan_split,
+                             prepare_kernel, sm90_reads, state_block_v, v_tile_desc)
 
 
 def plan(heads: int, tokens: int, slots: int = 132) -> int:

@@ -66,9 +66,9 @@ def _walk(i_n, i_hv, i_v, slot0, tok0, T_n, max_chunks, done, h0, ht, ready, HV,
     """The chain of one (sequence, head, 64 columns): T_n tokens from token row tok0, its chunks in workspace slots
     slot0, slot0 + 1, ..., at most max_chunks of them (the workspace's end: a malformed cu_seqlens can ask for more
     chunks than there are slots, whose flags no program sets); done: chunks this program walked before (the ring's
-    position). Returns done + its chunks. A partial last chunk's o tile covers rows past the sequence: clipped at the end of o, and otherwise
-    rewritten later by this program (varlen: the next sequences of the head) or its neighbor's (fixed length:
-    kda_chunk_state_sm90_kernel asks for whole chunks)."""
+    position). Returns done + its chunks. A partial last chunk's o tile covers rows past the sequence: clipped at
+    the end of o, and otherwise rewritten later by this program (varlen: the next sequences of the head; fixed
+    length has whole chunks where it has several sequences)."""
     OPA_T: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=MMA_T, k_width=2)
     OPA_K: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=MMA_K, k_width=2)
     n_chunks = gl.maximum(gl.minimum(gl.cdiv(T_n, BT), max_chunks), 0)
@@ -178,8 +178,9 @@ def kda_chunk_state_sm90_kernel(
             for n in range(N):
                 bos, eos = sequence_bounds(cu_seqlens, n, T, IS_VARLEN)
                 slot0 = gl.load(chunk_offsets + n)
-                done = _walk(n, lane, i_v, slot0, bos.to(gl.int32), (eos - bos).to(gl.int32), NSLOTS - slot0, done, h0, ht, ready, HV, s_vh, st_off, kg_d, ku_d, qg_d, mu_d, v_d, eg_d, o_d, kg_s,
-                             ku_s, qg_s, mu_s, v_s, eg_s, o_s, bars, K, V, BV, BT, HAS_H0, STORE_HT, MMA_K, MMA_T)
+                done = _walk(n, lane, i_v, slot0, bos.to(gl.int32), (eos - bos).to(gl.int32), NSLOTS - slot0, done,
+                             h0, ht, ready, HV, s_vh, st_off, kg_d, ku_d, qg_d, mu_d, v_d, eg_d, o_d, kg_s, ku_s, qg_s,
+                             mu_s, v_s, eg_s, o_s, bars, K, V, BV, BT, HAS_H0, STORE_HT, MMA_K, MMA_T)
         else:
             i_n = lane // HV
             done = _walk(i_n, lane % HV, i_v, (i_n * NT).to(gl.int32), (i_n * T).to(gl.int32), T, NT, done, h0, ht,
