@@ -39,7 +39,8 @@ class LaunchConfig:
     program of the split path's combine kernel (16: its chain of products the shortest, perf-notes v18); overlap: the
     unsplit state pass beside the prepare kernel on a second stream where `overlaps_prepare` allows it, and (None)
     where `overlap_pays` estimates it faster than after the prepare kernel, or (True) wherever allowed, or (False)
-    never."""
+    never; overlap_exclusive: whether each of its programs takes a whole multiprocessor (a three-slot ring, no
+    prepare program beside it; `overlap_groups`), (None) where estimated faster."""
 
     block_v: int | None = None
     num_warps: int = 4
@@ -53,6 +54,7 @@ class LaunchConfig:
     pdl: bool = True
     combine_block_v: int = 16
     overlap: bool | None = None
+    overlap_exclusive: bool | None = None
 
     def __post_init__(self):
         # the transition pass compiled with one stage (no pipelining) and 32-column blocks made an illegal memory
@@ -66,6 +68,8 @@ class LaunchConfig:
             raise ValueError(f"combine_block_v: expected 16, 32, 64 or 128, got {self.combine_block_v}")
         if self.overlap not in (None, True, False):
             raise ValueError(f"overlap: expected None, True or False, got {self.overlap!r}")
+        if self.overlap_exclusive not in (None, True, False):
+            raise ValueError(f"overlap_exclusive: expected None, True or False, got {self.overlap_exclusive!r}")
 
 
 DEFAULT_CONFIG = LaunchConfig()
@@ -184,8 +188,13 @@ def gluon_desc(td: TensorDescriptor):
     return GluonDescriptor(td.base, td.shape, td.strides, td.block_shape, layout)
 
 
+def flag_row_bytes(n_slots: int) -> int:
+    """Bytes per value head of the ready flags (common.flag_row)."""
+    return (n_slots + 15) // 16 * 16
+
+
 def launch_overlapped_state(fork, ws, ws_eg, v, o, h0, ht, ready, group_lanes, lanes, cu_seqlens, chunk_offsets, *,
-                            B, T, N, NT, n_slots, HV, K, V, state_v_first):
+                            B, T, N, NT, n_slots, HV, K, V, state_v_first, exclusive):
     """The Gluon state kernel on the side stream, after `fork` (recorded on the current stream before the prepare
     launch, so it waits for the inputs but not for the prepare kernel); the current stream then waits for it."""
     from fastkda.kernels.chunk_state_sm90 import kda_chunk_state_sm90_kernel
@@ -199,7 +208,8 @@ def launch_overlapped_state(fork, ws, ws_eg, v, o, h0, ht, ready, group_lanes, l
         kda_chunk_state_sm90_kernel[(V // 64 * group_lanes,)](
             *(gluon_desc(d) for d in descs), h0, ht, ready, cu_seqlens, chunk_offsets, T, N, NT, n_slots, HV,
             v.stride(2), lanes, group_lanes, K=K, V=V, BV=64, BT=CHUNK, IS_VARLEN=cu_seqlens is not None,
-            HAS_H0=h0 is not None, STORE_HT=ht is not None, STATE_V_FIRST=state_v_first, num_warps=4)
+            HAS_H0=h0 is not None, STORE_HT=ht is not None, STATE_V_FIRST=state_v_first,
+            STAGES=3 if exclusive else 2, num_warps=4)
         join = torch.cuda.Event()
         join.record(side)
     main.wait_event(join)
@@ -243,9 +253,11 @@ def parallel_slots(device: torch.device) -> int:
 # State-kernel costs measured on an H100 (docs/perf-notes.md): a program's chunk step
 # takes STEP_US when the GPU is not full; when it is, all chunk steps share it at THROUGHPUT_US per step of a
 # 64-column program (half that for transition programs, which write no output), scaled by the
-# multiprocessor count (0.019 until v19; the split passes now take 0.015 per step at 4, 8 and 16 heads); the combine
-# takes COMBINE_US per segment of the longest sequence.
-STEP_US, THROUGHPUT_US, COMBINE_US = 1.45, 0.015, 2.0
+# multiprocessor count (0.019 until v19; the split passes now take 0.015 per step at 4, 8 and 16 heads), plus
+# PASS_TAIL_US (where the two bounds meet, a pass takes longer than either: T=8192 H=12, 32-chunk segments, 58 us
+# measured per pass against 46 for each bound, perf-notes v21); the combine takes COMBINE_US per segment of the
+# longest sequence.
+STEP_US, THROUGHPUT_US, PASS_TAIL_US, COMBINE_US = 1.45, 0.015, 10.0, 2.0
 # The prepare kernel: PREPARE_US per (chunk, head) program at K = 128 with H100_SLOTS multiprocessors (two programs
 # on each). The overlapped state kernel (overlaps_prepare): a 64-column step takes OVERLAP_STEP_US plus
 # OVERLAP_STEP_PER_PROGRAM_US for each of its programs beside the prepare kernel (1.7 us with 24 programs, 2.0 with 44),
@@ -254,6 +266,10 @@ STEP_US, THROUGHPUT_US, COMBINE_US = 1.45, 0.015, 2.0
 # 32-column step (where the programs are that few) takes FEW_STEP_US (perf-notes v20).
 PREPARE_US, FEW_STEP_US = 0.061, 1.1
 OVERLAP_STEP_US, OVERLAP_STEP_PER_PROGRAM_US, OVERLAP_TAIL_US, OVERLAP_SEQUENCE_STEPS = 1.6, 0.009, 10.0, 2
+# A state program that takes a whole multiprocessor (a three-slot ring, no prepare program beside it) steps at
+# EXCLUSIVE_STEP_US (1.34-1.50 us measured with 16 to 32 programs, perf-notes v21); at most one per
+# EXCLUSIVE_SHARE multiprocessors, so that the prepare kernel keeps most of the GPU.
+EXCLUSIVE_STEP_US, EXCLUSIVE_SHARE = 1.5, 4
 
 
 def step_width(K: int) -> float:
@@ -265,7 +281,7 @@ def state_pass_us(steps: int, walk: int, bv: int, slots: int, transition: bool =
     """Estimated time of one pass of the state kernel: `steps` chunk steps of bv-column programs with K-row
     states in all, the longest program walking `walk` chunks (steps scaled by step_width)."""
     width = bv / 64 * (0.5 if transition else 1.0) * step_width(K)
-    return max(walk * STEP_US, steps * THROUGHPUT_US * width * H100_SLOTS / slots)
+    return max(walk * STEP_US, steps * THROUGHPUT_US * width * H100_SLOTS / slots) + PASS_TAIL_US
 
 
 def prepare_us(n_heads: int, total_chunks: int, K: int, slots: int) -> float:
@@ -274,12 +290,14 @@ def prepare_us(n_heads: int, total_chunks: int, K: int, slots: int) -> float:
 
 
 def overlapped_us(n_heads: int, total_chunks: int, chain_chunks: int, K: int, slots: int, programs: int,
-                  groups: int = 1) -> float:
+                  groups: int = 1, exclusive: bool = False) -> float:
     """Estimated time of an unsplit call whose `programs` state programs run beside the prepare kernel, each walking
     chain_chunks chunk steps in each of `groups` groups: the longer of their chains and the prepare kernel on the
-    places they leave (two per multiprocessor, one taken by each state program), plus the last chain's tail."""
-    beside = prepare_us(n_heads, total_chunks, K, slots) * 2 * slots / max(2 * slots - programs, 1)
-    return max(beside, groups * chain_chunks * overlap_step_us(K, programs)) + OVERLAP_TAIL_US
+    places they leave (two per multiprocessor, one taken by each state program, both where it is `exclusive`),
+    plus the last chain's tail."""
+    taken = 2 * programs if exclusive else programs
+    beside = prepare_us(n_heads, total_chunks, K, slots) * 2 * slots / max(2 * slots - taken, 1)
+    return max(beside, groups * chain_chunks * overlap_step_us(K, programs, exclusive)) + OVERLAP_TAIL_US
 
 
 def overlap_chain(longest_chunks: int, total_chunks: int, sequences: int, varlen: bool) -> int:
@@ -288,39 +306,49 @@ def overlap_chain(longest_chunks: int, total_chunks: int, sequences: int, varlen
     return total_chunks + sequences * OVERLAP_SEQUENCE_STEPS if varlen else longest_chunks
 
 
-def overlap_step_us(K: int, programs: int) -> float:
-    """A chunk step of the overlapped state kernel with `programs` programs beside the prepare kernel."""
+def overlap_step_us(K: int, programs: int, exclusive: bool = False) -> float:
+    """A chunk step of the overlapped state kernel with `programs` programs beside the prepare kernel, each sharing
+    its multiprocessor with a prepare program or, `exclusive`, with none."""
+    if exclusive:
+        return EXCLUSIVE_STEP_US * step_width(K)
     return (OVERLAP_STEP_US + OVERLAP_STEP_PER_PROGRAM_US * programs) * step_width(K)
 
 
 @functools.lru_cache(maxsize=4096)      # a search over group counts: up to 0.3 ms of host time with 4096 lanes
 def overlap_groups(lanes: int, n_heads: int, total_chunks: int, chain_chunks: int, K: int, V: int,
-                   slots: int) -> tuple[int, int]:
-    """(lanes per group, groups) of the overlapped state kernel: its programs, V / 64 per lane of a group (a
-    fixed-length batch's (sequence, head), a varlen batch's head), walk the groups one after the other, and the
+                   slots: int, exclusive: bool | None = None) -> tuple[int, int, bool]:
+    """(lanes per group, groups, exclusive) of the overlapped state kernel: its programs, V / 64 per lane of a group
+    (a fixed-length batch's (sequence, head), a varlen batch's head), walk the groups one after the other, and the
     prepare kernel produces the chunks in that order. At most one program per two multiprocessors (each takes half
-    a multiprocessor's registers and 148 KB of shared memory, beside one prepare program); fewer programs leave the
-    prepare kernel more places but walk more chains each: the number of groups (of equal size but the last) is the
-    one overlapped_us estimates fastest. T=8192 H=64: 2 groups
-    0.683 ms, 3 groups 0.77, sequential 0.74; H=96: 3 groups 1.027, 4 groups 1.04, sequential 1.15 (perf-notes
-    v20)."""
-    most = max(slots // 2 // (V // 64), 1)
+    a multiprocessor's registers and 148 KB of shared memory, beside one prepare program), or, exclusive, one per
+    EXCLUSIVE_SHARE multiprocessors, each taking a whole one (a three-slot ring: faster steps where the chains bound
+    the call, fewer places for the prepare kernel). Fewer programs leave the prepare kernel more places but walk
+    more chains each: the number of groups (of equal size but the last) and the kind of program (exclusive: None,
+    either; else that one) are those overlapped_us estimates fastest. T=8192 H=64: 2 groups 0.683 ms, 3 groups
+    0.77, sequential 0.74; H=96: 3 groups 1.027, 4 groups 1.04, sequential 1.15 (perf-notes v20); H=12: whole
+    multiprocessors 0.202, shared 0.223 (v21)."""
+    ncol = V // 64
+    most = max(slots // 2 // ncol, 1)
+    kinds = (False, True) if exclusive is None else (exclusive,)
+    least_step = min(overlap_step_us(K, 0, kind) for kind in kinds)
     best = None
     for groups in range(-(-lanes // most), lanes + 1):
         size = -(-lanes // groups)
         if size * groups - lanes >= size:       # a group would be empty
             continue
-        cost = overlapped_us(n_heads, total_chunks, chain_chunks, K, slots, size * (V // 64), groups)
-        if best is not None and cost >= best[0]:
-            if groups * chain_chunks * overlap_step_us(K, size * (V // 64)) > cost:
-                break                           # the chains alone take longer from here on
-            continue
-        best = (cost, size, groups)
-    return best[1], best[2]
+        for kind in kinds:
+            if kind and size * ncol * EXCLUSIVE_SHARE > slots:
+                continue
+            cost = overlapped_us(n_heads, total_chunks, chain_chunks, K, slots, size * ncol, groups, kind)
+            if best is None or cost < best[0]:
+                best = (cost, size, groups, kind)
+        if best is not None and groups * chain_chunks * least_step > best[0]:
+            break                               # the chains alone take longer from here on
+    return best[1:]
 
 
 def overlap_pays(n_heads: int, total_chunks: int, longest_chunks: int, K: int, V: int, slots: int,
-                 programs: int, groups: int = 1, chain_chunks: int | None = None) -> bool:
+                 programs: int, groups: int = 1, chain_chunks: int | None = None, exclusive: bool = False) -> bool:
     """Whether the unsplit state pass is estimated faster beside the prepare kernel (its lanes walking chain_chunks
     steps each, overlap_chain; default longest_chunks) than after it, where the state kernel takes the longer of
     its longest sequence's chain and its share of the GPU's bandwidth. Not where the chain is long:
@@ -329,21 +357,22 @@ def overlap_pays(n_heads: int, total_chunks: int, longest_chunks: int, K: int, V
     after = max(longest_chunks * FEW_STEP_US * step_width(K),
                 state_pass_us(total_chunks * n_heads * V // 64, 0, 64, slots, K=K))
     chain = longest_chunks if chain_chunks is None else chain_chunks
-    return (overlapped_us(n_heads, total_chunks, chain, K, slots, programs, groups)
+    return (overlapped_us(n_heads, total_chunks, chain, K, slots, programs, groups, exclusive)
             < prepare_us(n_heads, total_chunks, K, slots) + after)
 
 
 def plan_split(n_heads: int, total_chunks: int, longest_chunks: int, K: int, V: int, bv: int,
                slots: int = H100_SLOTS, overlap_programs: int = 0, overlap_groups: int = 1,
-               overlap_chain: int | None = None) -> int:
+               overlap_chain: int | None = None, overlap_exclusive: bool = False) -> int:
     """64-token chunks per segment for the split path, or 0 when one program per sequence is as fast:
     the cheapest segment length, taken when it beats the unsplit path by 10%. total_chunks: chunks of all
-    sequences; slots: multiprocessors of the device. overlap_programs, overlap_groups, overlap_chain: where the
-    unsplit path could run its state kernel beside the prepare kernel (overlaps_prepare), its programs, the groups
-    each walks and a lane's chunk steps (overlap_chain; default longest_chunks): where that pays (overlap_pays), the
-    unsplit call is priced as overlapped_us, and kept where that is below the prepare kernel and the split passes
-    (T=8192 K=V=64 H=32: 0.30 ms split, 0.21 overlapped; T=16384 H=16: 0.503 split, 0.484 overlapped; H=12: 0.231
-    split, 0.230 overlapped)."""
+    sequences; slots: multiprocessors of the device. overlap_programs, overlap_groups, overlap_chain,
+    overlap_exclusive: where the unsplit path could run its state kernel beside the prepare kernel
+    (overlaps_prepare), its programs, the groups each walks, a lane's chunk steps (overlap_chain; default
+    longest_chunks) and whether each program takes a whole multiprocessor (overlap_groups): where that pays
+    (overlap_pays), the unsplit call is priced as overlapped_us, and kept where that is below the prepare kernel and
+    the split passes (T=8192 K=V=64 H=32: 0.30 ms split, 0.21 overlapped; T=16384 H=16: 0.503 split, 0.374
+    overlapped with whole multiprocessors; H=12: 0.231 split, 0.202 overlapped with whole multiprocessors)."""
     out_steps = total_chunks * n_heads * (V // bv)              # the output pass, split or not
     trans_steps = total_chunks * n_heads * ((V + K) // bv)      # the transition pass (an upper bound)
     unsplit = state_pass_us(out_steps, longest_chunks, bv, slots, K=K)
@@ -358,8 +387,9 @@ def plan_split(n_heads: int, total_chunks: int, longest_chunks: int, K: int, V: 
             best, best_cost = ncs, cost
     chain = longest_chunks if overlap_chain is None else overlap_chain
     if overlap_programs and overlap_pays(n_heads, total_chunks, longest_chunks, K, V, slots, overlap_programs,
-                                         overlap_groups, chain):
-        overlapped = overlapped_us(n_heads, total_chunks, chain, K, slots, overlap_programs, overlap_groups)
+                                         overlap_groups, chain, overlap_exclusive):
+        overlapped = overlapped_us(n_heads, total_chunks, chain, K, slots, overlap_programs, overlap_groups,
+                                   overlap_exclusive)
         return best if overlapped > prepare_us(n_heads, total_chunks, K, slots) + best_cost else 0
     return best if best_cost < 0.9 * unsplit else 0
 
@@ -405,17 +435,20 @@ def kda_forward(
     can_overlap = overlaps_prepare(
         cfg, sm90_prepare=sm90_prepare, varlen=cu_seqlens is not None, intermediate=hi is not None, B=B, T=T, K=K,
         V=V, dtype=q.dtype, v_tiles=v_token_rows(v), slots=slots)
-    # the overlapped state kernel's lanes: a fixed-length batch's (sequence, head) pairs, or a varlen batch's heads
-    lanes = HV if cu_seqlens is not None else B * HV
-    chain = overlap_chain(longest_chunks, n_slots, N, cu_seqlens is not None)
-    group_lanes, groups = overlap_groups(lanes, HV, n_slots, chain, K, V, slots)
-    programs = group_lanes * (V // 64)
+    programs = groups = group_lanes = 0
+    exclusive = False
+    if can_overlap:
+        # the overlapped state kernel's lanes: a fixed-length batch's (sequence, head) pairs, or a varlen batch's heads
+        lanes = HV if cu_seqlens is not None else B * HV
+        chain = overlap_chain(longest_chunks, n_slots, N, cu_seqlens is not None)
+        group_lanes, groups, exclusive = overlap_groups(lanes, HV, n_slots, chain, K, V, slots, cfg.overlap_exclusive)
+        programs = group_lanes * (V // 64)
     if split_chunks is None:
-        split_chunks = plan_split(HV, n_slots, longest_chunks, K, V, bv, slots, programs if can_overlap else 0, groups,
-                                  chain)
+        split_chunks = plan_split(HV, n_slots, longest_chunks, K, V, bv, slots, programs, groups,
+                                  chain if can_overlap else None, exclusive)
     split = 0 < split_chunks < max(longest_chunks, 1)
-    overlap = can_overlap and not split and (
-        cfg.overlap is not None or overlap_pays(HV, n_slots, longest_chunks, K, V, slots, programs, groups, chain))
+    overlap = can_overlap and not split and (cfg.overlap is not None or overlap_pays(
+        HV, n_slots, longest_chunks, K, V, slots, programs, groups, chain, exclusive))
     ncs = split_chunks if split else NO_SPLIT
     nsearch = max(1, math.ceil(math.log2(N + 1)))
     interp = interpreting()
@@ -435,7 +468,7 @@ def kda_forward(
     pdl = n_slots > 0 and uses_pdl(device, cfg)
     ready = fork = None
     if overlap:
-        ready = torch.zeros(n_slots * HV, dtype=torch.int32, device=device)
+        ready = torch.zeros(HV * flag_row_bytes(n_slots), dtype=torch.uint8, device=device)
         fork = torch.cuda.Event()
         fork.record(torch.cuda.current_stream(device))
     if n_slots:
@@ -469,7 +502,7 @@ def kda_forward(
     if overlap:
         launch_overlapped_state(fork, ws, ws_eg, v, o, initial_state, ht, ready, group_lanes, lanes, cu_seqlens,
                                 chunk_offsets, B=B, T=T, N=N, NT=NT, n_slots=n_slots, HV=HV, K=K, V=V,
-                                state_v_first=state_v_first)
+                                state_v_first=state_v_first, exclusive=exclusive)
         return o, ht, hi
 
     state_args = dict(

@@ -20,7 +20,7 @@ from fastkda.kernels.chunk_state import kda_chunk_state_kernel
 from fastkda.kernels.chunk_state_sm90 import kda_chunk_state_sm90_kernel
 from fastkda.kernels.common import HALF_BLOCK_SHIFT
 
-I32_PTRS = {"cu_seqlens", "seg_offsets", "chunk_offsets", "chunk_seq", "ready"}
+I32_PTRS = {"cu_seqlens", "seg_offsets", "chunk_offsets", "chunk_seq"}
 F32_PTRS = {"A_log", "dt_bias", "h0", "ht", "seg_start", "seg_trans", "ws_eg"}
 # the state kernel's workspace arguments are tensor descriptors with one chunk (64 rows) as a tile
 TILE_DESCS = {"ws_kg": "K", "ws_ku": "K", "ws_qg": "K", "ws_mu": "BT"}
@@ -44,7 +44,8 @@ def compile_kernel(fn, constexprs: dict, warps: int, stages: int, maxnreg=None):
             if name not in UNALIGNED:
                 attrs[(i,)] = [["tt.divisibility", 16]]
         else:
-            sig[name] = "*i32" if name in I32_PTRS else "*fp32" if name in F32_PTRS else "*bf16"
+            sig[name] = ("*u8" if name == "ready" else "*i32" if name in I32_PTRS else "*fp32" if name in F32_PTRS
+                         else "*bf16")
             attrs[(i,)] = [["tt.divisibility", 16]]
     source = GluonASTSource if isinstance(fn, GluonJITFunction) else triton.compiler.ASTSource
     src = source(fn=fn, signature=sig, constexprs=constexprs, attrs=attrs)
@@ -130,10 +131,10 @@ def nvmma(swizzle: int, bits: int = 16) -> str:
             "fp4_padded=False, cga_layout=[])")
 
 
-def state_sm90_variant(K=128, V=128, dtype="bf16", v_first=False, varlen=False):
+def state_sm90_variant(K=128, V=128, dtype="bf16", v_first=False, varlen=False, stages=2):
     """The Gluon state kernel run beside the prepare kernel (forward.overlaps_prepare), as the launcher builds it."""
     fn = kda_chunk_state_sm90_kernel
-    c = dict(K=K, V=V, BV=64, BT=64, HAS_H0=True, STORE_HT=True, STATE_V_FIRST=v_first, IS_VARLEN=varlen)
+    c = dict(K=K, V=V, BV=64, BT=64, HAS_H0=True, STORE_HT=True, STATE_V_FIRST=v_first, IS_VARLEN=varlen, STAGES=stages)
     descs = {"kg_d": f"bf16[64, {K}]", "ku_d": f"bf16[64, {K}]", "qg_d": f"bf16[64, {K}]", "mu_d": "bf16[64, 64]",
              "v_d": f"{dtype}[64, 64]", "o_d": f"{dtype}[64, 64]"}
     sig, attrs = {}, {}
@@ -147,7 +148,7 @@ def state_sm90_variant(K=128, V=128, dtype="bf16", v_first=False, varlen=False):
         elif name in ("T", "N", "NT", "NSLOTS", "HV", "s_vh", "lanes", "group_lanes"):
             sig[name] = "i32"
         else:
-            sig[name] = "*i32" if name in ("ready", "cu_seqlens", "chunk_offsets") else "*fp32"
+            sig[name] = {"ready": "*u8", "cu_seqlens": "*i32", "chunk_offsets": "*i32"}.get(name, "*fp32")
             attrs[(i,)] = [["tt.divisibility", 16]]
     src = GluonASTSource(fn=fn, signature=sig, constexprs=c, attrs=attrs)
     t = time.time()
@@ -163,6 +164,7 @@ if __name__ == "__main__":
     for kw in (dict(bv=64, warps=4, stages=3), dict(bv=32, warps=4, stages=3), dict(bv=64, warps=4, stages=3, transition=True)):
         ck, dt = state_variant(**kw)
         print(f"state {kw} {dt:.1f}s smem={ck.metadata.shared}: {ptxas_verbose(ck)}; {sass_counts(ck)}")
-    for kw in (dict(K=128, V=128), dict(K=128, V=128, varlen=True), dict(K=64, V=64, dtype="fp16", v_first=True)):
+    for kw in (dict(K=128, V=128), dict(K=128, V=128, stages=3), dict(K=128, V=128, varlen=True),
+               dict(K=64, V=64, dtype="fp16", v_first=True)):
         ck, dt = state_sm90_variant(**kw)
         print(f"state_sm90 {kw} {dt:.1f}s smem={ck.metadata.shared}: {ptxas_verbose(ck)}; {sass_counts(ck)}")

@@ -31,8 +31,8 @@ from triton.experimental.gluon.language.nvidia.ampere import mma_v2
 from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared, warpgroup_mma, warpgroup_mma_init,
                                                              warpgroup_mma_wait)
 
-from fastkda.kernels.common import (LOG2E, halves_operands, mark_ready, prefetch_l2, sequence_bounds, slot_chunk,
-                                   slots_in_use)
+from fastkda.kernels.common import (LOG2E, flag_row, halves_operands, mark_ready, prefetch_l2, sequence_bounds,
+                                   slot_chunk, slots_in_use)
 
 
 @gluon.jit
@@ -289,10 +289,11 @@ def kda_chunk_prepare_sm90_kernel(
     """Arguments as kda_chunk_prepare_kernel's (KS is fixed at 32, INTERPRET is unused).
     Without BOUNDED the halves' factors fit only where no token decays by more than 2^-(2 HALF_SHIFT) to the end
     of its half: a program whose chunk fails that check in some slice computes its scores again with the 16-token
-    levels (_scores_quarters) before the inverse. READY: each program sets ready[slot * HV + head] after its stores,
-    and the programs take the chunks in the order of the overlapped state kernel (forward.overlaps_prepare;
-    _grouped_chunk): lanes by groups of group_lanes, each group chunk by chunk (a lane: a fixed-length batch's
-    (sequence, head); with IS_VARLEN a head, its chunks the slots in order); div_*: its divisors' magic numbers."""
+    levels (_scores_quarters) before the inverse. READY: each program sets the flag byte ready[head, slot] (rows
+    of common.flag_row(NSLOTS) bytes) after its stores, and the programs take the chunks in the order of the
+    overlapped state kernel (forward.overlaps_prepare; _grouped_chunk): lanes by groups of group_lanes, each group
+    chunk by chunk (a lane: a fixed-length batch's (sequence, head); with IS_VARLEN a head, its chunks the slots in
+    order); div_*: its divisors' magic numbers."""
     gl.static_assert(K == 64 or K == 128, "the sm_90 prepare kernel takes K = 64 or 128")
     NS: gl.constexpr = K // KS                                              # slices of the key dims
     gl.static_assert(BT == 64, "the anchoring levels assume 64-token chunks")
@@ -539,4 +540,4 @@ def kda_chunk_prepare_sm90_kernel(
         Ku = warpgroup_mma(tbt_s, kd_s.index(h), gl.zeros([64, 32], gl.float32, MMA32), use_acc=False)
         gl.store(ws_ku + offs_c + h * KS, gl.convert_layout(Ku.to(gl.bfloat16), C), eviction_policy="evict_first")
     if READY:
-        mark_ready(ready, out)
+        mark_ready(ready, i_hv * flag_row(NSLOTS) + slot)

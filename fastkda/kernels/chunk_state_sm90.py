@@ -1,17 +1,21 @@
 """Stage 2 of the KDA forward on sm_90, in Gluon, for the overlapped launch: the state chains run beside the prepare
 kernel rather than after it (forward.overlaps_prepare). Each program waits, chunk by chunk, for the ready flag that
 the chunk's prepare program sets once its outputs are stored, so the chain follows the prepare kernel through the
-chunks instead of waiting for all of them (perf-notes v18). Where the lanes (a fixed-length batch's (sequence,
-head) pairs, a varlen batch's heads) are more than fit beside the prepare kernel, the programs walk them by groups,
-one after the other, in the order the prepare kernel produces them (perf-notes v20).
+chunks instead of waiting for all of them (perf-notes v18); it reads a head's flags 16 at a time, since an acquire
+load holds its warp until it returns (one a chunk cost 0.2-0.5 us a step, perf-notes v21). Where the lanes (a
+fixed-length batch's (sequence, head) pairs, a varlen batch's heads) are more than fit beside the prepare kernel,
+the programs walk them by groups, one after the other, in the order the prepare kernel produces them (perf-notes
+v20).
 
 The math is the Triton state kernel's (chunk_state.py), with the state carried transposed, S^T [64, K], so that
 the chain's left operands come from registers and nothing is staged in shared memory per chunk:
     X^T = S^T Kg^T,  R^T = v^T - X^T,  S^T <- S^T diag(exp(G)) + R^T Ku      (the chain)
     O^T = S^T Qg^T + R^T Mu^T                                                (off the chain)
 with the same bf16 operands and fp32 accumulation, so the outputs equal the Triton kernel's to the bit. The
-workspace tiles, exp(G) and v arrive by TMA into a two-slot ring; o leaves by TMA from a transposed store into one of
-two shared-memory buffers. 148 KB of shared memory at K = 128: room for a prepare program on the same multiprocessor.
+workspace tiles, exp(G) and v arrive by TMA into a ring of STAGES slots; o leaves by TMA from a transposed store into
+one of two shared-memory buffers. Two slots take 148 KB of shared memory at K = 128: room for a prepare program on
+the same multiprocessor. Three take 214 KB, the whole multiprocessor: the chain then shares it with no prepare
+program (forward.overlap_groups takes that where the chains bound the call, perf-notes v21).
 """
 
 from __future__ import annotations
@@ -21,25 +25,47 @@ from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared, mbarrier, tma, warpgroup_mma,
                                                              warpgroup_mma_wait)
 
-from fastkda.kernels.common import sequence_bounds
+from fastkda.kernels.common import flag_row, sequence_bounds
 
-STAGES: gl.constexpr = gl.constexpr(2)   # two slots: three take 206 KB, no room for a prepare program beside
+@gluon.jit
+def _acquire16(p):
+    """The 16 flag bytes at p (16-byte aligned) as four words, by one acquire load: an acquire holds its warp until
+    the load returns, so the chain takes one for 16 chunks, not one a chunk (perf-notes v21)."""
+    return gl.inline_asm_elementwise("ld.acquire.gpu.global.v4.b32 {$0, $1, $2, $3}, [$4];", "=r,=r,=r,=r,l", [p],
+                                     dtype=(gl.int32, gl.int32, gl.int32, gl.int32), is_pure=False, pack=1)
 
 
 @gluon.jit
-def _acquire(p):
-    return gl.inline_asm_elementwise("ld.acquire.gpu.global.b32 $0, [$1];", "=r,l", [p], dtype=gl.int32,
-                                     is_pure=False, pack=1)
+def _set_bits(w):
+    """The four flag bytes of w (each 0 or 1) as bits 0-3."""
+    return (w & 1) | ((w >> 7) & 2) | ((w >> 14) & 4) | ((w >> 21) & 8)
 
 
 @gluon.jit
-def _wait_ready(p):
-    """Spins until the chunk's prepare program has set its flag, then orders this program's TMA reads after it."""
-    flag = _acquire(p)
-    while flag == 0:
-        flag = _acquire(p)
-    gl.inline_asm_elementwise("fence.proxy.async.global; mov.u32 $0, 0;", "=r", [], dtype=gl.int32, is_pure=False,
-                              pack=1)
+def _first_unset(w0, w1, w2, w3, p):
+    """Index of the first unset flag at or after p (0 <= p < 16) among the 16 bytes w0..w3; 16 if none."""
+    unset = ~(_set_bits(w0) | (_set_bits(w1) << 4) | (_set_bits(w2) << 8) | (_set_bits(w3) << 12))
+    z = (unset & (0xFFFF << p)) | 0x10000
+    return gl.inline_asm_elementwise("{ .reg .b32 t; brev.b32 t, $1; bfind.shiftamt.u32 $0, t; }", "=r,r", [z],
+                                     dtype=gl.int32, is_pure=True, pack=1)
+
+
+@gluon.jit
+def _wait_ready(row, s, known):
+    """Waits until the flag of workspace slot s in the head's flag row is set, unless s < known (slots below known,
+    from where the walk's checks began, are known set); returns the new bound: s + 1 or further, up to the end of
+    s's aligned group of 16 where its next flags are set too. Then orders this program's TMA reads after the flags."""
+    if s >= known:
+        base = s - s % 16
+        p = s - base
+        off = p
+        while off == p:
+            w0, w1, w2, w3 = _acquire16(row + base)
+            off = _first_unset(w0, w1, w2, w3, p)
+        gl.inline_asm_elementwise("fence.proxy.async.global; mov.u32 $0, 0;", "=r", [], dtype=gl.int32,
+                                  is_pure=False, pack=1)
+        known = base + off
+    return known
 
 
 @gluon.jit
@@ -59,10 +85,10 @@ def _issue(c, slot, slot0, i_hv, v_row, v_col, kg_d, ku_d, qg_d, mu_d, v_d, eg_d
 
 
 @gluon.jit
-def _walk(i_n, i_hv, i_v, slot0, tok0, T_n, max_chunks, done, h0, ht, ready, HV, s_vh, st_off, kg_d, ku_d, qg_d, mu_d,
-          v_d, eg_d,
-          o_d, kg_s, ku_s, qg_s, mu_s, v_s, eg_s, o_s, bars, K: gl.constexpr, V: gl.constexpr, BV: gl.constexpr,
-          BT: gl.constexpr, HAS_H0: gl.constexpr, STORE_HT: gl.constexpr, MMA_K: gl.constexpr, MMA_T: gl.constexpr):
+def _walk(i_n, i_hv, i_v, slot0, tok0, T_n, max_chunks, done, h0, ht, ready, NSLOTS, HV, s_vh, st_off, kg_d, ku_d,
+          qg_d, mu_d, v_d, eg_d, o_d, kg_s, ku_s, qg_s, mu_s, v_s, eg_s, o_s, bars, K: gl.constexpr, V: gl.constexpr,
+          BV: gl.constexpr, BT: gl.constexpr, HAS_H0: gl.constexpr, STORE_HT: gl.constexpr, MMA_K: gl.constexpr,
+          MMA_T: gl.constexpr, STAGES: gl.constexpr):
     """The chain of one (sequence, head, 64 columns): T_n tokens from token row tok0, its chunks in workspace slots
     slot0, slot0 + 1, ..., at most max_chunks of them (the workspace's end: a malformed cu_seqlens can ask for more
     chunks than there are slots, whose flags no program sets); done: chunks this program walked before (the ring's
@@ -74,10 +100,11 @@ def _walk(i_n, i_hv, i_v, slot0, tok0, T_n, max_chunks, done, h0, ht, ready, HV,
     n_chunks = gl.maximum(gl.minimum(gl.cdiv(T_n, BT), max_chunks), 0)
     v_col = (i_hv * s_vh + i_v * BV).to(gl.int32)
     o_col = (i_hv * V + i_v * BV).to(gl.int32)
-    flags = ready + slot0 * HV + i_hv                # chunk c's flag at flags + c * HV
+    row = ready + i_hv * flag_row(NSLOTS)            # the head's flags, one byte per slot
+    known = slot0                                    # nothing known set yet in this walk
     for i in gl.static_range(STAGES):
         if i < n_chunks:
-            _wait_ready(flags + i * HV)
+            known = _wait_ready(row, slot0 + i, known)
             if i < STAGES - 1:
                 _issue(i, (done + i) % STAGES, slot0, i_hv, tok0, v_col, kg_d, ku_d, qg_d, mu_d, v_d, eg_d, kg_s, ku_s,
                        qg_s, mu_s, v_s, eg_s, bars, HV, BT)
@@ -108,13 +135,16 @@ def _walk(i_n, i_hv, i_v, slot0, tok0, T_n, max_chunks, done, h0, ht, ready, HV,
         eg = eg_s.index(slot).load(MMA_K)
         vt = v_s.index(slot).permute((1, 0)).load(MMA_T).to(gl.float32)
         X = warpgroup_mma_wait(1, deps=(X,))
-        R = gl.where(gl.expand_dims(c * BT + o_tc < T_n, 0), vt - X, 0.0).to(gl.bfloat16)
+        if (c + 1) * BT > T_n:      # rows past the sequence (Ku and Mu zero them already, but v there may be inf)
+            R = gl.where(gl.expand_dims(c * BT + o_tc < T_n, 0), vt - X, 0.0).to(gl.bfloat16)
+        else:
+            R = (vt - X).to(gl.bfloat16)
         S = warpgroup_mma(gl.convert_layout(R, OPA_K), ku_s.index(slot), S * eg, is_async=True)
         O = warpgroup_mma(gl.convert_layout(R, OPA_T), mu_s.index(slot).permute((1, 0)), O, is_async=True)
         # the flag of the chunk the next step requests, while these products run: waited for where the request is
         # made, its load's round trip to L2 stood in the chain (1.65-1.85 us a step beside the prepare kernel)
         if c + STAGES < n_chunks:
-            _wait_ready(flags + (c + STAGES) * HV)
+            known = _wait_ready(row, slot0 + c + STAGES, known)
         O, S = warpgroup_mma_wait(0, deps=(O, S))
         o_s.index(c % 2).permute((1, 0)).store(O.to(o_d.dtype))
     # every warp is done with the chain's last chunk: its ring slots may take the next chain's first chunks
@@ -132,7 +162,7 @@ def _walk(i_n, i_hv, i_v, slot0, tok0, T_n, max_chunks, done, h0, ht, ready, HV,
 def kda_chunk_state_sm90_kernel(
     kg_d, ku_d, qg_d, mu_d, v_d, eg_d, o_d, h0, ht, ready, cu_seqlens, chunk_offsets, T, N, NT, NSLOTS, HV, s_vh,
     lanes, group_lanes, K: gl.constexpr, V: gl.constexpr, BV: gl.constexpr, BT: gl.constexpr, HAS_H0: gl.constexpr,
-    STORE_HT: gl.constexpr, STATE_V_FIRST: gl.constexpr, IS_VARLEN: gl.constexpr,
+    STORE_HT: gl.constexpr, STATE_V_FIRST: gl.constexpr, IS_VARLEN: gl.constexpr, STAGES: gl.constexpr,
 ):
     """Grid: group_lanes x V / 64 programs. Program p takes 64 state columns, p % (V / 64), of lanes p // (V / 64),
     that + group_lanes, ..., one after the other: group by group, the order in which the prepare kernel produces the
@@ -143,8 +173,9 @@ def kda_chunk_state_sm90_kernel(
     program walks in turn.
     kg_d, ku_d, qg_d, mu_d: tensor descriptors over the workspace [slots, HV, 64, D] as rows, one chunk a [64, D]
     tile; eg_d over exp(G) [slots HV, K] in [1, K] tiles; v_d and o_d over v and o [B T, HV s_h] as token rows in
-    [64, 64] tiles; ready [slots HV] int32: nonzero once the prepare program of that (chunk slot, head) has stored
-    its outputs. h0, ht [N, HV, K, V] (or [N, HV, V, K] with STATE_V_FIRST)."""
+    [64, 64] tiles; ready: a row of common.flag_row(NSLOTS) bytes per head, byte `slot` nonzero once the prepare
+    program of that (chunk slot, head) has stored its outputs. h0, ht [N, HV, K, V] (or [N, HV, V, K] with
+    STATE_V_FIRST). STAGES: slots of the ring (2 or 3, above)."""
     gl.static_assert(BV == 64, "the transposed state fills a warpgroup's 64 rows")
     NCOL: gl.constexpr = V // BV
     pid = gl.program_id(0)
@@ -179,12 +210,13 @@ def kda_chunk_state_sm90_kernel(
                 bos, eos = sequence_bounds(cu_seqlens, n, T, IS_VARLEN)
                 slot0 = gl.load(chunk_offsets + n)
                 done = _walk(n, lane, i_v, slot0, bos.to(gl.int32), (eos - bos).to(gl.int32), NSLOTS - slot0, done,
-                             h0, ht, ready, HV, s_vh, st_off, kg_d, ku_d, qg_d, mu_d, v_d, eg_d, o_d, kg_s, ku_s, qg_s,
-                             mu_s, v_s, eg_s, o_s, bars, K, V, BV, BT, HAS_H0, STORE_HT, MMA_K, MMA_T)
+                             h0, ht, ready, NSLOTS, HV, s_vh, st_off, kg_d, ku_d, qg_d, mu_d, v_d, eg_d, o_d, kg_s,
+                             ku_s, qg_s, mu_s, v_s, eg_s, o_s, bars, K, V, BV, BT, HAS_H0, STORE_HT, MMA_K, MMA_T,
+                             STAGES)
         else:
             i_n = lane // HV
             done = _walk(i_n, lane % HV, i_v, (i_n * NT).to(gl.int32), (i_n * T).to(gl.int32), T, NT, done, h0, ht,
-                         ready, HV, s_vh, st_off, kg_d, ku_d, qg_d, mu_d, v_d, eg_d, o_d, kg_s, ku_s, qg_s, mu_s,
-                         v_s, eg_s, o_s, bars, K, V, BV, BT, HAS_H0, STORE_HT, MMA_K, MMA_T)
+                         ready, NSLOTS, HV, s_vh, st_off, kg_d, ku_d, qg_d, mu_d, v_d, eg_d, o_d, kg_s, ku_s, qg_s, mu_s,
+                         v_s, eg_s, o_s, bars, K, V, BV, BT, HAS_H0, STORE_HT, MMA_K, MMA_T, STAGES)
     for i in gl.static_range(STAGES):
         mbarrier.invalidate(bars.index(i))

@@ -45,16 +45,24 @@ def wait_for_prior_grid(PDL: tl.constexpr):
 
 
 @triton.jit
+def flag_row(NSLOTS):
+    """Row stride of the ready flags (one byte per chunk slot, a row per value head): slots rounded up to 16, so
+    that the overlapped state kernel reads 16 of a row's flags with one aligned acquire load."""
+    return (NSLOTS + 15) // 16 * 16
+
+
+@triton.jit
 def mark_ready(ready, idx):
-    """Sets ready[idx] once every thread's stores of this program are visible at gpu scope: the overlapped state
-    kernel (chunk_state_sm90.py) waits on it. A barrier, then one thread's release store: the barrier orders the
-    other threads' stores before it, and the release makes all of them visible before the flag. (A gpu-scope fence
-    in every thread, then the flag, cost the prepare kernel 6%: each warp waited for its own stores; perf-notes v20.)
-    Not for the interpreter."""
+    """Sets the flag byte ready[idx] once every thread's stores of this program are visible at gpu scope: the
+    overlapped state kernel (chunk_state_sm90.py) waits on it. A barrier, then one thread's release store: the
+    barrier orders the other threads' stores before it, and the release makes all of them visible before the flag.
+    (A gpu-scope fence in every thread, then the flag, cost the prepare kernel 6%: each warp waited for its own
+    stores; perf-notes v20.) Not for the interpreter."""
     tl.debug_barrier()
     tl.inline_asm_elementwise(
-        "{ .reg .pred p; .reg .b32 t; mov.u32 t, %tid.x; setp.eq.u32 p, t, 0; @p st.release.gpu.global.b32 [$1], 1; "
-        "mov.u32 $0, 0; }", "=r,l", [ready + idx], dtype=tl.int32, is_pure=False, pack=1)
+        "{ .reg .pred p; .reg .b32 t; .reg .b16 one; mov.u32 t, %tid.x; setp.eq.u32 p, t, 0; mov.b16 one, 1; "
+        "@p st.release.gpu.global.b8 [$1], one; mov.u32 $0, 0; }", "=r,l", [ready + idx], dtype=tl.int32,
+        is_pure=False, pack=1)
 
 
 @triton.jit
