@@ -100,6 +100,11 @@ def _walk(i_n, i_hv, i_v, slot0, tok0, T_n, max_chunks, done, h0, ht, ready, NSL
     n_chunks = gl.maximum(gl.minimum(gl.cdiv(T_n, BT), max_chunks), 0)
     v_col = (i_hv * s_vh + i_v * BV).to(gl.int32)
     o_col = (i_hv * V + i_v * BV).to(gl.int32)
+    st_base = ((i_n * HV + i_hv) * K).to(gl.int64) * V
+    if HAS_H0:      # requested before the flags are waited for: the caller's input, not the prepare kernel's output
+        S = gl.load(h0 + st_base + st_off).to(gl.float32)
+    else:
+        S = gl.zeros([BV, K], gl.float32, MMA_K)
     row = ready + i_hv * flag_row(NSLOTS)            # the head's flags, one byte per slot
     known = slot0                                    # nothing known set yet in this walk
     for i in gl.static_range(STAGES):
@@ -108,11 +113,6 @@ def _walk(i_n, i_hv, i_v, slot0, tok0, T_n, max_chunks, done, h0, ht, ready, NSL
             if i < STAGES - 1:
                 _issue(i, (done + i) % STAGES, slot0, i_hv, tok0, v_col, kg_d, ku_d, qg_d, mu_d, v_d, eg_d, kg_s, ku_s,
                        qg_s, mu_s, v_s, eg_s, bars, HV, BT)
-    st_base = ((i_n * HV + i_hv) * K).to(gl.int64) * V
-    if HAS_H0:
-        S = gl.load(h0 + st_base + st_off).to(gl.float32)
-    else:
-        S = gl.zeros([BV, K], gl.float32, MMA_K)
     o_tc = gl.arange(0, BT, layout=gl.SliceLayout(0, MMA_T))
     zero_t = gl.zeros([BV, BT], gl.float32, MMA_T)
     for c in range(n_chunks):
