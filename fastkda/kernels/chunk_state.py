@@ -15,7 +15,7 @@ import triton
 import triton.language as tl
 
 from fastkda.kernels.common import (bf16, cast, find_sequence, mm, segments_per_sequence,
-                                    sequence_bounds, state_offsets, wait_for_prior_grid)
+                                    sequence_bounds, state_ptrs, wait_for_prior_grid)
 
 
 @triton.jit(do_not_specialize=["HV"])  # one compilation for every head count
@@ -46,8 +46,7 @@ def kda_chunk_state_kernel(
     m_u = cols < V
     if not SPLIT and HAS_H0:
         # the caller's initial state: read while the previous kernel finishes
-        S0 = tl.load(h0 + ((i_g * HV + i_hv) * K).to(tl.int64) * V
-                     + state_offsets(o_k, cols, K, V, STATE_V_FIRST)).to(tl.float32)
+        S0 = tl.load(state_ptrs(h0, i_g, i_hv, HV, o_k, cols, K, V, STATE_V_FIRST)).to(tl.float32)
     wait_for_prior_grid(PDL)
 
     # ---- which sequence and which chunks this program walks
@@ -111,7 +110,7 @@ def kda_chunk_state_kernel(
         Rb = bf16(b_v.to(tl.float32) - mm(b_kg, Sb, INTERPRET), INTERPRET)
         if not TRANSITION:
             if STORE_HI:
-                tl.store(hi + (((slot0 + c) * HV + i_hv) * K) * V + state_offsets(o_k, cols, K, V, STATE_V_FIRST),
+                tl.store(state_ptrs(hi, slot0 + c, i_hv, HV, o_k, cols, K, V, STATE_V_FIRST),
                          cast(S, hi.dtype.element_ty, INTERPRET), mask=(slot0 + c < NT_ALLOC * (i_b + 1)) & (o_k[:, None] < K))
             b_qg = ws_qg.load([ws, 0])
             b_mu = ws_mu.load([ws, 0])
@@ -125,5 +124,5 @@ def kda_chunk_state_kernel(
         tl.store(seg_trans + ((i_g * HV + i_hv) * K).to(tl.int64) * (V + K) + o_k[:, None] * (V + K) + cols[None, :], S)
     elif STORE_HT:
         if is_last:
-            tl.store(ht + ((i_n * HV + i_hv) * K).to(tl.int64) * V + state_offsets(o_k, cols, K, V, STATE_V_FIRST),
+            tl.store(state_ptrs(ht, i_n, i_hv, HV, o_k, cols, K, V, STATE_V_FIRST),
                      cast(S, ht.dtype.element_ty, INTERPRET))

@@ -228,3 +228,10 @@ def state_offsets(o_k, cols, K: tl.constexpr, V: tl.constexpr, STATE_V_FIRST: tl
     if STATE_V_FIRST:
         return cols[None, :] * K + o_k[:, None]
     return o_k[:, None] * V + cols[None, :]
+
+
+@triton.jit
+def state_ptrs(base, i, i_hv, HV, o_k, cols, K: tl.constexpr, V: tl.constexpr, STATE_V_FIRST: tl.constexpr):
+    """Pointers to the [K, BV] block (state columns cols) of state [i, i_hv] in a [*, HV, K, V] tensor at base
+    ([*, HV, V, K] with STATE_V_FIRST): initial, final and intermediate states."""
+    return base + ((i * HV + i_hv) * K).to(tl.int64) * V + state_offsets(o_k, cols, K, V, STATE_V_FIRST)

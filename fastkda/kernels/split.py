@@ -7,7 +7,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from fastkda.kernels.common import (mm_f32, segments_per_sequence, sequence_bounds, state_offsets,
+from fastkda.kernels.common import (mm_f32, segments_per_sequence, sequence_bounds, state_ptrs,
                                     wait_for_prior_grid)
 
 
@@ -72,8 +72,7 @@ def kda_combine_kernel(
     o_k = tl.arange(0, K)
     cols = i_v * BV + tl.arange(0, BV)
     if HAS_H0:
-        S = tl.load(h0 + ((i_n * HV + i_hv) * K).to(tl.int64) * V
-                    + state_offsets(o_k, cols, K, V, STATE_V_FIRST)).to(tl.float32)
+        S = tl.load(state_ptrs(h0, i_n, i_hv, HV, o_k, cols, K, V, STATE_V_FIRST)).to(tl.float32)
     else:
         S = tl.zeros([K, BV], dtype=tl.float32)
     wait_for_prior_grid(PDL)
