@@ -16,7 +16,7 @@ from triton.tools.tensor_descriptor import TensorDescriptor
 
 from fastkda.kernels.chunk_prepare import CHUNK, kda_chunk_prepare_kernel
 from fastkda.kernels.chunk_state import kda_chunk_state_kernel
-from fastkda.kernels.common import DIAG_DECAY_FLOOR, HALF_BLOCK_SHIFT, interpreting
+from fastkda.kernels.common import DIAG_DECAY_FLOOR, FLAG_GROUP, HALF_BLOCK_SHIFT, interpreting
 from fastkda.kernels.split import kda_combine_kernel, kda_schedule_kernel
 
 GATE_PRE, GATE_SOFTPLUS, GATE_LOWER_BOUND = 0, 1, 2
@@ -189,8 +189,8 @@ def gluon_desc(td: TensorDescriptor):
 
 
 def flag_row_bytes(n_slots: int) -> int:
-    """Bytes per value head of the ready flags (common.flag_row)."""
-    return (n_slots + 15) // 16 * 16
+    """Bytes per value head of the ready flags (common.flag_row, on the host)."""
+    return -(-n_slots // FLAG_GROUP.value) * FLAG_GROUP.value
 
 
 def launch_overlapped_state(fork, ws, ws_eg, v, o, h0, ht, ready, group_lanes, lanes, cu_seqlens, chunk_offsets, *,
@@ -351,9 +351,10 @@ def overlap_pays(n_heads: int, total_chunks: int, longest_chunks: int, K: int, V
                  programs: int, groups: int = 1, chain_chunks: int | None = None, exclusive: bool = False) -> bool:
     """Whether the unsplit state pass is estimated faster beside the prepare kernel (its lanes walking chain_chunks
     steps each, overlap_chain; default longest_chunks) than after it, where the state kernel takes the longer of
-    its longest sequence's chain and its share of the GPU's bandwidth. Not where the chain is long:
-    beside the prepare kernel a step takes 1.7-2.0 us, alone 1.1 (T=32768 H=8 unsplit: 0.81 ms either way;
-    T=65536 H=4 slower overlapped; T=8192 H=32: 0.351 overlapped, 0.406 after)."""
+    its longest sequence's chain and its share of the GPU's bandwidth. Not where the chain is long: beside the
+    prepare kernel a step takes 1.6-1.9 us on a shared multiprocessor and 1.35-1.5 on a whole one, the Triton
+    kernel's alone 1.1 (T=65536 H=4: 1.35 ms either way; T=32768 H=8: 0.69 overlapped, 0.81 after; T=8192 H=32:
+    0.353 overlapped, 0.406 after; perf-notes v21)."""
     after = max(longest_chunks * FEW_STEP_US * step_width(K),
                 state_pass_us(total_chunks * n_heads * V // 64, 0, 64, slots, K=K))
     chain = longest_chunks if chain_chunks is None else chain_chunks

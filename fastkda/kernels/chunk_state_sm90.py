@@ -25,7 +25,8 @@ from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared, mbarrier, tma, warpgroup_mma,
                                                              warpgroup_mma_wait)
 
-from fastkda.kernels.common import flag_row, sequence_bounds
+from fastkda.kernels.common import FLAG_GROUP, flag_row, sequence_bounds
+
 
 @gluon.jit
 def _acquire16(p):
@@ -55,8 +56,9 @@ def _wait_ready(row, s, known):
     """Waits until the flag of workspace slot s in the head's flag row is set, unless s < known (slots below known,
     from where the walk's checks began, are known set); returns the new bound: s + 1 or further, up to the end of
     s's aligned group of 16 where its next flags are set too. Then orders this program's TMA reads after the flags."""
+    gl.static_assert(FLAG_GROUP == 16, "_acquire16 and _first_unset read 16 flags")
     if s >= known:
-        base = s - s % 16
+        base = s - s % FLAG_GROUP
         p = s - base
         off = p
         while off == p:

@@ -44,11 +44,15 @@ def wait_for_prior_grid(PDL: tl.constexpr):
         gdc_wait()
 
 
+# ready flags a load of the overlapped state kernel reads (16 bytes: ld.acquire.v4.b32), and their rows' alignment
+FLAG_GROUP = tl.constexpr(16)
+
+
 @triton.jit
 def flag_row(NSLOTS):
-    """Row stride of the ready flags (one byte per chunk slot, a row per value head): slots rounded up to 16, so
-    that the overlapped state kernel reads 16 of a row's flags with one aligned acquire load."""
-    return (NSLOTS + 15) // 16 * 16
+    """Row stride of the ready flags (one byte per chunk slot, a row per value head): slots rounded up to
+    FLAG_GROUP, so that the overlapped state kernel reads a group of a row's flags with one aligned acquire load."""
+    return (NSLOTS + FLAG_GROUP - 1) // FLAG_GROUP * FLAG_GROUP
 
 
 @triton.jit
