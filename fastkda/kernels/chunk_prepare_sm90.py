@@ -15,7 +15,9 @@ cannot express is where each tile lives (docs/design.md):
     views take the portable kernel), fp32 as they are;
   - after its score loop a program asks L2 for the rows of the program PREFETCH ahead, so that the loads a fence
     waits for come from L2, not DRAM;
-  - the inverse's products take their left operand from registers, so a level stores only T to shared memory.
+  - the inverse's 16 x 16 diagonal blocks come from a forward substitution inside each warp, by register
+    shuffles (a block's rows are one warp's rows), and the two doubling levels after them take their left
+    operand from registers, so a level stores only T to shared memory.
 Unbounded gates keep the halves' factoring where it fits; a chunk where it does not takes the portable kernel's
 16-token levels in the same program (_scores_quarters, a called function so that it costs the common path no
 registers), so every chunk is done in one launch. The key dims run as K / 32 slices of 32 columns. The portable
@@ -230,20 +232,102 @@ def _scores_quarters(p_g, m_g, p_rows, m_rows, p_k, m_k, r_norm, k_norm, dt_bias
 
 
 @gluon.jit
+def _shfl(x, src):
+    """x of lane src (a tensor of lane ids in x's layout): each register of x from the same register of lane src."""
+    return gl.inline_asm_elementwise("shfl.sync.idx.b32 $0, $1, $2, 31, -1;", "=r,r,r", [x, src], dtype=gl.float32,
+                                     is_pure=True, pack=1)
+
+
+@gluon.jit
+def _split_registers(x):
+    """[..., 2, 2, 2] (dims held in registers) -> 8 tensors [...], index 4 a + 2 b + c for [..., a, b, c]."""
+    e, o = gl.split(x)
+    e0, e1 = gl.split(e)
+    o0, o1 = gl.split(o)
+    x000, x100 = gl.split(e0)
+    x010, x110 = gl.split(e1)
+    x001, x101 = gl.split(o0)
+    x011, x111 = gl.split(o1)
+    return x000, x001, x010, x011, x100, x101, x110, x111
+
+
+@gluon.jit
+def _join_registers(x000, x001, x010, x011, x100, x101, x110, x111):
+    """The inverse of _split_registers."""
+    e = gl.join(gl.join(x000, x100), gl.join(x010, x110))
+    o = gl.join(gl.join(x001, x101), gl.join(x011, x111))
+    return gl.join(e, o)
+
+
+@gluon.jit
+def _invert_blocks16(A, MMA: gl.constexpr):
+    """The 16 x 16 diagonal blocks of (I + A)^-1 (zero elsewhere) for a strictly lower triangular [64, 64] fp32 A
+    in the MMA layout, by forward substitution in fp32 inside each warp: X[i] -= A[i, k] X[k] for k = 0..14. A
+    block's rows are one warp's rows in MMA, so no barrier or shared memory is needed (the doubling levels 2 -> 16
+    each took two products, a store, a fence and a barrier). In MMA, lane 4 i + q of warp w holds rows
+    16 w + 8 h + i and columns 16 b + 8 jj + 2 q + p, (h, b, jj, p) in its registers: the block's entries are those
+    with b = w (a masked sum over b), and each (h, jj, p) becomes a tensor of its own, so that a step shuffles only
+    the registers where row k can be non-zero (columns up to k) and takes A[i, k] from the row's own quad:
+    74 shuffles and 88 FMAs in all."""
+    i_r = gl.expand_dims(gl.arange(0, 64, layout=gl.SliceLayout(1, MMA)), 1)
+    i_c = gl.expand_dims(gl.arange(0, 64, layout=gl.SliceLayout(0, MMA)), 0)
+    diag = i_c // 16 == i_r // 16
+    A7 = gl.reshape(gl.where(diag, A, 0.0), [4, 2, 8, 4, 2, 4, 2])              # [w, h, i, b, jj, q, p]
+    L7: gl.constexpr = A7.type.layout
+    a_r = _split_registers(gl.permute(gl.sum(A7, axis=3), (0, 2, 4, 1, 3, 5)))    # [w, i, q] by (h, jj, p)
+    R3: gl.constexpr = a_r[0].type.layout
+    i = gl.expand_dims(gl.expand_dims(gl.arange(0, 8, layout=gl.SliceLayout(0, gl.SliceLayout(2, R3))), 0), 2)
+    q = gl.expand_dims(gl.expand_dims(gl.arange(0, 4, layout=gl.SliceLayout(0, gl.SliceLayout(1, R3))), 0), 1)
+    zero = gl.zeros([4, 8, 4], gl.int32, R3)
+    # X = I: row 8 h + i, column 8 jj + 2 q + p
+    x000 = gl.where(zero + i == 2 * q, 1.0, 0.0)
+    x001 = gl.where(zero + i == 2 * q + 1, 1.0, 0.0)
+    x010 = gl.zeros([4, 8, 4], gl.float32, R3)
+    x011 = gl.zeros([4, 8, 4], gl.float32, R3)
+    x100 = gl.zeros([4, 8, 4], gl.float32, R3)
+    x101 = gl.zeros([4, 8, 4], gl.float32, R3)
+    x110 = x000
+    x111 = x001
+    for k in gl.static_range(15):
+        src_a = zero + 4 * i + (k % 8) // 2                 # the lane of A[i, k] (and of A[i + 8, k])
+        a0 = _shfl(a_r[(k // 8) * 2 + k % 2], src_a)         # A[i, k]
+        a1 = _shfl(a_r[4 + (k // 8) * 2 + k % 2], src_a)     # A[i + 8, k]
+        src = zero + 4 * (k % 8) + q                        # the lane of row k with the same columns
+        if k < 8:
+            s0 = _shfl(x000, src)
+            s1 = _shfl(x001, src)
+        else:
+            s0 = _shfl(x100, src)
+            s1 = _shfl(x101, src)
+            s2 = _shfl(x110, src)
+            s3 = _shfl(x111, src)
+            x010 = x010 - a0 * s2
+            x011 = x011 - a0 * s3
+            x110 = x110 - a1 * s2
+            x111 = x111 - a1 * s3
+        x000 = x000 - a0 * s0
+        x001 = x001 - a0 * s1
+        x100 = x100 - a1 * s0
+        x101 = x101 - a1 * s1
+    X = gl.permute(_join_registers(x000, x001, x010, x011, x100, x101, x110, x111), (0, 3, 1, 4, 2, 5))
+    X7 = gl.expand_dims(gl.convert_layout(X, gl.SliceLayout(3, L7)), 3) + gl.zeros(A7.shape, gl.float32, L7)
+    return gl.where(diag, gl.convert_layout(gl.reshape(X7, [64, 64]), MMA), 0.0)
+
+
+@gluon.jit
 def _invert_unit_lower(A, scratch_a, scratch_t0, scratch_t1, MMA: gl.constexpr):
-    """(I + A)^-1 for a strictly lower triangular [64, 64] fp32 A in the MMA layout, by doubling the inverted
-    diagonal blocks 1 -> 2 -> ... -> 64 (chunk_prepare.invert_unit_lower), with fp16 products:
-    T <- T + (T (-A_off)) T, the second product accumulating into T. Both products take their left operand from
-    registers, so a level stores only T to shared memory (two buffers, alternating, so that no barrier closes a
-    level). -A is stored whole, once: T is block diagonal, so T (-A) equals T (-A_off) on the level's blocks,
-    which a mask keeps."""
+    """(I + A)^-1 for a strictly lower triangular [64, 64] fp32 A in the MMA layout: the 16 x 16 diagonal blocks in
+    fp32 (_invert_blocks16), then two doubling levels 16 -> 32 -> 64 (chunk_prepare.invert_unit_lower) with fp16
+    products: T <- T + (T (-A_off)) T, the second product accumulating into T. Both products take their left
+    operand from registers, so a level stores only T to shared memory (two buffers, alternating, so that no
+    barrier closes a level). -A is stored whole, once: T is block diagonal, so T (-A) equals T (-A_off) on the
+    level's blocks, which a mask keeps."""
     i_r = gl.expand_dims(gl.arange(0, 64, layout=gl.SliceLayout(1, MMA)), 1)
     i_c = gl.expand_dims(gl.arange(0, 64, layout=gl.SliceLayout(0, MMA)), 0)
     OPA: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=MMA, k_width=2)
-    A_neg = -A
-    scratch_a.store(A_neg.to(gl.float16))
-    Tm = gl.where(i_r == i_c, 1.0, 0.0) + gl.where((i_r % 2 == 1) & (i_c == i_r - 1), A_neg, 0.0)
-    for lv in gl.static_range(1, 6):
+    scratch_a.store((-A).to(gl.float16))
+    Tm = _invert_blocks16(A, MMA)
+    for lv in gl.static_range(4, 6):
         scratch_t = scratch_t0 if lv % 2 == 1 else scratch_t1
         Tm16 = Tm.to(gl.float16)
         scratch_t.store(Tm16)
