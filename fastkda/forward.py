@@ -256,8 +256,8 @@ def parallel_slots(device: torch.device) -> int:
 # multiprocessor count (0.019 until v19; the split passes now take 0.015 per step at 4, 8 and 16 heads), plus
 # PASS_TAIL_US (where the two bounds meet, a pass takes longer than either: T=8192 H=12, 32-chunk segments, 58 us
 # measured per pass against 46 for each bound, perf-notes v21); the combine takes COMBINE_US per segment of the
-# longest sequence.
-STEP_US, THROUGHPUT_US, PASS_TAIL_US, COMBINE_US = 1.45, 0.015, 10.0, 2.0
+# longest sequence (1.55 us since v22: 0.0232 ms for 15 segments at T=65536 H=4; 2.0 before).
+STEP_US, THROUGHPUT_US, PASS_TAIL_US, COMBINE_US = 1.45, 0.015, 10.0, 1.55
 # The prepare kernel: PREPARE_US per (chunk, head) program at K = 128 with H100_SLOTS multiprocessors (two programs
 # on each). The overlapped state kernel (overlaps_prepare): a 64-column step takes OVERLAP_STEP_US plus
 # OVERLAP_STEP_PER_PROGRAM_US for each of its programs beside the prepare kernel (1.7 us with 24 programs, 2.0 with 44),
@@ -540,7 +540,7 @@ def kda_forward(
         initial_state, TensorDescriptor.from_tensor(rows, [K, K]), TensorDescriptor.from_tensor(rows, [K, bvc]),
         seg_start, seg_offsets, T, ncs, n_seg, HV=HV, K=K, V=V, BV=bvc, HAS_H0=initial_state is not None,
         STATE_V_FIRST=state_v_first, IS_VARLEN=cu_seqlens is not None, PDL=pdl, launch_pdl=pdl, INTERPRET=interp,
-        num_warps=8, num_stages=2)
+        num_warps=4, num_stages=3)      # P of the next two segments in flight (perf-notes v22)
     kda_chunk_state_kernel[(V // bv * HV * n_seg,)](
         seg_start=seg_start, seg_trans=None, BV=bv, NCOL=V // bv, STORE_HT=ht is not None, STORE_HI=hi is not None,
         SPLIT=True, TRANSITION=False, **state_args, **v_args)
