@@ -268,7 +268,7 @@ def _invert_blocks16(A, MMA: gl.constexpr):
     16 w + 8 h + i and columns 16 b + 8 jj + 2 q + p, (h, b, jj, p) in its registers: the block's entries are those
     with b = w (a masked sum over b), and each (h, jj, p) becomes a tensor of its own, so that a step shuffles only
     the registers where row k can be non-zero (columns up to k) and takes A[i, k] from the row's own quad:
-    74 shuffles and 88 FMAs in all."""
+    74 shuffles (72 in the compiled kernel) and 88 FMAs in all."""
     i_r = gl.expand_dims(gl.arange(0, 64, layout=gl.SliceLayout(1, MMA)), 1)
     i_c = gl.expand_dims(gl.arange(0, 64, layout=gl.SliceLayout(0, MMA)), 0)
     diag = i_c // 16 == i_r // 16
