@@ -40,7 +40,8 @@ class LaunchConfig:
     unsplit state pass beside the prepare kernel on a second stream where `overlaps_prepare` allows it, and (None)
     where `overlap_pays` estimates it faster than after the prepare kernel, or (True) wherever allowed, or (False)
     never; overlap_exclusive: whether each of its programs takes a whole multiprocessor (a three-slot ring, no
-    prepare program beside it; `overlap_groups`), (None) where estimated faster."""
+    prepare program beside it; `overlap_groups`), (None) where estimated faster; overlap_narrow: whether each takes
+    32 state columns (the state as it is) rather than 64 (transposed), (None) where estimated faster."""
 
     block_v: int | None = None
     num_warps: int = 4
@@ -55,6 +56,7 @@ class LaunchConfig:
     combine_block_v: int = 16
     overlap: bool | None = None
     overlap_exclusive: bool | None = None
+    overlap_narrow: bool | None = None
 
     def __post_init__(self):
         # the transition pass compiled with one stage (no pipelining) and 32-column blocks made an illegal memory
@@ -68,8 +70,9 @@ class LaunchConfig:
             raise ValueError(f"combine_block_v: expected 16, 32, 64 or 128, got {self.combine_block_v}")
         if self.overlap not in (None, True, False):
             raise ValueError(f"overlap: expected None, True or False, got {self.overlap!r}")
-        if self.overlap_exclusive not in (None, True, False):
-            raise ValueError(f"overlap_exclusive: expected None, True or False, got {self.overlap_exclusive!r}")
+        for name in ("overlap_exclusive", "overlap_narrow"):
+            if getattr(self, name) not in (None, True, False):
+                raise ValueError(f"{name}: expected None, True or False, got {getattr(self, name)!r}")
 
 
 DEFAULT_CONFIG = LaunchConfig()
@@ -183,7 +186,7 @@ def gluon_desc(td: TensorDescriptor):
     tensor cores read: 128-byte swizzle for tiles of 64 rows of 128 bytes or more, none for a one-row tile (exp(G))."""
     from triton.experimental.gluon.language import NVMMASharedLayout
     from triton.experimental.gluon.nvidia.hopper import TensorDescriptor as GluonDescriptor
-    swizzle = 128 if td.block_shape[0] > 1 else 0
+    swizzle = min(128, td.block_shape[1] * td.base.element_size()) if td.block_shape[0] > 1 else 0
     layout = NVMMASharedLayout(swizzle_byte_width=swizzle, element_bitwidth=8 * td.base.element_size(), rank=2)
     return GluonDescriptor(td.base, td.shape, td.strides, td.block_shape, layout)
 
@@ -194,20 +197,21 @@ def flag_row_bytes(n_slots: int) -> int:
 
 
 def launch_overlapped_state(fork, ws, ws_eg, v, o, h0, ht, ready, group_lanes, lanes, cu_seqlens, chunk_offsets, *,
-                            B, T, N, NT, n_slots, HV, K, V, state_v_first, exclusive):
+                            B, T, N, NT, n_slots, HV, K, V, state_v_first, exclusive, narrow):
     """The Gluon state kernel on the side stream, after `fork` (recorded on the current stream before the prepare
     launch, so it waits for the inputs but not for the prepare kernel); the current stream then waits for it."""
     from fastkda.kernels.chunk_state_sm90 import kda_chunk_state_sm90_kernel
+    bv = 32 if narrow else 64
     main = torch.cuda.current_stream(o.device)
     side = side_stream(cuda_index(o.device))
     side.wait_event(fork)
     descs = [tile_desc(w) for w in ws] + [
-        v_tile_desc(v, 64), TensorDescriptor.from_tensor(ws_eg.view(-1, K), [1, K]),
-        TensorDescriptor.from_tensor(o.view(B * T, HV * V), [CHUNK, 64])]
+        v_tile_desc(v, bv), TensorDescriptor.from_tensor(ws_eg.view(-1, K), [1, K]),
+        TensorDescriptor.from_tensor(o.view(B * T, HV * V), [CHUNK, bv])]
     with torch.cuda.stream(side):
-        kda_chunk_state_sm90_kernel[(V // 64 * group_lanes,)](
+        kda_chunk_state_sm90_kernel[(V // bv * group_lanes,)](
             *(gluon_desc(d) for d in descs), h0, ht, ready, cu_seqlens, chunk_offsets, T, N, NT, n_slots, HV,
-            v.stride(2), lanes, group_lanes, K=K, V=V, BV=64, BT=CHUNK, IS_VARLEN=cu_seqlens is not None,
+            v.stride(2), lanes, group_lanes, K=K, V=V, BV=bv, BT=CHUNK, IS_VARLEN=cu_seqlens is not None,
             HAS_H0=h0 is not None, STORE_HT=ht is not None, STATE_V_FIRST=state_v_first,
             STAGES=3 if exclusive else 2, num_warps=4)
         join = torch.cuda.Event()
@@ -272,6 +276,12 @@ OVERLAP_STEP_US, OVERLAP_STEP_PER_PROGRAM_US, OVERLAP_TAIL_US, OVERLAP_SEQUENCE_
 # EXCLUSIVE_STEP_US (1.34-1.50 us measured with 16 to 32 programs, perf-notes v21); at most one per
 # EXCLUSIVE_SHARE multiprocessors, so that the prepare kernel keeps most of the GPU.
 EXCLUSIVE_STEP_US, EXCLUSIVE_SHARE = 1.5, 4
+# A narrow state program (32 columns, the state as it is, not transposed: half a 64-column program's products, S and
+# R staged in shared memory for them) on a whole multiprocessor steps at NARROW_STEP_US (1.14 us with 48 programs
+# at T=8192 H=12, perf-notes v24); at most one per NARROW_SHARE multiprocessors. Beside a prepare program it is
+# priced as a 64-column one (measured once: T=16384 H=16, 64 programs, 0.384 ms against 0.380 with 32 whole
+# 64-column ones), so only a configuration that asks for it gets it there.
+NARROW_STEP_US, NARROW_SHARE = 1.15, 2
 
 
 def step_width(K: int) -> float:
@@ -292,14 +302,14 @@ def prepare_us(n_heads: int, total_chunks: int, K: int, slots: int) -> float:
 
 
 def overlapped_us(n_heads: int, total_chunks: int, chain_chunks: int, K: int, slots: int, programs: int,
-                  groups: int = 1, exclusive: bool = False) -> float:
+                  groups: int = 1, exclusive: bool = False, narrow: bool = False) -> float:
     """Estimated time of an unsplit call whose `programs` state programs run beside the prepare kernel, each walking
     chain_chunks chunk steps in each of `groups` groups: the longer of their chains and the prepare kernel on the
     places they leave (two per multiprocessor, one taken by each state program, both where it is `exclusive`),
-    plus the last chain's tail."""
+    plus the last chain's tail; `narrow`: 32-column programs."""
     taken = 2 * programs if exclusive else programs
     beside = prepare_us(n_heads, total_chunks, K, slots) * 2 * slots / max(2 * slots - taken, 1)
-    return max(beside, groups * chain_chunks * overlap_step_us(K, programs, exclusive)) + OVERLAP_TAIL_US
+    return max(beside, groups * chain_chunks * overlap_step_us(K, programs, exclusive, narrow)) + OVERLAP_TAIL_US
 
 
 def overlap_chain(longest_chunks: int, total_chunks: int, sequences: int, varlen: bool) -> int:
@@ -308,49 +318,53 @@ def overlap_chain(longest_chunks: int, total_chunks: int, sequences: int, varlen
     return total_chunks + sequences * OVERLAP_SEQUENCE_STEPS if varlen else longest_chunks
 
 
-def overlap_step_us(K: int, programs: int, exclusive: bool = False) -> float:
+def overlap_step_us(K: int, programs: int, exclusive: bool = False, narrow: bool = False) -> float:
     """A chunk step of the overlapped state kernel with `programs` programs beside the prepare kernel, each sharing
-    its multiprocessor with a prepare program or, `exclusive`, with none."""
+    its multiprocessor with a prepare program or, `exclusive`, with none; `narrow`: 32-column programs."""
     if exclusive:
-        return EXCLUSIVE_STEP_US * step_width(K)
+        return (NARROW_STEP_US if narrow else EXCLUSIVE_STEP_US) * step_width(K)
     return (OVERLAP_STEP_US + OVERLAP_STEP_PER_PROGRAM_US * programs) * step_width(K)
 
 
 @functools.lru_cache(maxsize=4096)      # a search over group counts: up to 0.3 ms of host time with 4096 lanes
 def overlap_groups(lanes: int, n_heads: int, total_chunks: int, chain_chunks: int, K: int, V: int,
-                   slots: int, exclusive: bool | None = None) -> tuple[int, int, bool]:
-    """(lanes per group, groups, exclusive) of the overlapped state kernel: its programs, V / 64 per lane of a group
-    (a fixed-length batch's (sequence, head), a varlen batch's head), walk the groups one after the other, and the
-    prepare kernel produces the chunks in that order. At most one program per two multiprocessors (each takes half
-    a multiprocessor's registers and 148 KB of shared memory, beside one prepare program), or, exclusive, one per
-    EXCLUSIVE_SHARE multiprocessors, each taking a whole one (a three-slot ring: faster steps where the chains bound
-    the call, fewer places for the prepare kernel). Fewer programs leave the prepare kernel more places but walk
-    more chains each: the number of groups (of equal size but the last) and the kind of program (exclusive: None,
-    either; else that one) are those overlapped_us estimates fastest. T=8192 H=64: 2 groups 0.683 ms, 3 groups
-    0.77, sequential 0.74; H=96: 3 groups 1.027, 4 groups 1.04, sequential 1.15 (perf-notes v20); H=12: whole
-    multiprocessors 0.202, shared 0.223 (v21)."""
-    ncol = V // 64
-    most = max(slots // 2 // ncol, 1)
-    kinds = (False, True) if exclusive is None else (exclusive,)
-    least_step = min(overlap_step_us(K, 0, kind) for kind in kinds)
+                   slots: int, exclusive: bool | None = None,
+                   narrow: bool | None = None) -> tuple[int, int, bool, bool]:
+    """(lanes per group, groups, exclusive, narrow) of the overlapped state kernel: its programs, V / 64 per lane of a
+    group (V / 32 where narrow; a lane is a fixed-length batch's (sequence, head), a varlen batch's head), walk the
+    groups one after the other, and the prepare kernel produces the chunks in that order. At most one program per two
+    multiprocessors (each takes half a multiprocessor's registers and 148 KB of shared memory, beside one prepare
+    program), or, exclusive, one per EXCLUSIVE_SHARE multiprocessors (NARROW_SHARE where narrow), each taking a whole
+    one (a three-slot ring: faster steps where the chains bound the call, fewer places for the prepare kernel).
+    Fewer programs leave the prepare kernel more places but walk more chains each: the number of groups (of equal
+    size but the last) and the kind of program (exclusive, narrow: None, either; else that one; narrow programs
+    beside prepare programs only where asked for) are those overlapped_us estimates fastest. T=8192 H=64: 2 groups
+    0.683 ms, 3 groups 0.77, sequential 0.74; H=96: 3 groups 1.027, 4 groups 1.04, sequential 1.15 (perf-notes v20);
+    H=12: whole multiprocessors 0.202, shared 0.223 (v21), narrow on whole ones 0.172 (v24)."""
+    kinds = [(ex, nw) for nw in ((False, True) if narrow is None else (narrow,))
+             for ex in ((False, True) if exclusive is None else (exclusive,)) if ex or not nw or narrow]
+    most = max(slots // 2 // (V // 64), 1)
+    least_step = min(overlap_step_us(K, 0, ex, nw) for ex, nw in kinds)
     best = None
     for groups in range(-(-lanes // most), lanes + 1):
         size = -(-lanes // groups)
         if size * groups - lanes >= size:       # a group would be empty
             continue
-        for kind in kinds:
-            if kind and size * ncol * EXCLUSIVE_SHARE > slots:
+        for ex, nw in kinds:
+            programs = size * V // (32 if nw else 64)
+            if programs > max(slots // 2, 1) or ex and programs * (NARROW_SHARE if nw else EXCLUSIVE_SHARE) > slots:
                 continue
-            cost = overlapped_us(n_heads, total_chunks, chain_chunks, K, slots, size * ncol, groups, kind)
+            cost = overlapped_us(n_heads, total_chunks, chain_chunks, K, slots, programs, groups, ex, nw)
             if best is None or cost < best[0]:
-                best = (cost, size, groups, kind)
+                best = (cost, size, groups, ex, nw)
         if best is not None and groups * chain_chunks * least_step > best[0]:
             break                               # the chains alone take longer from here on
     return best[1:]
 
 
 def overlap_pays(n_heads: int, total_chunks: int, longest_chunks: int, K: int, V: int, slots: int,
-                 programs: int, groups: int = 1, chain_chunks: int | None = None, exclusive: bool = False) -> bool:
+                 programs: int, groups: int = 1, chain_chunks: int | None = None, exclusive: bool = False,
+                 narrow: bool = False) -> bool:
     """Whether the unsplit state pass is estimated faster beside the prepare kernel (its lanes walking chain_chunks
     steps each, overlap_chain; default longest_chunks) than after it, where the state kernel takes the longer of
     its longest sequence's chain and its share of the GPU's bandwidth. Not where the chain is long: beside the
@@ -360,19 +374,20 @@ def overlap_pays(n_heads: int, total_chunks: int, longest_chunks: int, K: int, V
     after = max(longest_chunks * FEW_STEP_US * step_width(K),
                 state_pass_us(total_chunks * n_heads * V // 64, 0, 64, slots, K=K))
     chain = longest_chunks if chain_chunks is None else chain_chunks
-    return (overlapped_us(n_heads, total_chunks, chain, K, slots, programs, groups, exclusive)
+    return (overlapped_us(n_heads, total_chunks, chain, K, slots, programs, groups, exclusive, narrow)
             < prepare_us(n_heads, total_chunks, K, slots) + after)
 
 
 def plan_split(n_heads: int, total_chunks: int, longest_chunks: int, K: int, V: int, bv: int,
                slots: int = H100_SLOTS, overlap_programs: int = 0, overlap_groups: int = 1,
-               overlap_chain: int | None = None, overlap_exclusive: bool = False) -> int:
+               overlap_chain: int | None = None, overlap_exclusive: bool = False, overlap_narrow: bool = False) -> int:
     """64-token chunks per segment for the split path, or 0 when one program per sequence is as fast:
     the cheapest segment length, taken when it beats the unsplit path by 10%. total_chunks: chunks of all
     sequences; slots: multiprocessors of the device. overlap_programs, overlap_groups, overlap_chain,
-    overlap_exclusive: where the unsplit path could run its state kernel beside the prepare kernel
+    overlap_exclusive, overlap_narrow: where the unsplit path could run its state kernel beside the prepare kernel
     (overlaps_prepare), its programs, the groups each walks, a lane's chunk steps (overlap_chain; default
-    longest_chunks) and whether each program takes a whole multiprocessor (overlap_groups): where that pays
+    longest_chunks), whether each program takes a whole multiprocessor and whether it takes 32 columns
+    (overlap_groups): where that pays
     (overlap_pays), the unsplit call is priced as overlapped_us, and kept where that is below the prepare kernel and
     the split passes (T=8192 K=V=64 H=32: 0.30 ms split, 0.21 overlapped; T=16384 H=16: 0.503 split, 0.374
     overlapped with whole multiprocessors; H=12: 0.231 split, 0.202 overlapped with whole multiprocessors)."""
@@ -390,9 +405,9 @@ def plan_split(n_heads: int, total_chunks: int, longest_chunks: int, K: int, V: 
             best, best_cost = ncs, cost
     chain = longest_chunks if overlap_chain is None else overlap_chain
     if overlap_programs and overlap_pays(n_heads, total_chunks, longest_chunks, K, V, slots, overlap_programs,
-                                         overlap_groups, chain, overlap_exclusive):
+                                         overlap_groups, chain, overlap_exclusive, overlap_narrow):
         overlapped = overlapped_us(n_heads, total_chunks, chain, K, slots, overlap_programs, overlap_groups,
-                                   overlap_exclusive)
+                                   overlap_exclusive, overlap_narrow)
         return best if overlapped > prepare_us(n_heads, total_chunks, K, slots) + best_cost else 0
     return best if best_cost < 0.9 * unsplit else 0
 
@@ -439,19 +454,20 @@ def kda_forward(
         cfg, sm90_prepare=sm90_prepare, varlen=cu_seqlens is not None, intermediate=hi is not None, B=B, T=T, K=K,
         V=V, dtype=q.dtype, v_tiles=v_token_rows(v), slots=slots)
     programs = groups = group_lanes = 0
-    exclusive = False
+    exclusive = narrow = False
     if can_overlap:
         # the overlapped state kernel's lanes: a fixed-length batch's (sequence, head) pairs, or a varlen batch's heads
         lanes = HV if cu_seqlens is not None else B * HV
         chain = overlap_chain(longest_chunks, n_slots, N, cu_seqlens is not None)
-        group_lanes, groups, exclusive = overlap_groups(lanes, HV, n_slots, chain, K, V, slots, cfg.overlap_exclusive)
-        programs = group_lanes * (V // 64)
+        group_lanes, groups, exclusive, narrow = overlap_groups(lanes, HV, n_slots, chain, K, V, slots,
+                                                                cfg.overlap_exclusive, cfg.overlap_narrow)
+        programs = group_lanes * (V // (32 if narrow else 64))
     if split_chunks is None:
         split_chunks = plan_split(HV, n_slots, longest_chunks, K, V, bv, slots, programs, groups,
-                                  chain if can_overlap else None, exclusive)
+                                  chain if can_overlap else None, exclusive, narrow)
     split = 0 < split_chunks < max(longest_chunks, 1)
     overlap = can_overlap and not split and (cfg.overlap is not None or overlap_pays(
-        HV, n_slots, longest_chunks, K, V, slots, programs, groups, chain, exclusive))
+        HV, n_slots, longest_chunks, K, V, slots, programs, groups, chain, exclusive, narrow))
     ncs = split_chunks if split else NO_SPLIT
     nsearch = max(1, math.ceil(math.log2(N + 1)))
     interp = interpreting()
@@ -505,7 +521,7 @@ def kda_forward(
     if overlap:
         launch_overlapped_state(fork, ws, ws_eg, v, o, initial_state, ht, ready, group_lanes, lanes, cu_seqlens,
                                 chunk_offsets, B=B, T=T, N=N, NT=NT, n_slots=n_slots, HV=HV, K=K, V=V,
-                                state_v_first=state_v_first, exclusive=exclusive)
+                                state_v_first=state_v_first, exclusive=exclusive, narrow=narrow)
         return o, ht, hi
 
     state_args = dict(

@@ -234,11 +234,12 @@ def test_dependent_launches_change_nothing(split_size, monkeypatch):
     with_(G, T=3000, H=2, HV=8, K=64, V=128, seqlens=(0, 1000, 1999, 1), v_first=True, gate="softplus"),
     with_(G, T=3000, seqlens=tuple([64] * 30 + [1080])),
 ], ids=lambda c: c.id)
-@pytest.mark.parametrize("exclusive", [False, True], ids=["shared", "whole"])
-def test_overlapped_state_kernel_equals_plain(case, exclusive, monkeypatch):
+@pytest.mark.parametrize("exclusive,narrow", [(False, False), (True, False), (True, True), (False, True)],
+                         ids=["shared", "whole", "narrow-whole", "narrow-shared"])
+def test_overlapped_state_kernel_equals_plain(case, exclusive, narrow, monkeypatch):
     """The state kernel run beside the prepare kernel (sm_90: a second stream, ready flags read 16 at a time) gives
     the plain path's outputs to the bit, and the float64 reference's bars, with its programs sharing their
-    multiprocessors with prepare programs or taking whole ones."""
+    multiprocessors with prepare programs or taking whole ones, and taking 64 state columns (transposed) or 32."""
     dev = torch.device("cuda")
     if not fwd.is_sm90(torch.cuda.current_device()):
         pytest.skip("the overlapped state kernel runs on sm_90 only")
@@ -246,7 +247,8 @@ def test_overlapped_state_kernel_equals_plain(case, exclusive, monkeypatch):
     real = fwd.launch_overlapped_state
     monkeypatch.setattr(fwd, "launch_overlapped_state", lambda *a, **kw: (launches.append(1), real(*a, **kw)))
     # forced: at these lengths the chain is long against the prepare kernel, where the default keeps it after it
-    monkeypatch.setattr(fwd, "DEFAULT_CONFIG", fwd.LaunchConfig(overlap=True, overlap_exclusive=exclusive))
+    monkeypatch.setattr(fwd, "DEFAULT_CONFIG", fwd.LaunchConfig(overlap=True, overlap_exclusive=exclusive,
+                                                                overlap_narrow=narrow))
     check(run_case(case, dev), TOL_RANDOM if case.g_fill is None else TOL_EXTREME)
     assert launches, "the case should take the overlapped path"
     args = make_inputs(case, dev)

@@ -53,9 +53,9 @@ def test_head_dim_64_splits_where_its_steps_are_cheaper():
 def test_split_against_the_overlapped_path(heads, tokens, K, split):
     """Where the unsplit state pass would run beside the prepare kernel, the planner prices it so."""
     chunks = tokens // 64
-    lanes, groups, exclusive = overlap_groups(heads, heads, chunks, chunks, K, K, 132)
-    programs = lanes * K // 64
-    assert (plan_split(heads, chunks, chunks, K, K, 64, 132, programs, groups, chunks, exclusive) > 0) is split
+    lanes, groups, exclusive, narrow = overlap_groups(heads, heads, chunks, chunks, K, K, 132)
+    programs = lanes * K // (32 if narrow else 64)
+    assert (plan_split(heads, chunks, chunks, K, K, 64, 132, programs, groups, chunks, exclusive, narrow) > 0) is split
     assert plan_split(heads, chunks, chunks, K, K, 64, 132) > 0                     # without the overlap: all split
 
 
@@ -66,22 +66,26 @@ def test_split_against_the_overlapped_path(heads, tokens, K, split):
     (4, 65536, 128, False),                             # a long chain: 1.35 ms either way (v21)
 ])
 def test_overlap_only_where_the_chain_is_short(heads, tokens, K, pays):
+    """With 64-column programs (the 32-column ones bring a long chain's step near the plain kernel's: there the
+    split path decides, test_split_against_the_overlapped_path)."""
     chunks = tokens // 64
-    lanes, groups, exclusive = overlap_groups(heads, heads, chunks, chunks, K, K, 132)
+    lanes, groups, exclusive, narrow = overlap_groups(heads, heads, chunks, chunks, K, K, 132, None, False)
     assert overlap_pays(heads, chunks, chunks, K, K, 132, lanes * K // 64, groups, chunks, exclusive) is pays
 
 
-@pytest.mark.parametrize("heads,tokens,expected", [
-    (12, 8192, True), (16, 16384, True),                # the chains bound the call: 0.223 -> 0.202, 0.435 -> 0.374
-    (32, 8192, False), (96, 8192, False),               # the prepare kernel does: 0.352 -> 0.506, 1.04 -> 1.53 (v21)
+@pytest.mark.parametrize("heads,tokens,expected,narrow", [
+    (12, 8192, True, True),     # the chains bound the call: 0.223 -> 0.202 (v21), 32 columns a program 0.172 (v24)
+    (16, 16384, True, False),   # 0.435 -> 0.374 (v21); 64 programs of 32 columns on whole multiprocessors: 0.459
+    (32, 8192, False, False), (96, 8192, False, False),  # the prepare kernel does: 0.352 -> 0.506, 1.04 -> 1.53 (v21)
 ])
-def test_state_programs_take_whole_multiprocessors_where_the_chains_bound_the_call(heads, tokens, expected):
+def test_state_programs_take_whole_multiprocessors_where_the_chains_bound_the_call(heads, tokens, expected, narrow):
     chunks = tokens // 64
-    lanes, groups, exclusive = overlap_groups(heads, heads, chunks, chunks, 128, 128, 132)
-    assert exclusive is expected
-    if exclusive:
-        assert lanes * 2 * 4 <= 132                     # at most one per four multiprocessors
-    assert overlap_groups(heads, heads, chunks, chunks, 128, 128, 132, False)[2] is False
+    lanes, groups, exclusive, narrowed = overlap_groups(heads, heads, chunks, chunks, 128, 128, 132)
+    assert (exclusive, narrowed) == (expected, narrow)
+    if exclusive:      # at most one per four multiprocessors, or one per two of 32 columns
+        assert lanes * 2 * 4 <= 132 or narrow and lanes * 4 * 2 <= 132
+    assert overlap_groups(heads, heads, chunks, chunks, 128, 128, 132, False)[2:] == (False, False)
+    assert overlap_groups(heads, heads, chunks, chunks, 128, 128, 132, None, False)[2:] == (expected, False)
 
 
 @pytest.mark.parametrize("batch,heads,tokens,K,expected", [
@@ -96,14 +100,15 @@ def test_overlap_groups_leave_the_prepare_kernel_its_places(batch, heads, tokens
     """Lanes per group and groups of the overlapped state kernel: at most one program per two multiprocessors, the
     groups of equal size but the last, and none empty."""
     chunks = tokens // 64
-    lanes, groups, exclusive = overlap_groups(batch * heads, heads, batch * chunks, chunks, K, K, 132)
-    assert (lanes, groups, exclusive) == (*expected, False)
+    assert overlap_groups(batch * heads, heads, batch * chunks, chunks, K, K, 132) == (*expected, False, False)
+    lanes, groups = expected
     assert lanes * K // 64 <= 66 and (groups - 1) * lanes < batch * heads <= groups * lanes
 
 
 @pytest.mark.parametrize("kwargs", [dict(transition_stages=1), dict(block_v=48), dict(overlap="yes"),
-                                    dict(overlap_exclusive="no")],
-                         ids=["transition_stages=1", "block_v=48", "overlap=yes", "overlap_exclusive=no"])
+                                    dict(overlap_exclusive="no"), dict(overlap_narrow=2)],
+                         ids=["transition_stages=1", "block_v=48", "overlap=yes", "overlap_exclusive=no",
+                              "overlap_narrow=2"])
 def test_launch_config_refuses_unverified_settings(kwargs):
     with pytest.raises(ValueError, match=next(iter(kwargs))):
         LaunchConfig(**kwargs)
@@ -155,11 +160,11 @@ def test_overlap_chain_of_a_varlen_lane_walks_every_sequence():
     assert overlap_chain(128, 1024, 8, varlen=False) == 128
     assert overlap_chain(48, 131, 6, varlen=True) == 131 + 6 * 2
     short = overlap_chain(1, 256 + 255, 256, varlen=True)                 # 256 sequences of 64 tokens, 32 heads
-    lanes, groups, exclusive = overlap_groups(32, 32, 511, short, 128, 128, 132)
-    assert not overlap_pays(32, 511, 1, 128, 128, 132, lanes * 2, groups, short, exclusive)
+    lanes, groups, exclusive, narrow = overlap_groups(32, 32, 511, short, 128, 128, 132)
+    assert not narrow and not overlap_pays(32, 511, 1, 128, 128, 132, lanes * 2, groups, short, exclusive)
     six = overlap_chain(48, 131, 6, varlen=True)                          # 6 sequences, 8192 tokens, 96 heads
-    lanes, groups, exclusive = overlap_groups(96, 96, 131, six, 128, 128, 132)
-    assert overlap_pays(96, 131, 48, 128, 128, 132, lanes * 2, groups, six, exclusive)
+    lanes, groups, exclusive, narrow = overlap_groups(96, 96, 131, six, 128, 128, 132)
+    assert not narrow and overlap_pays(96, 131, 48, 128, 128, 132, lanes * 2, groups, six, exclusive)
 
 
 OVERLAP_BASE = dict(sm90_prepare=True, varlen=False, intermediate=False, B=1, T=8192, K=128, V=128,

@@ -16,6 +16,12 @@ workspace tiles, exp(G) and v arrive by TMA into a ring of STAGES slots; o leave
 one of two shared-memory buffers. Two slots take 148 KB of shared memory at K = 128: room for a prepare program on
 the same multiprocessor. Three take 214 KB, the whole multiprocessor: the chain then shares it with no prepare
 program (forward.overlap_groups takes that where the chains bound the call, perf-notes v21).
+
+A narrow program (BV = 32) carries the state as it is, S [K, 32]: a wgmma's rows are then the key dims and the
+tokens, and its B operand, S or R in bf16, is staged in shared memory each step (8 + 4 KB, two barriers):
+    X = Kg S,  R = v - X,  S <- diag(exp(G)) S + Ku^T R,  O = Qg S + Mu R
+Half a 64-column program's products, so a shorter step where the chains bound the call (T=8192 H=12: 0.201 ->
+0.172 ms with 48 narrow programs on whole multiprocessors, perf-notes v24), at twice the programs.
 """
 
 from __future__ import annotations
@@ -87,11 +93,38 @@ def _issue(c, slot, slot0, i_hv, v_row, v_col, kg_d, ku_d, qg_d, mu_d, v_d, eg_d
 
 
 @gluon.jit
+def _step_narrow(S, c, T_n, slot, step, o_tc, zero_t, kg_s, ku_s, qg_s, mu_s, v_s, eg_s, s_sm, r_sm, bars,
+                 MMA: gl.constexpr, STAGES: gl.constexpr):
+    """One chunk step with the state as it is, S [K, BV] (BV = 32): X = Kg S, R = v - X, S <- diag(exp(G)) S + Ku^T R,
+    O = Qg S + Mu R, the bf16 S and R staged in shared memory for the products (the tensor cores read B there).
+    Returns (S, O), both products in flight."""
+    s_sm.store(S.to(gl.bfloat16))
+    fence_async_shared()
+    gl.thread_barrier()
+    mbarrier.wait(bars.index(slot), (step // STAGES) & 1)
+    X = warpgroup_mma(kg_s.index(slot), s_sm, zero_t, use_acc=False, is_async=True)
+    O = warpgroup_mma(qg_s.index(slot), s_sm, zero_t, use_acc=False, is_async=True)
+    eg = eg_s.index(slot).permute((1, 0)).load(MMA)
+    vt = v_s.index(slot).load(MMA).to(gl.float32)
+    X = warpgroup_mma_wait(1, deps=(X,))
+    if (c + 1) * 64 > T_n:      # rows past the sequence (Ku and Mu zero them already, but v there may be inf)
+        R = gl.where(gl.expand_dims(c * 64 + o_tc < T_n, 1), vt - X, 0.0).to(gl.bfloat16)
+    else:
+        R = (vt - X).to(gl.bfloat16)
+    r_sm.store(R)
+    fence_async_shared()
+    gl.thread_barrier()
+    S = warpgroup_mma(ku_s.index(slot).permute((1, 0)), r_sm, S * eg, is_async=True)
+    O = warpgroup_mma(mu_s.index(slot), r_sm, O, is_async=True)
+    return S, O
+
+
+@gluon.jit
 def _walk(i_n, i_hv, i_v, slot0, tok0, T_n, max_chunks, done, h0, ht, ready, NSLOTS, HV, s_vh, st_off, kg_d, ku_d,
-          qg_d, mu_d, v_d, eg_d, o_d, kg_s, ku_s, qg_s, mu_s, v_s, eg_s, o_s, bars, K: gl.constexpr, V: gl.constexpr,
-          BV: gl.constexpr, BT: gl.constexpr, HAS_H0: gl.constexpr, STORE_HT: gl.constexpr, MMA_K: gl.constexpr,
-          MMA_T: gl.constexpr, STAGES: gl.constexpr):
-    """The chain of one (sequence, head, 64 columns): T_n tokens from token row tok0, its chunks in workspace slots
+          qg_d, mu_d, v_d, eg_d, o_d, kg_s, ku_s, qg_s, mu_s, v_s, eg_s, o_s, s_sm, r_sm, bars, K: gl.constexpr,
+          V: gl.constexpr, BV: gl.constexpr, BT: gl.constexpr, HAS_H0: gl.constexpr, STORE_HT: gl.constexpr,
+          MMA_K: gl.constexpr, MMA_T: gl.constexpr, STAGES: gl.constexpr, NARROW: gl.constexpr):
+    """The chain of one (sequence, head, BV columns): T_n tokens from token row tok0, its chunks in workspace slots
     slot0, slot0 + 1, ..., at most max_chunks of them (the workspace's end: a malformed cu_seqlens can ask for more
     chunks than there are slots, whose flags no program sets); done: chunks this program walked before (the ring's
     position). Returns done + its chunks. A partial last chunk's o tile covers rows past the sequence: clipped at
@@ -105,6 +138,8 @@ def _walk(i_n, i_hv, i_v, slot0, tok0, T_n, max_chunks, done, h0, ht, ready, NSL
     st_base = ((i_n * HV + i_hv) * K).to(gl.int64) * V
     if HAS_H0:      # requested before the flags are waited for: the caller's input, not the prepare kernel's output
         S = gl.load(h0 + st_base + st_off).to(gl.float32)
+    elif NARROW:
+        S = gl.zeros([K, BV], gl.float32, MMA_K)
     else:
         S = gl.zeros([BV, K], gl.float32, MMA_K)
     row = ready + i_hv * flag_row(NSLOTS)            # the head's flags, one byte per slot
@@ -115,8 +150,12 @@ def _walk(i_n, i_hv, i_v, slot0, tok0, T_n, max_chunks, done, h0, ht, ready, NSL
             if i < STAGES - 1:
                 _issue(i, (done + i) % STAGES, slot0, i_hv, tok0, v_col, kg_d, ku_d, qg_d, mu_d, v_d, eg_d, kg_s, ku_s,
                        qg_s, mu_s, v_s, eg_s, bars, HV, BT)
-    o_tc = gl.arange(0, BT, layout=gl.SliceLayout(0, MMA_T))
-    zero_t = gl.zeros([BV, BT], gl.float32, MMA_T)
+    if NARROW:
+        o_tc = gl.arange(0, BT, layout=gl.SliceLayout(1, MMA_T))
+        zero_t = gl.zeros([BT, BV], gl.float32, MMA_T)
+    else:
+        o_tc = gl.arange(0, BT, layout=gl.SliceLayout(0, MMA_T))
+        zero_t = gl.zeros([BV, BT], gl.float32, MMA_T)
     for c in range(n_chunks):
         step = done + c
         slot = step % STAGES
@@ -130,25 +169,33 @@ def _walk(i_n, i_hv, i_v, slot0, tok0, T_n, max_chunks, done, h0, ht, ready, NSL
         if c + STAGES - 1 < n_chunks:
             _issue(c + STAGES - 1, (step + STAGES - 1) % STAGES, slot0, i_hv, tok0, v_col, kg_d, ku_d, qg_d, mu_d,
                    v_d, eg_d, kg_s, ku_s, qg_s, mu_s, v_s, eg_s, bars, HV, BT)
-        Sa = gl.convert_layout(S.to(gl.bfloat16), OPA_T)
-        mbarrier.wait(bars.index(slot), (step // STAGES) & 1)
-        X = warpgroup_mma(Sa, kg_s.index(slot).permute((1, 0)), zero_t, use_acc=False, is_async=True)
-        O = warpgroup_mma(Sa, qg_s.index(slot).permute((1, 0)), zero_t, use_acc=False, is_async=True)
-        eg = eg_s.index(slot).load(MMA_K)
-        vt = v_s.index(slot).permute((1, 0)).load(MMA_T).to(gl.float32)
-        X = warpgroup_mma_wait(1, deps=(X,))
-        if (c + 1) * BT > T_n:      # rows past the sequence (Ku and Mu zero them already, but v there may be inf)
-            R = gl.where(gl.expand_dims(c * BT + o_tc < T_n, 0), vt - X, 0.0).to(gl.bfloat16)
+        if NARROW:
+            S, O = _step_narrow(S, c, T_n, slot, step, o_tc, zero_t, kg_s, ku_s, qg_s, mu_s, v_s, eg_s, s_sm, r_sm,
+                                bars, MMA_K, STAGES)
+            if c + STAGES < n_chunks:
+                known = _wait_ready(row, slot0 + c + STAGES, known)
+            O, S = warpgroup_mma_wait(0, deps=(O, S))
+            o_s.index(c % 2).store(O.to(o_d.dtype))
         else:
-            R = (vt - X).to(gl.bfloat16)
-        S = warpgroup_mma(gl.convert_layout(R, OPA_K), ku_s.index(slot), S * eg, is_async=True)
-        O = warpgroup_mma(gl.convert_layout(R, OPA_T), mu_s.index(slot).permute((1, 0)), O, is_async=True)
-        # the flag of the chunk the next step requests, while these products run: waited for where the request is
-        # made, its load's round trip to L2 stood in the chain (1.65-1.85 us a step beside the prepare kernel)
-        if c + STAGES < n_chunks:
-            known = _wait_ready(row, slot0 + c + STAGES, known)
-        O, S = warpgroup_mma_wait(0, deps=(O, S))
-        o_s.index(c % 2).permute((1, 0)).store(O.to(o_d.dtype))
+            Sa = gl.convert_layout(S.to(gl.bfloat16), OPA_T)
+            mbarrier.wait(bars.index(slot), (step // STAGES) & 1)
+            X = warpgroup_mma(Sa, kg_s.index(slot).permute((1, 0)), zero_t, use_acc=False, is_async=True)
+            O = warpgroup_mma(Sa, qg_s.index(slot).permute((1, 0)), zero_t, use_acc=False, is_async=True)
+            eg = eg_s.index(slot).load(MMA_K)
+            vt = v_s.index(slot).permute((1, 0)).load(MMA_T).to(gl.float32)
+            X = warpgroup_mma_wait(1, deps=(X,))
+            if (c + 1) * BT > T_n:      # rows past the sequence (Ku and Mu zero them already, but v there may be inf)
+                R = gl.where(gl.expand_dims(c * BT + o_tc < T_n, 0), vt - X, 0.0).to(gl.bfloat16)
+            else:
+                R = (vt - X).to(gl.bfloat16)
+            S = warpgroup_mma(gl.convert_layout(R, OPA_K), ku_s.index(slot), S * eg, is_async=True)
+            O = warpgroup_mma(gl.convert_layout(R, OPA_T), mu_s.index(slot).permute((1, 0)), O, is_async=True)
+            # the flag of the chunk the next step requests, while these products run: waited for where the request is
+            # made, its load's round trip to L2 stood in the chain (1.65-1.85 us a step beside the prepare kernel)
+            if c + STAGES < n_chunks:
+                known = _wait_ready(row, slot0 + c + STAGES, known)
+            O, S = warpgroup_mma_wait(0, deps=(O, S))
+            o_s.index(c % 2).permute((1, 0)).store(O.to(o_d.dtype))
     # every warp is done with the chain's last chunk: its ring slots may take the next chain's first chunks
     fence_async_shared()
     gl.thread_barrier()
@@ -166,25 +213,30 @@ def kda_chunk_state_sm90_kernel(
     lanes, group_lanes, K: gl.constexpr, V: gl.constexpr, BV: gl.constexpr, BT: gl.constexpr, HAS_H0: gl.constexpr,
     STORE_HT: gl.constexpr, STATE_V_FIRST: gl.constexpr, IS_VARLEN: gl.constexpr, STAGES: gl.constexpr,
 ):
-    """Grid: group_lanes x V / 64 programs. Program p takes 64 state columns, p % (V / 64), of lanes p // (V / 64),
-    that + group_lanes, ..., one after the other: group by group, the order in which the prepare kernel produces the
-    chunks (chunk_prepare_sm90._grouped_chunk), so that no more programs than fit beside the prepare kernel wait on
-    it. A lane is a (sequence, head) of a fixed-length batch of N sequences of T tokens (lane = sequence HV + head;
-    B = 1 or T a multiple of 64, so that o's tiles cross no sequence but at the end of o), or with IS_VARLEN a head,
-    whose N sequences (cu_seqlens; their chunks from workspace slot chunk_offsets[n], none at NSLOTS or past it) the
-    program walks in turn.
+    """Grid: group_lanes x V / BV programs. Program p takes BV state columns (64, or 32: narrow), p % (V / BV), of lanes
+    p // (V / BV), that + group_lanes, ..., one after the other: group by group, the order in which the prepare kernel
+    produces the chunks (chunk_prepare_sm90._grouped_chunk), so that no more programs than fit beside the prepare kernel
+    wait on it. A lane is a (sequence, head) of a fixed-length batch of N sequences of T tokens (lane = sequence HV +
+    head; B = 1 or T a multiple of 64, so that o's tiles cross no sequence but at the end of o), or with IS_VARLEN a
+    head, whose N sequences (cu_seqlens; their chunks from workspace slot chunk_offsets[n], none at NSLOTS or past it)
+    the program walks in turn.
     kg_d, ku_d, qg_d, mu_d: tensor descriptors over the workspace [slots, HV, 64, D] as rows, one chunk a [64, D]
     tile; eg_d over exp(G) [slots HV, K] in [1, K] tiles; v_d and o_d over v and o [B T, HV s_h] as token rows in
-    [64, 64] tiles; ready: a row of common.flag_row(NSLOTS) bytes per head, byte `slot` nonzero once the prepare
+    [64, BV] tiles; ready: a row of common.flag_row(NSLOTS) bytes per head, byte `slot` nonzero once the prepare
     program of that (chunk slot, head) has stored its outputs. h0, ht [N, HV, K, V] (or [N, HV, V, K] with
     STATE_V_FIRST). STAGES: slots of the ring (2 or 3, above)."""
-    gl.static_assert(BV == 64, "the transposed state fills a warpgroup's 64 rows")
+    gl.static_assert((BV == 64) | (BV == 32), "64 columns (the transposed state fills a warpgroup's rows) or 32")
+    NARROW: gl.constexpr = BV == 32     # the state as it is, [K, 32]
     NCOL: gl.constexpr = V // BV
     pid = gl.program_id(0)
     i_v = pid % NCOL
 
-    MMA_K: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, K, 16])
-    MMA_T: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, BT, 16])
+    if NARROW:
+        MMA_K: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, BV, 16])
+        MMA_T: gl.constexpr = MMA_K
+    else:
+        MMA_K: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, K, 16])
+        MMA_T: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, BT, 16])
 
     kg_s = gl.allocate_shared_memory(gl.bfloat16, [STAGES, BT, K], kg_d.layout)
     ku_s = gl.allocate_shared_memory(gl.bfloat16, [STAGES, BT, K], ku_d.layout)
@@ -193,18 +245,34 @@ def kda_chunk_state_sm90_kernel(
     v_s = gl.allocate_shared_memory(v_d.dtype, [STAGES, BT, BV], v_d.layout)
     eg_s = gl.allocate_shared_memory(gl.float32, [STAGES, 1, K], eg_d.layout)
     o_s = gl.allocate_shared_memory(o_d.dtype, [2, BT, BV], o_d.layout)
+    if NARROW:      # the products' B operands, S and R in bf16
+        SB: gl.constexpr = gl.NVMMASharedLayout(swizzle_byte_width=2 * BV, element_bitwidth=16, rank=2)
+        s_sm = gl.allocate_shared_memory(gl.bfloat16, [K, BV], SB)
+        r_sm = gl.allocate_shared_memory(gl.bfloat16, [BT, BV], SB)
+    else:
+        s_sm = o_s
+        r_sm = o_s
     bars = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     for i in gl.static_range(STAGES):
         mbarrier.init(bars.index(i), count=1)
     fence_async_shared()
 
-    # S^T: row j is state column i_v * BV + j, column k is key dim k
-    cols = i_v * BV + gl.arange(0, BV, layout=gl.SliceLayout(1, MMA_K))
-    o_k = gl.arange(0, K, layout=gl.SliceLayout(0, MMA_K))
-    if STATE_V_FIRST:
-        st_off = gl.expand_dims(cols, 1) * K + gl.expand_dims(o_k, 0)
+    if NARROW:
+        # S: row k is key dim k, column j is state column i_v * BV + j
+        cols = i_v * BV + gl.arange(0, BV, layout=gl.SliceLayout(0, MMA_K))
+        o_k = gl.arange(0, K, layout=gl.SliceLayout(1, MMA_K))
+        if STATE_V_FIRST:
+            st_off = gl.expand_dims(cols, 0) * K + gl.expand_dims(o_k, 1)
+        else:
+            st_off = gl.expand_dims(o_k, 1) * V + gl.expand_dims(cols, 0)
     else:
-        st_off = gl.expand_dims(o_k, 0) * V + gl.expand_dims(cols, 1)
+        # S^T: row j is state column i_v * BV + j, column k is key dim k
+        cols = i_v * BV + gl.arange(0, BV, layout=gl.SliceLayout(1, MMA_K))
+        o_k = gl.arange(0, K, layout=gl.SliceLayout(0, MMA_K))
+        if STATE_V_FIRST:
+            st_off = gl.expand_dims(cols, 1) * K + gl.expand_dims(o_k, 0)
+        else:
+            st_off = gl.expand_dims(o_k, 0) * V + gl.expand_dims(cols, 1)
     done = pid * 0                                   # chunks this program has walked: the ring's position
     for lane in range(pid // NCOL, lanes, group_lanes):
         if IS_VARLEN:
@@ -213,12 +281,13 @@ def kda_chunk_state_sm90_kernel(
                 slot0 = gl.load(chunk_offsets + n)
                 done = _walk(n, lane, i_v, slot0, bos.to(gl.int32), (eos - bos).to(gl.int32), NSLOTS - slot0, done,
                              h0, ht, ready, NSLOTS, HV, s_vh, st_off, kg_d, ku_d, qg_d, mu_d, v_d, eg_d, o_d, kg_s,
-                             ku_s, qg_s, mu_s, v_s, eg_s, o_s, bars, K, V, BV, BT, HAS_H0, STORE_HT, MMA_K, MMA_T,
-                             STAGES)
+                             ku_s, qg_s, mu_s, v_s, eg_s, o_s, s_sm, r_sm, bars, K, V, BV, BT, HAS_H0, STORE_HT, MMA_K,
+                             MMA_T, STAGES, NARROW)
         else:
             i_n = lane // HV
             done = _walk(i_n, lane % HV, i_v, (i_n * NT).to(gl.int32), (i_n * T).to(gl.int32), T, NT, done, h0, ht,
                          ready, NSLOTS, HV, s_vh, st_off, kg_d, ku_d, qg_d, mu_d, v_d, eg_d, o_d, kg_s, ku_s, qg_s, mu_s,
-                         v_s, eg_s, o_s, bars, K, V, BV, BT, HAS_H0, STORE_HT, MMA_K, MMA_T, STAGES)
+                         v_s, eg_s, o_s, s_sm, r_sm, bars, K, V, BV, BT, HAS_H0, STORE_HT, MMA_K, MMA_T, STAGES,
+                         NARROW)
     for i in gl.static_range(STAGES):
         mbarrier.invalidate(bars.index(i))
