@@ -207,6 +207,19 @@ def _walk(i_n, i_hv, i_v, slot0, tok0, T_n, max_chunks, done, h0, ht, ready, NSL
     return done + n_chunks
 
 
+@gluon.jit
+def _state_offsets(i_v, BV: gl.constexpr, K: gl.constexpr, V: gl.constexpr, STATE_V_FIRST: gl.constexpr,
+                   LAYOUT: gl.constexpr, COL_DIM: gl.constexpr):
+    """Offsets of state columns i_v * BV .. + BV of a [K, V] state ([V, K] with STATE_V_FIRST) in a tile of layout
+    LAYOUT whose dim COL_DIM holds the columns and whose other dim holds the key dims."""
+    cols = gl.expand_dims(i_v * BV + gl.arange(0, BV, layout=gl.SliceLayout(1 - COL_DIM, LAYOUT)), 1 - COL_DIM)
+    o_k = gl.expand_dims(gl.arange(0, K, layout=gl.SliceLayout(COL_DIM, LAYOUT)), COL_DIM)
+    if STATE_V_FIRST:
+        return cols * K + o_k
+    else:
+        return o_k * V + cols
+
+
 @gluon.jit(do_not_specialize=["HV", "N", "NSLOTS", "lanes", "group_lanes"])
 def kda_chunk_state_sm90_kernel(
     kg_d, ku_d, qg_d, mu_d, v_d, eg_d, o_d, h0, ht, ready, cu_seqlens, chunk_offsets, T, N, NT, NSLOTS, HV, s_vh,
@@ -257,22 +270,8 @@ def kda_chunk_state_sm90_kernel(
         mbarrier.init(bars.index(i), count=1)
     fence_async_shared()
 
-    if NARROW:
-        # S: row k is key dim k, column j is state column i_v * BV + j
-        cols = i_v * BV + gl.arange(0, BV, layout=gl.SliceLayout(0, MMA_K))
-        o_k = gl.arange(0, K, layout=gl.SliceLayout(1, MMA_K))
-        if STATE_V_FIRST:
-            st_off = gl.expand_dims(cols, 0) * K + gl.expand_dims(o_k, 1)
-        else:
-            st_off = gl.expand_dims(o_k, 1) * V + gl.expand_dims(cols, 0)
-    else:
-        # S^T: row j is state column i_v * BV + j, column k is key dim k
-        cols = i_v * BV + gl.arange(0, BV, layout=gl.SliceLayout(1, MMA_K))
-        o_k = gl.arange(0, K, layout=gl.SliceLayout(0, MMA_K))
-        if STATE_V_FIRST:
-            st_off = gl.expand_dims(cols, 1) * K + gl.expand_dims(o_k, 0)
-        else:
-            st_off = gl.expand_dims(o_k, 0) * V + gl.expand_dims(cols, 1)
+    # narrow: S, row k is key dim k, column j is state column i_v * BV + j; else S^T, the other way round
+    st_off = _state_offsets(i_v, BV, K, V, STATE_V_FIRST, MMA_K, 1 if NARROW else 0)
     done = pid * 0                                   # chunks this program has walked: the ring's position
     for lane in range(pid // NCOL, lanes, group_lanes):
         if IS_VARLEN:
