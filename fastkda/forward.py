@@ -341,6 +341,7 @@ def overlap_groups(lanes: int, n_heads: int, total_chunks: int, chain_chunks: in
     beside prepare programs only where asked for) are those overlapped_us estimates fastest. T=8192 H=64: 2 groups
     0.683 ms, 3 groups 0.77, sequential 0.74; H=96: 3 groups 1.027, 4 groups 1.04, sequential 1.15 (perf-notes v20);
     H=12: whole multiprocessors 0.202, shared 0.223 (v21), narrow on whole ones 0.172 (v24)."""
+    # (exclusive, narrow) pairs to weigh; narrow programs beside prepare programs only where narrow is asked for
     kinds = [(ex, nw) for nw in ((False, True) if narrow is None else (narrow,))
              for ex in ((False, True) if exclusive is None else (exclusive,)) if ex or not nw or narrow]
     most = max(slots // 2 // (V // 64), 1)
@@ -387,9 +388,8 @@ def plan_split(n_heads: int, total_chunks: int, longest_chunks: int, K: int, V: 
     overlap_exclusive, overlap_narrow: where the unsplit path could run its state kernel beside the prepare kernel
     (overlaps_prepare), its programs, the groups each walks, a lane's chunk steps (overlap_chain; default
     longest_chunks), whether each program takes a whole multiprocessor and whether it takes 32 columns
-    (overlap_groups): where that pays
-    (overlap_pays), the unsplit call is priced as overlapped_us, and kept where that is below the prepare kernel and
-    the split passes (T=8192 K=V=64 H=32: 0.30 ms split, 0.21 overlapped; T=16384 H=16: 0.503 split, 0.374
+    (overlap_groups): where that pays (overlap_pays), the unsplit call is priced as overlapped_us, and kept where that
+    is below the prepare kernel and the split passes (T=8192 K=V=64 H=32: 0.30 ms split, 0.21 overlapped; T=16384 H=16: 0.503 split, 0.374
     overlapped with whole multiprocessors; H=12: 0.231 split, 0.202 overlapped with whole multiprocessors)."""
     out_steps = total_chunks * n_heads * (V // bv)              # the output pass, split or not
     trans_steps = total_chunks * n_heads * ((V + K) // bv)      # the transition pass (an upper bound)

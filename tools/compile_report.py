@@ -131,18 +131,20 @@ def nvmma(swizzle: int, bits: int = 16) -> str:
             "fp4_padded=False, cga_layout=[])")
 
 
-def state_sm90_variant(K=128, V=128, dtype="bf16", v_first=False, varlen=False, stages=2):
-    """The Gluon state kernel run beside the prepare kernel (forward.overlaps_prepare), as the launcher builds it."""
+def state_sm90_variant(K=128, V=128, dtype="bf16", v_first=False, varlen=False, stages=2, bv=64):
+    """The Gluon state kernel run beside the prepare kernel (forward.overlaps_prepare), as the launcher builds it
+    (bv = 32: narrow programs; v and o tiles swizzled over their 2 bv bytes, as forward.gluon_desc does)."""
     fn = kda_chunk_state_sm90_kernel
-    c = dict(K=K, V=V, BV=64, BT=64, HAS_H0=True, STORE_HT=True, STATE_V_FIRST=v_first, IS_VARLEN=varlen, STAGES=stages)
+    c = dict(K=K, V=V, BV=bv, BT=64, HAS_H0=True, STORE_HT=True, STATE_V_FIRST=v_first, IS_VARLEN=varlen,
+             STAGES=stages)
     descs = {"kg_d": f"bf16[64, {K}]", "ku_d": f"bf16[64, {K}]", "qg_d": f"bf16[64, {K}]", "mu_d": "bf16[64, 64]",
-             "v_d": f"{dtype}[64, 64]", "o_d": f"{dtype}[64, 64]"}
+             "v_d": f"{dtype}[64, {bv}]", "o_d": f"{dtype}[64, {bv}]"}
     sig, attrs = {}, {}
     for i, name in enumerate(fn.arg_names):
         if name in c:
             sig[name] = "constexpr"
         elif name in descs:
-            sig[name] = f"tensordesc<{descs[name]},{nvmma(128)}>"
+            sig[name] = f"tensordesc<{descs[name]},{nvmma(min(128, 2 * bv) if name in ('v_d', 'o_d') else 128)}>"
         elif name == "eg_d":
             sig[name] = f"tensordesc<fp32[1, {K}],{nvmma(0, 32)}>"
         elif name in ("T", "N", "NT", "NSLOTS", "HV", "s_vh", "lanes", "group_lanes"):
@@ -165,6 +167,7 @@ if __name__ == "__main__":
         ck, dt = state_variant(**kw)
         print(f"state {kw} {dt:.1f}s smem={ck.metadata.shared}: {ptxas_verbose(ck)}; {sass_counts(ck)}")
     for kw in (dict(K=128, V=128), dict(K=128, V=128, stages=3), dict(K=128, V=128, varlen=True),
-               dict(K=64, V=64, dtype="fp16", v_first=True)):
+               dict(K=64, V=64, dtype="fp16", v_first=True), dict(K=128, V=128, stages=3, bv=32),
+               dict(K=64, V=64, dtype="fp16", v_first=True, bv=32)):
         ck, dt = state_sm90_variant(**kw)
         print(f"state_sm90 {kw} {dt:.1f}s smem={ck.metadata.shared}: {ptxas_verbose(ck)}; {sass_counts(ck)}")

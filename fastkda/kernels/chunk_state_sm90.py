@@ -93,8 +93,32 @@ def _issue(c, slot, slot0, i_hv, v_row, v_col, kg_d, ku_d, qg_d, mu_d, v_d, eg_d
 
 
 @gluon.jit
+def _step_wide(S, c, T_n, slot, step, o_tc, zero_t, kg_s, ku_s, qg_s, mu_s, v_s, eg_s, bars, MMA_K: gl.constexpr,
+               MMA_T: gl.constexpr, BT: gl.constexpr, STAGES: gl.constexpr):
+    """One chunk step with the state transposed, S^T [64, K]: X^T = S^T Kg^T, R^T = v^T - X^T,
+    S^T <- S^T diag(exp(G)) + R^T Ku, O^T = S^T Qg^T + R^T Mu^T, the left operands from registers. Returns (S, O),
+    both products in flight."""
+    OPA_T: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=MMA_T, k_width=2)
+    OPA_K: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=MMA_K, k_width=2)
+    Sa = gl.convert_layout(S.to(gl.bfloat16), OPA_T)
+    mbarrier.wait(bars.index(slot), (step // STAGES) & 1)
+    X = warpgroup_mma(Sa, kg_s.index(slot).permute((1, 0)), zero_t, use_acc=False, is_async=True)
+    O = warpgroup_mma(Sa, qg_s.index(slot).permute((1, 0)), zero_t, use_acc=False, is_async=True)
+    eg = eg_s.index(slot).load(MMA_K)
+    vt = v_s.index(slot).permute((1, 0)).load(MMA_T).to(gl.float32)
+    X = warpgroup_mma_wait(1, deps=(X,))
+    if (c + 1) * BT > T_n:      # rows past the sequence (Ku and Mu zero them already, but v there may be inf)
+        R = gl.where(gl.expand_dims(c * BT + o_tc < T_n, 0), vt - X, 0.0).to(gl.bfloat16)
+    else:
+        R = (vt - X).to(gl.bfloat16)
+    S = warpgroup_mma(gl.convert_layout(R, OPA_K), ku_s.index(slot), S * eg, is_async=True)
+    O = warpgroup_mma(gl.convert_layout(R, OPA_T), mu_s.index(slot).permute((1, 0)), O, is_async=True)
+    return S, O
+
+
+@gluon.jit
 def _step_narrow(S, c, T_n, slot, step, o_tc, zero_t, kg_s, ku_s, qg_s, mu_s, v_s, eg_s, s_sm, r_sm, bars,
-                 MMA: gl.constexpr, STAGES: gl.constexpr):
+                 MMA: gl.constexpr, BT: gl.constexpr, STAGES: gl.constexpr):
     """One chunk step with the state as it is, S [K, BV] (BV = 32): X = Kg S, R = v - X, S <- diag(exp(G)) S + Ku^T R,
     O = Qg S + Mu R, the bf16 S and R staged in shared memory for the products (the tensor cores read B there).
     Returns (S, O), both products in flight."""
@@ -107,8 +131,8 @@ def _step_narrow(S, c, T_n, slot, step, o_tc, zero_t, kg_s, ku_s, qg_s, mu_s, v_
     eg = eg_s.index(slot).permute((1, 0)).load(MMA)
     vt = v_s.index(slot).load(MMA).to(gl.float32)
     X = warpgroup_mma_wait(1, deps=(X,))
-    if (c + 1) * 64 > T_n:      # rows past the sequence (Ku and Mu zero them already, but v there may be inf)
-        R = gl.where(gl.expand_dims(c * 64 + o_tc < T_n, 1), vt - X, 0.0).to(gl.bfloat16)
+    if (c + 1) * BT > T_n:      # rows past the sequence (Ku and Mu zero them already, but v there may be inf)
+        R = gl.where(gl.expand_dims(c * BT + o_tc < T_n, 1), vt - X, 0.0).to(gl.bfloat16)
     else:
         R = (vt - X).to(gl.bfloat16)
     r_sm.store(R)
@@ -130,8 +154,6 @@ def _walk(i_n, i_hv, i_v, slot0, tok0, T_n, max_chunks, done, h0, ht, ready, NSL
     position). Returns done + its chunks. A partial last chunk's o tile covers rows past the sequence: clipped at
     the end of o, and otherwise rewritten later by this program (varlen: the next sequences of the head; fixed
     length has whole chunks where it has several sequences)."""
-    OPA_T: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=MMA_T, k_width=2)
-    OPA_K: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=MMA_K, k_width=2)
     n_chunks = gl.maximum(gl.minimum(gl.cdiv(T_n, BT), max_chunks), 0)
     v_col = (i_hv * s_vh + i_v * BV).to(gl.int32)
     o_col = (i_hv * V + i_v * BV).to(gl.int32)
@@ -171,30 +193,18 @@ def _walk(i_n, i_hv, i_v, slot0, tok0, T_n, max_chunks, done, h0, ht, ready, NSL
                    v_d, eg_d, kg_s, ku_s, qg_s, mu_s, v_s, eg_s, bars, HV, BT)
         if NARROW:
             S, O = _step_narrow(S, c, T_n, slot, step, o_tc, zero_t, kg_s, ku_s, qg_s, mu_s, v_s, eg_s, s_sm, r_sm,
-                                bars, MMA_K, STAGES)
-            if c + STAGES < n_chunks:
-                known = _wait_ready(row, slot0 + c + STAGES, known)
-            O, S = warpgroup_mma_wait(0, deps=(O, S))
+                                bars, MMA_K, BT, STAGES)
+        else:
+            S, O = _step_wide(S, c, T_n, slot, step, o_tc, zero_t, kg_s, ku_s, qg_s, mu_s, v_s, eg_s, bars, MMA_K,
+                              MMA_T, BT, STAGES)
+        # the flag of the chunk the next step requests, while these products run: waited for where the request is
+        # made, its load's round trip to L2 stood in the chain (1.65-1.85 us a step beside the prepare kernel)
+        if c + STAGES < n_chunks:
+            known = _wait_ready(row, slot0 + c + STAGES, known)
+        O, S = warpgroup_mma_wait(0, deps=(O, S))
+        if NARROW:
             o_s.index(c % 2).store(O.to(o_d.dtype))
         else:
-            Sa = gl.convert_layout(S.to(gl.bfloat16), OPA_T)
-            mbarrier.wait(bars.index(slot), (step // STAGES) & 1)
-            X = warpgroup_mma(Sa, kg_s.index(slot).permute((1, 0)), zero_t, use_acc=False, is_async=True)
-            O = warpgroup_mma(Sa, qg_s.index(slot).permute((1, 0)), zero_t, use_acc=False, is_async=True)
-            eg = eg_s.index(slot).load(MMA_K)
-            vt = v_s.index(slot).permute((1, 0)).load(MMA_T).to(gl.float32)
-            X = warpgroup_mma_wait(1, deps=(X,))
-            if (c + 1) * BT > T_n:      # rows past the sequence (Ku and Mu zero them already, but v there may be inf)
-                R = gl.where(gl.expand_dims(c * BT + o_tc < T_n, 0), vt - X, 0.0).to(gl.bfloat16)
-            else:
-                R = (vt - X).to(gl.bfloat16)
-            S = warpgroup_mma(gl.convert_layout(R, OPA_K), ku_s.index(slot), S * eg, is_async=True)
-            O = warpgroup_mma(gl.convert_layout(R, OPA_T), mu_s.index(slot).permute((1, 0)), O, is_async=True)
-            # the flag of the chunk the next step requests, while these products run: waited for where the request is
-            # made, its load's round trip to L2 stood in the chain (1.65-1.85 us a step beside the prepare kernel)
-            if c + STAGES < n_chunks:
-                known = _wait_ready(row, slot0 + c + STAGES, known)
-            O, S = warpgroup_mma_wait(0, deps=(O, S))
             o_s.index(c % 2).permute((1, 0)).store(O.to(o_d.dtype))
     # every warp is done with the chain's last chunk: its ring slots may take the next chain's first chunks
     fence_async_shared()
