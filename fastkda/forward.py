@@ -36,7 +36,9 @@ class LaunchConfig:
     multiprocessor, the best of 1 to 2.5 on an H100 with two programs resident per multiprocessor; 0: none); pdl: on
     sm_90 and later, each kernel after the prepare kernel launched as a programmatic dependent of the one before
     (its launch and prologue overlap that kernel's last programs; `uses_pdl`); combine_block_v: state columns per
-    program of the split path's combine kernel (16: its chain of products the shortest, perf-notes v18); overlap: the
+    program of the split path's combine kernel (16: its chain of products the shortest, perf-notes v18);
+    transition_sm90: on sm_90, the split path's transition pass in the Gluon kernel (split_sm90.py) where it applies
+    (`transition_sm90`), else in the Triton state kernel; overlap: the
     unsplit state pass beside the prepare kernel on a second stream where `overlaps_prepare` allows it, and (None)
     where `overlap_pays` estimates it faster than after the prepare kernel, or (True) wherever allowed, or (False)
     never; overlap_exclusive: whether each of its programs takes a whole multiprocessor (a three-slot ring, no
@@ -54,6 +56,7 @@ class LaunchConfig:
     prepare_prefetch: int | None = None
     pdl: bool = True
     combine_block_v: int = 16
+    transition_sm90: bool = True
     overlap: bool | None = None
     overlap_exclusive: bool | None = None
     overlap_narrow: bool | None = None
@@ -174,6 +177,15 @@ def overlaps_prepare(cfg: LaunchConfig, *, sm90_prepare: bool, varlen: bool,
             and dtype in (torch.bfloat16, torch.float16) and v_tiles and V // 64 <= slots // 2 and T > 0)
 
 
+def transition_sm90(cfg: LaunchConfig, device: torch.device, K: int, V: int, v: torch.Tensor) -> bool:
+    """Whether the split path's transition pass takes the Gluon kernel (split_sm90.py; perf-notes v25: 0.115 -> 0.079
+    ms at T=65536 H=4): cfg.transition_sm90 on an sm_90 GPU, K and V in {64, 128}, v 16-bit and readable in tiles
+    (v_token_rows). Elsewhere the Triton state kernel's TRANSITION mode (the same products, to the bit)."""
+    return (cfg.transition_sm90 and device.type == "cuda" and not interpreting() and K in (64, 128)
+            and V in (64, 128) and v.dtype in (torch.bfloat16, torch.float16) and v_token_rows(v)
+            and is_sm90(cuda_index(device)))
+
+
 @functools.cache
 def side_stream(device_index: int) -> torch.cuda.Stream:
     """The stream the overlapped state kernel runs on: high priority, so that its programs take the
@@ -282,6 +294,11 @@ EXCLUSIVE_STEP_US, EXCLUSIVE_SHARE = 1.5, 4
 # priced as a 64-column one (measured once: T=16384 H=16, 64 programs, 0.384 ms against 0.380 with 32 whole
 # 64-column ones), so only a configuration that asks for it gets it there.
 NARROW_STEP_US, NARROW_SHARE = 1.15, 2
+# The Gluon transition pass (sm_90, split_sm90.py: the state transposed, two programs on each multiprocessor) steps at
+# TRANSITION_SM90_STEP_US and takes TRANSITION_SM90_SHARE of a 64-column output step's share of the GPU (0.079 ms for
+# 256 programs of 64 steps at T=65536 H=4, 0.153 for two waves of them at varlen [60000] + 64 x [64] H=8); the Triton
+# kernel's transition step takes half an output step's share, at STEP_US (0.115 and 0.223 ms there, perf-notes v25).
+TRANSITION_SM90_STEP_US, TRANSITION_SM90_SHARE = 1.2, 0.32
 
 
 def step_width(K: int) -> float:
@@ -289,11 +306,14 @@ def step_width(K: int) -> float:
     return (3 * K + 64) / (3 * 128 + 64)
 
 
-def state_pass_us(steps: int, walk: int, bv: int, slots: int, transition: bool = False, K: int = 128) -> float:
+def state_pass_us(steps: int, walk: int, bv: int, slots: int, transition: bool = False, K: int = 128,
+                  sm90: bool = False) -> float:
     """Estimated time of one pass of the state kernel: `steps` chunk steps of bv-column programs with K-row
-    states in all, the longest program walking `walk` chunks (steps scaled by step_width)."""
-    width = bv / 64 * (0.5 if transition else 1.0) * step_width(K)
-    return max(walk * STEP_US, steps * THROUGHPUT_US * width * H100_SLOTS / slots) + PASS_TAIL_US
+    states in all, the longest program walking `walk` chunks (steps scaled by step_width); `transition`: the split
+    path's transition pass, `sm90`: in the Gluon kernel (transition_sm90)."""
+    share, step = (TRANSITION_SM90_SHARE, TRANSITION_SM90_STEP_US) if transition and sm90 else (1.0, STEP_US)
+    width = bv / 64 * (0.5 if transition and not sm90 else share) * step_width(K)
+    return max(walk * step, steps * THROUGHPUT_US * width * H100_SLOTS / slots) + PASS_TAIL_US
 
 
 def prepare_us(n_heads: int, total_chunks: int, K: int, slots: int) -> float:
@@ -381,15 +401,17 @@ def overlap_pays(n_heads: int, total_chunks: int, longest_chunks: int, K: int, V
 
 def plan_split(n_heads: int, total_chunks: int, longest_chunks: int, K: int, V: int, bv: int,
                slots: int = H100_SLOTS, overlap_programs: int = 0, overlap_groups: int = 1,
-               overlap_chain: int | None = None, overlap_exclusive: bool = False, overlap_narrow: bool = False) -> int:
+               overlap_chain: int | None = None, overlap_exclusive: bool = False, overlap_narrow: bool = False,
+               sm90_transition: bool = False) -> int:
     """64-token chunks per segment for the split path, or 0 when one program per sequence is as fast:
     the cheapest segment length, taken when it beats the unsplit path by 10%. total_chunks: chunks of all
     sequences; slots: multiprocessors of the device. overlap_programs, overlap_groups, overlap_chain,
     overlap_exclusive, overlap_narrow: where the unsplit path could run its state kernel beside the prepare kernel
     (overlaps_prepare), its programs, the groups each walks, a lane's chunk steps (overlap_chain; default
     longest_chunks), whether each program takes a whole multiprocessor and whether it takes 32 columns
-    (overlap_groups): where that pays (overlap_pays), the unsplit call is priced as overlapped_us, and kept where that
-    is below the prepare kernel and the split passes (T=8192 K=V=64 H=32: 0.30 ms split, 0.21 overlapped; T=16384 H=16: 0.503 split, 0.374
+    (overlap_groups); sm90_transition: the transition pass in the Gluon kernel (transition_sm90). Where the overlap
+    pays (overlap_pays), the unsplit call is priced as overlapped_us, and kept where that is below the prepare kernel
+    and the split passes (T=8192 K=V=64 H=32: 0.30 ms split, 0.21 overlapped; T=16384 H=16: 0.503 split, 0.374
     overlapped with whole multiprocessors; H=12: 0.231 split, 0.202 overlapped with whole multiprocessors)."""
     out_steps = total_chunks * n_heads * (V // bv)              # the output pass, split or not
     trans_steps = total_chunks * n_heads * ((V + K) // bv)      # the transition pass (an upper bound)
@@ -398,7 +420,10 @@ def plan_split(n_heads: int, total_chunks: int, longest_chunks: int, K: int, V: 
     for ncs in (16, 32, 64, 128):
         if ncs >= longest_chunks:
             break
-        cost = (state_pass_us(trans_steps, ncs, bv, slots, transition=True, K=K)
+        walk = ncs
+        if sm90_transition:     # two programs a multiprocessor, in waves: (V + K) / 64 per segment with a map
+            walk *= -(-(total_chunks // ncs) * n_heads * ((V + K) // 64) // (2 * slots))
+        cost = (state_pass_us(trans_steps, walk, bv, slots, transition=True, K=K, sm90=sm90_transition)
                 + state_pass_us(out_steps, ncs, bv, slots, K=K)
                 + math.ceil(longest_chunks / ncs) * COMBINE_US)
         if cost < best_cost:
@@ -464,7 +489,8 @@ def kda_forward(
         programs = group_lanes * (V // (32 if narrow else 64))
     if split_chunks is None:
         split_chunks = plan_split(HV, n_slots, longest_chunks, K, V, bv, slots, programs, groups,
-                                  chain if can_overlap else None, exclusive, narrow)
+                                  chain if can_overlap else None, exclusive, narrow,
+                                  transition_sm90(cfg, device, K, V, v))
     split = 0 < split_chunks < max(longest_chunks, 1)
     overlap = can_overlap and not split and (cfg.overlap is not None or overlap_pays(
         HV, n_slots, longest_chunks, K, V, slots, programs, groups, chain, exclusive, narrow))
@@ -547,9 +573,18 @@ def kda_forward(
         n_seg = triton.cdiv(n_slots, ncs) + N
     seg_trans = torch.empty(n_seg, HV, K, V + K, dtype=torch.float32, device=device)
     seg_start = torch.empty(n_seg, HV, K, V, dtype=torch.float32, device=device)
-    kda_chunk_state_kernel[((V + K) // bv * HV * n_seg,)](
-        seg_start=None, seg_trans=seg_trans, BV=bv, NCOL=(V + K) // bv, STORE_HT=False, STORE_HI=False,
-        SPLIT=True, TRANSITION=True, v=v, V_DESC=False, **{**state_args, "num_stages": cfg.transition_stages})
+    if transition_sm90(cfg, device, K, V, v):
+        from fastkda.kernels.split_sm90 import kda_transition_sm90_kernel
+        descs = (tile_desc(ws[0]), tile_desc(ws[1]), v_tile_desc(v, 64),
+                 TensorDescriptor.from_tensor(ws_eg.view(-1, K), [1, K]))
+        kda_transition_sm90_kernel[((V + K) // 64 * HV * n_seg,)](
+            *(gluon_desc(d) for d in descs), seg_trans, cu_seqlens, seg_offsets, chunk_offsets, T, N, NT, n_slots, ncs,
+            nsearch, HV, v.stride(2), K=K, V=V, BV=64, BT=BT, IS_VARLEN=cu_seqlens is not None, PDL=pdl,
+            launch_pdl=pdl, STAGES=2, num_warps=4)
+    else:
+        kda_chunk_state_kernel[((V + K) // bv * HV * n_seg,)](
+            seg_start=None, seg_trans=seg_trans, BV=bv, NCOL=(V + K) // bv, STORE_HT=False, STORE_HI=False,
+            SPLIT=True, TRANSITION=True, v=v, V_DESC=False, **{**state_args, "num_stages": cfg.transition_stages})
     bvc = min(cfg.combine_block_v, V)
     rows = seg_trans.view(-1, V + K)
     kda_combine_kernel[(V // bvc * HV * N,)](

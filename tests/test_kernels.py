@@ -260,15 +260,45 @@ def test_overlapped_state_kernel_equals_plain(case, exclusive, narrow, monkeypat
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("overlap", [True, False], ids=["overlapped", "sequential"])
-def test_malformed_device_cu_seqlens_stays_in_bounds(overlap, monkeypatch):
+@pytest.mark.parametrize("case", [
+    with_(G, T=8192, H=1, HV=2, split_size=1024, intermediate=True),
+    with_(G, T=2000, split_size=256),                                              # a partial last chunk
+    with_(G, T=4000, seqlens=(1300, 0, 547, 2048, 105), split_size=256),           # varlen: ragged, empty
+    with_(G, T=3000, seqlens=tuple([64] * 30 + [1080]), split_size=256),
+    with_(G, T=4096, B=2, K=64, V=64, dtype="fp16", v_first=True, h0="bf16", split_size=512),
+    with_(G, T=3000, K=128, V=64, gate="softplus", g_fill="bias=-8", split_size=512),     # P far from zero
+    with_(G, T=3000, H=2, HV=8, K=64, V=128, strided=True, split_size=1024),       # GVA; q, k, v, g as views
+], ids=lambda c: c.id)
+def test_transition_sm90_equals_triton(case, monkeypatch):
+    """The split path's transition pass in the Gluon kernel (sm_90, the state transposed) gives the Triton kernel's
+    segment maps to the bit, so the same outputs, and the float64 reference's bars."""
+    dev = torch.device("cuda")
+    if not fwd.is_sm90(torch.cuda.current_device()):
+        pytest.skip("the Gluon transition pass runs on sm_90 only")
+    taken = []
+    real = fwd.transition_sm90
+    monkeypatch.setattr(fwd, "transition_sm90", lambda *a: taken.append(real(*a)) or taken[-1])
+    check(run_case(case, dev), TOL_RANDOM if case.g_fill is None else TOL_EXTREME)
+    assert any(taken), "the case should take the Gluon transition pass"
+    args = make_inputs(case, dev)
+    gluon = fastkda.chunk_kda(**args)
+    monkeypatch.setattr(fwd, "DEFAULT_CONFIG", fwd.LaunchConfig(transition_sm90=False))
+    plain = fastkda.chunk_kda(**args)
+    for a, b in zip(gluon, plain, strict=True):
+        assert (a is None and b is None) or torch.equal(a, b)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("overlap,split_size", [(True, 0), (False, 0), (False, 1024)],
+                         ids=["overlapped", "sequential", "split"])
+def test_malformed_device_cu_seqlens_stays_in_bounds(overlap, split_size, monkeypatch):
     """A device cu_seqlens that decreases (the host cannot check it without a sync) asks for more chunks than the
     workspace has slots: the call returns (no fault, and no state program waits on a flag that no prepare program
     sets), and the first sequence comes out as in a well-formed call: its final state, and its rows that the
     malformed third sequence, which overlaps it, does not cover."""
     dev = torch.device("cuda")
     monkeypatch.setattr(fwd, "DEFAULT_CONFIG", fwd.LaunchConfig(overlap=overlap))
-    args = make_inputs(with_(G, T=4096, seqlens=(2500, 1596)), dev)
+    args = make_inputs(with_(G, T=4096, seqlens=(2500, 1596), split_size=split_size), dev)
     good = fastkda.chunk_kda(**args)
     h0 = args["initial_state"]
     # sequences [0, 2500), [2500, 2500) and [1000, 4096): 40 + 0 + 49 chunks, 66 slots

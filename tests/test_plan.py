@@ -10,9 +10,9 @@ from fastkda.forward import (LaunchConfig, overlap_chain, overlap_groups, overla
                              prepare_kernel, sm90_reads, state_block_v, v_tile_desc)
 
 
-def plan(heads: int, tokens: int, slots: int = 132) -> int:
+def plan(heads: int, tokens: int, slots: int = 132, sm90_transition: bool = False) -> int:
     chunks = tokens // 64
-    return plan_split(heads, chunks, chunks, 128, 128, 64, slots)
+    return plan_split(heads, chunks, chunks, 128, 128, 64, slots, sm90_transition=sm90_transition)
 
 
 @pytest.mark.parametrize("heads,tokens", [(4, 65536), (8, 32768), (12, 8192), (16, 16384)])
@@ -25,11 +25,14 @@ def test_many_heads_or_short_sequences_do_not(heads, tokens):
     assert plan(heads, tokens) == 0
 
 
-def test_choices_measured_best_on_h100():
-    """The segment lengths that measured fastest on an H100 (docs/split.md)."""
-    assert [plan(h, t) * 64 for h, t in ((4, 65536), (8, 32768), (16, 16384), (12, 8192))] == [4096, 4096, 4096, 2048]
+@pytest.mark.parametrize("sm90_transition", [False, True], ids=["triton-transition", "gluon-transition"])
+def test_choices_measured_best_on_h100(sm90_transition):
+    """The segment lengths that measured fastest on an H100 (docs/split.md), with either transition pass (with the
+    Gluon one, T=8192 H=12: 2048 tokens 0.201 ms, 1024 0.221, perf-notes v25)."""
+    assert [plan(h, t, sm90_transition=sm90_transition) * 64
+            for h, t in ((4, 65536), (8, 32768), (16, 16384), (12, 8192))] == [4096, 4096, 4096, 2048]
     # varlen [60000] + 64 x [64], 8 heads: one long sequence among short ones
-    assert plan_split(8, 938 + 64 + 64, 938, 128, 128, 64) * 64 == 8192
+    assert plan_split(8, 938 + 64 + 64, 938, 128, 128, 64, sm90_transition=sm90_transition) * 64 == 8192
 
 
 def test_fewer_multiprocessors_split_less():

@@ -19,6 +19,7 @@ from fastkda.kernels.chunk_prepare_sm90 import kda_chunk_prepare_sm90_kernel
 from fastkda.kernels.chunk_state import kda_chunk_state_kernel
 from fastkda.kernels.chunk_state_sm90 import kda_chunk_state_sm90_kernel
 from fastkda.kernels.common import HALF_BLOCK_SHIFT
+from fastkda.kernels.split_sm90 import kda_transition_sm90_kernel
 
 I32_PTRS = {"cu_seqlens", "seg_offsets", "chunk_offsets", "chunk_seq"}
 F32_PTRS = {"A_log", "dt_bias", "h0", "ht", "seg_start", "seg_trans", "ws_eg"}
@@ -131,31 +132,49 @@ def nvmma(swizzle: int, bits: int = 16) -> str:
             "fp4_padded=False, cga_layout=[])")
 
 
-def state_sm90_variant(K=128, V=128, dtype="bf16", v_first=False, varlen=False, stages=2, bv=64):
-    """The Gluon state kernel run beside the prepare kernel (forward.overlaps_prepare), as the launcher builds it
-    (bv = 32: narrow programs; v and o tiles swizzled over their 2 bv bytes, as forward.gluon_desc does)."""
-    fn = kda_chunk_state_sm90_kernel
-    c = dict(K=K, V=V, BV=bv, BT=64, HAS_H0=True, STORE_HT=True, STATE_V_FIRST=v_first, IS_VARLEN=varlen,
-             STAGES=stages)
-    descs = {"kg_d": f"bf16[64, {K}]", "ku_d": f"bf16[64, {K}]", "qg_d": f"bf16[64, {K}]", "mu_d": "bf16[64, 64]",
-             "v_d": f"{dtype}[64, {bv}]", "o_d": f"{dtype}[64, {bv}]"}
+def compile_gluon(fn, c: dict, descs: dict, ints: tuple, pointers: dict):
+    """A Gluon kernel as the launcher builds it: descs maps a tensor-descriptor argument to (tile type, swizzle
+    bytes, element bits); ints: its int32 arguments; pointers: pointer types other than *fp32."""
     sig, attrs = {}, {}
     for i, name in enumerate(fn.arg_names):
         if name in c:
             sig[name] = "constexpr"
         elif name in descs:
-            sig[name] = f"tensordesc<{descs[name]},{nvmma(min(128, 2 * bv) if name in ('v_d', 'o_d') else 128)}>"
-        elif name == "eg_d":
-            sig[name] = f"tensordesc<fp32[1, {K}],{nvmma(0, 32)}>"
-        elif name in ("T", "N", "NT", "NSLOTS", "HV", "s_vh", "lanes", "group_lanes"):
+            tile, swizzle, bits = descs[name]
+            sig[name] = f"tensordesc<{tile},{nvmma(swizzle, bits)}>"
+        elif name in ints:
             sig[name] = "i32"
         else:
-            sig[name] = {"ready": "*u8", "cu_seqlens": "*i32", "chunk_offsets": "*i32"}.get(name, "*fp32")
+            sig[name] = pointers.get(name, "*fp32")
             attrs[(i,)] = [["tt.divisibility", 16]]
     src = GluonASTSource(fn=fn, signature=sig, constexprs=c, attrs=attrs)
     t = time.time()
     ck = triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": 4, "num_stages": 1})
     return ck, time.time() - t
+
+
+def state_sm90_variant(K=128, V=128, dtype="bf16", v_first=False, varlen=False, stages=2, bv=64):
+    """The Gluon state kernel run beside the prepare kernel (forward.overlaps_prepare), as the launcher builds it
+    (bv = 32: narrow programs; v and o tiles swizzled over their 2 bv bytes, as forward.gluon_desc does)."""
+    c = dict(K=K, V=V, BV=bv, BT=64, HAS_H0=True, STORE_HT=True, STATE_V_FIRST=v_first, IS_VARLEN=varlen,
+             STAGES=stages)
+    descs = {"kg_d": (f"bf16[64, {K}]", 128, 16), "ku_d": (f"bf16[64, {K}]", 128, 16),
+             "qg_d": (f"bf16[64, {K}]", 128, 16), "mu_d": ("bf16[64, 64]", 128, 16),
+             "v_d": (f"{dtype}[64, {bv}]", min(128, 2 * bv), 16), "o_d": (f"{dtype}[64, {bv}]", min(128, 2 * bv), 16),
+             "eg_d": (f"fp32[1, {K}]", 0, 32)}
+    return compile_gluon(kda_chunk_state_sm90_kernel, c, descs, ("T", "N", "NT", "NSLOTS", "HV", "s_vh", "lanes",
+                                                                 "group_lanes"),
+                         {"ready": "*u8", "cu_seqlens": "*i32", "chunk_offsets": "*i32"})
+
+
+def transition_sm90_variant(K=128, V=128, dtype="bf16", varlen=False):
+    """The split path's Gluon transition pass (forward.transition_sm90), as the launcher builds it."""
+    c = dict(K=K, V=V, BV=64, BT=64, IS_VARLEN=varlen, PDL=True, STAGES=2)
+    descs = {"kg_d": (f"bf16[64, {K}]", 128, 16), "ku_d": (f"bf16[64, {K}]", 128, 16),
+             "v_d": (f"{dtype}[64, 64]", 128, 16), "eg_d": (f"fp32[1, {K}]", 0, 32)}
+    return compile_gluon(kda_transition_sm90_kernel, c, descs, ("T", "N", "NT", "NSLOTS", "NCS", "NSEARCH", "HV",
+                                                                "s_vh"),
+                         {"cu_seqlens": "*i32", "seg_offsets": "*i32", "chunk_offsets": "*i32"})
 
 
 if __name__ == "__main__":
@@ -171,3 +190,6 @@ if __name__ == "__main__":
                dict(K=64, V=64, dtype="fp16", v_first=True, bv=32)):
         ck, dt = state_sm90_variant(**kw)
         print(f"state_sm90 {kw} {dt:.1f}s smem={ck.metadata.shared}: {ptxas_verbose(ck)}; {sass_counts(ck)}")
+    for kw in (dict(K=128, V=128), dict(K=128, V=128, varlen=True), dict(K=64, V=64, dtype="fp16")):
+        ck, dt = transition_sm90_variant(**kw)
+        print(f"transition_sm90 {kw} {dt:.1f}s smem={ck.metadata.shared}: {ptxas_verbose(ck)}; {sass_counts(ck)}")

@@ -17,7 +17,8 @@ cannot express is where each tile lives (docs/design.md):
     waits for come from L2, not DRAM;
   - the inverse's 16 x 16 diagonal blocks come from a forward substitution inside each warp, by register
     shuffles (a block's rows are one warp's rows), and the two doubling levels after them take their left
-    operand from registers, so a level stores only T to shared memory.
+    operand from registers, so a level stores only T to shared memory; the last level's products are of 32
+    columns over 32 key rows (the block it adds), not 64 over 64.
 Unbounded gates keep the halves' factoring where it fits; a chunk where it does not takes the portable kernel's
 16-token levels in the same program (_scores_quarters, a called function so that it costs the common path no
 registers), so every chunk is done in one launch. The key dims run as K / 32 slices of 32 columns. The portable
@@ -315,29 +316,45 @@ def _invert_blocks16(A, MMA: gl.constexpr):
 
 
 @gluon.jit
-def _invert_unit_lower(A, scratch_a, scratch_t0, scratch_t1, MMA: gl.constexpr):
+def _column_halves(x):
+    """x[:, :32] and x[:, 32:] of a [64, 64] tile (the halves are registers of the same threads)."""
+    return gl.split(gl.permute(gl.reshape(x, [64, 2, 32]), (0, 2, 1)))
+
+
+@gluon.jit
+def _invert_unit_lower(A, scratch_a, scratch_al, scratch_t, scratch_tl, MMA: gl.constexpr, MMA32: gl.constexpr):
     """(I + A)^-1 for a strictly lower triangular [64, 64] fp32 A in the MMA layout: the 16 x 16 diagonal blocks in
     fp32 (_invert_blocks16), then two doubling levels 16 -> 32 -> 64 (chunk_prepare.invert_unit_lower) with fp16
-    products: T <- T + (T (-A_off)) T, the second product accumulating into T. Both products take their left
-    operand from registers, so a level stores only T to shared memory (two buffers, alternating, so that no
-    barrier closes a level). -A is stored whole, once: T is block diagonal, so T (-A) equals T (-A_off) on the
-    level's blocks, which a mask keeps."""
+    products: T <- T + (T (-A_off)) T, the second product accumulating into T, the left operands from registers.
+    Level 16 -> 32 takes whole [64, 64] products (T is block diagonal, so T (-A) equals T (-A_off) on the level's
+    blocks, which a mask keeps). Level 32 -> 64 adds only T[32:, :32] = T[32:, 32:] (-A)[32:, :32] T[:32, :32]:
+    products of 32 columns over 32 key rows, from the left halves of -A and T in shared memory."""
     i_r = gl.expand_dims(gl.arange(0, 64, layout=gl.SliceLayout(1, MMA)), 1)
     i_c = gl.expand_dims(gl.arange(0, 64, layout=gl.SliceLayout(0, MMA)), 0)
     OPA: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=MMA, k_width=2)
-    scratch_a.store((-A).to(gl.float16))
+    OPA32: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=MMA32, k_width=2)
+    neg_a = (-A).to(gl.float16)
+    scratch_a.store(neg_a)
+    scratch_al.store(_column_halves(neg_a)[0])
     Tm = _invert_blocks16(A, MMA)
-    for lv in gl.static_range(4, 6):
-        scratch_t = scratch_t0 if lv % 2 == 1 else scratch_t1
-        Tm16 = Tm.to(gl.float16)
-        scratch_t.store(Tm16)
-        fence_async_shared()
-        gl.thread_barrier()
-        P = warpgroup_mma(gl.convert_layout(Tm16, OPA), scratch_a, gl.zeros([64, 64], gl.float32, MMA),
-                          use_acc=False)
-        P = gl.where(((i_r >> lv) % 2 == 1) & (i_c >> lv == (i_r >> lv) - 1), P, 0.0)      # -T A_off
-        Tm = warpgroup_mma(gl.convert_layout(P.to(gl.float16), OPA), scratch_t, Tm)
-    return Tm
+    Tm16 = Tm.to(gl.float16)
+    scratch_t.store(Tm16)
+    fence_async_shared()
+    gl.thread_barrier()
+    P = warpgroup_mma(gl.convert_layout(Tm16, OPA), scratch_a, gl.zeros([64, 64], gl.float32, MMA), use_acc=False)
+    P = gl.where(((i_r >> 4) % 2 == 1) & (i_c >> 4 == (i_r >> 4) - 1), P, 0.0)      # -T A_off
+    Tm = warpgroup_mma(gl.convert_layout(P.to(gl.float16), OPA), scratch_t, Tm)
+    t_left, t_right = _column_halves(Tm)
+    scratch_tl.store(t_left.to(gl.float16))
+    fence_async_shared()
+    gl.thread_barrier()
+    P = warpgroup_mma(gl.convert_layout(t_right.to(gl.float16), OPA32), scratch_al.slice(32, 32),
+                      gl.zeros([64, 32], gl.float32, MMA32), use_acc=False)
+    t_left = warpgroup_mma(gl.convert_layout(P.to(gl.float16), OPA32), scratch_tl.slice(0, 32),
+                           gl.convert_layout(t_left, MMA32))
+    joined = gl.reshape(gl.permute(gl.join(t_left, gl.convert_layout(t_right, t_left.type.layout)), (0, 2, 1)),
+                        [64, 64])
+    return gl.convert_layout(joined, MMA)
 
 
 @gluon.jit
@@ -600,9 +617,10 @@ def kda_chunk_prepare_sm90_kernel(
     b_col = gl.convert_layout(b_b, gl.SliceLayout(0, MMA))
     Akk = gl.where(m_r > m_c, AK * gl.expand_dims(b_row, 1), 0.0)
     s_a = gl.allocate_shared_memory(gl.float16, [64, 64], SH64)
-    s_t0 = gl.allocate_shared_memory(gl.float16, [64, 64], SH64)
-    s_t1 = gl.allocate_shared_memory(gl.float16, [64, 64], SH64)
-    Tm = _invert_unit_lower(Akk, s_a, s_t0, s_t1, MMA)
+    s_al = gl.allocate_shared_memory(gl.float16, [64, 32], SH32)
+    s_t = gl.allocate_shared_memory(gl.float16, [64, 64], SH64)
+    s_tl = gl.allocate_shared_memory(gl.float16, [64, 32], SH32)
+    Tm = _invert_unit_lower(Akk, s_a, s_al, s_t, s_tl, MMA, MMA32)
     if gl.sum(gl.sum(gl.where(gl.abs(Tm) <= 3.0e38, 0, 1), axis=1), axis=0) != 0:   # inf or NaN
         Tm = _invert_unit_lower_tf32(Akk, MMA)
 
