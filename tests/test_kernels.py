@@ -26,6 +26,15 @@ def check(errs: dict, tol: dict) -> None:
         assert err <= tol[name], f"{name}: RMS-relative error {err:.2e} > {tol[name]:.0e} ({errs})"
 
 
+def assert_equal_under(args: dict, config: fwd.LaunchConfig, monkeypatch) -> None:
+    """chunk_kda(**args) gives the same outputs, to the bit, with the default launch configuration and with config."""
+    first = fastkda.chunk_kda(**args)
+    monkeypatch.setattr(fwd, "DEFAULT_CONFIG", config)
+    second = fastkda.chunk_kda(**args)
+    for a, b in zip(first, second, strict=True):
+        assert (a is None and b is None) or torch.equal(a, b)
+
+
 BASE = Case()
 CPU_CASES = [
     BASE,
@@ -211,11 +220,7 @@ def test_dependent_launches_change_nothing(split_size, monkeypatch):
         pytest.skip("programmatic dependent launch needs compute capability 9.0 or later")
     args = make_inputs(with_(G, T=8192, H=2, HV=2, seqlens=(5000, 0, 100, 3092), intermediate=True), dev)
     args["split_size"] = split_size
-    dependent = fastkda.chunk_kda(**args)
-    monkeypatch.setattr(fwd, "DEFAULT_CONFIG", fwd.LaunchConfig(pdl=False))
-    plain = fastkda.chunk_kda(**args)
-    for a, b in zip(dependent, plain, strict=True):
-        assert torch.equal(a, b)
+    assert_equal_under(args, fwd.LaunchConfig(pdl=False), monkeypatch)
 
 
 @pytest.mark.gpu
@@ -251,12 +256,7 @@ def test_overlapped_state_kernel_equals_plain(case, exclusive, narrow, monkeypat
                                                                 overlap_narrow=narrow))
     check(run_case(case, dev), TOL_RANDOM if case.g_fill is None else TOL_EXTREME)
     assert launches, "the case should take the overlapped path"
-    args = make_inputs(case, dev)
-    overlapped = fastkda.chunk_kda(**args)
-    monkeypatch.setattr(fwd, "DEFAULT_CONFIG", fwd.LaunchConfig(overlap=False))
-    plain = fastkda.chunk_kda(**args)
-    for a, b in zip(overlapped, plain, strict=True):
-        assert (a is None and b is None) or torch.equal(a, b)
+    assert_equal_under(make_inputs(case, dev), fwd.LaunchConfig(overlap=False), monkeypatch)
 
 
 @pytest.mark.gpu
@@ -280,12 +280,7 @@ def test_transition_sm90_equals_triton(case, monkeypatch):
     monkeypatch.setattr(fwd, "transition_sm90", lambda *a: taken.append(real(*a)) or taken[-1])
     check(run_case(case, dev), TOL_RANDOM if case.g_fill is None else TOL_EXTREME)
     assert any(taken), "the case should take the Gluon transition pass"
-    args = make_inputs(case, dev)
-    gluon = fastkda.chunk_kda(**args)
-    monkeypatch.setattr(fwd, "DEFAULT_CONFIG", fwd.LaunchConfig(transition_sm90=False))
-    plain = fastkda.chunk_kda(**args)
-    for a, b in zip(gluon, plain, strict=True):
-        assert (a is None and b is None) or torch.equal(a, b)
+    assert_equal_under(make_inputs(case, dev), fwd.LaunchConfig(transition_sm90=False), monkeypatch)
 
 
 @pytest.mark.gpu

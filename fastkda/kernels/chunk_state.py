@@ -14,8 +14,8 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from fastkda.kernels.common import (bf16, cast, find_sequence, mm, segments_per_sequence,
-                                    sequence_bounds, state_ptrs, wait_for_prior_grid)
+from fastkda.kernels.common import (bf16, cast, mm, segment_of, sequence_bounds, state_ptrs,
+                                    wait_for_prior_grid)
 
 
 @triton.jit(do_not_specialize=["HV"])  # one compilation for every head count
@@ -51,15 +51,9 @@ def kda_chunk_state_kernel(
 
     # ---- which sequence and which chunks this program walks
     if SPLIT:
-        if IS_VARLEN:
-            if i_g >= tl.load(seg_offsets + N):
-                return
-            i_n = find_sequence(seg_offsets, i_g, N, NSEARCH)
-            i_s = i_g - tl.load(seg_offsets + i_n)
-        else:
-            sps = segments_per_sequence(T, NCS)
-            i_n = i_g // sps
-            i_s = i_g % sps
+        i_n, i_s, live = segment_of(i_g, seg_offsets, N, T, NCS, NSEARCH, IS_VARLEN)
+        if not live:
+            return
     else:
         i_n = i_g
         i_s = i_g * 0

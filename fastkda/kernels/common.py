@@ -227,6 +227,23 @@ def segments_per_sequence(T, NCS):
 
 
 @triton.jit
+def segment_of(i_g, seg_offsets, N, T, NCS, NSEARCH, IS_VARLEN: tl.constexpr):
+    """(sequence, segment within it, live) of the split path's segment i_g: a fixed-length batch's sequences have
+    segments_per_sequence each; a varlen batch's lie at seg_offsets (kda_schedule_kernel), none past seg_offsets[N]
+    (a program there is not live)."""
+    if IS_VARLEN:
+        live = i_g < tl.load(seg_offsets + N)
+        i_n = find_sequence(seg_offsets, i_g, N, NSEARCH)
+        i_s = i_g - tl.load(seg_offsets + i_n)
+    else:
+        sps = segments_per_sequence(T, NCS)
+        live = True
+        i_n = i_g // sps
+        i_s = i_g % sps
+    return i_n, i_s, live
+
+
+@triton.jit
 def state_offsets(o_k, cols, K: tl.constexpr, V: tl.constexpr, STATE_V_FIRST: tl.constexpr):
     """Offsets of a [K, BV] block of a [K, V] state stored K-first, or of a [V, K] state stored V-first."""
     if STATE_V_FIRST:

@@ -15,7 +15,7 @@ from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared, mbarrier, tma, warpgroup_mma
 
 from fastkda.kernels.chunk_state_sm90 import _state_offsets
-from fastkda.kernels.common import find_sequence, segments_per_sequence, sequence_bounds
+from fastkda.kernels.common import segment_of, sequence_bounds
 
 
 @gluon.jit
@@ -77,15 +77,9 @@ def kda_transition_sm90_kernel(
 
     if PDL:
         i_g = _wait_prior_grid(i_g)
-    if IS_VARLEN:
-        if i_g >= gl.load(seg_offsets + N):
-            return
-        i_n = find_sequence(seg_offsets, i_g, N, NSEARCH)
-        i_s = i_g - gl.load(seg_offsets + i_n)
-    else:
-        sps = segments_per_sequence(T, NCS)
-        i_n = i_g // sps
-        i_s = i_g % sps
+    i_n, i_s, live = segment_of(i_g, seg_offsets, N, T, NCS, NSEARCH, IS_VARLEN)
+    if not live:
+        return
     bos, eos = sequence_bounds(cu_seqlens, i_n, T, IS_VARLEN)
     if IS_VARLEN:
         i_b = i_n * 0
