@@ -118,6 +118,12 @@ def v_token_rows(v: torch.Tensor) -> bool:
             and v.stride(1) * v.element_size() % 16 == 0)
 
 
+def eg_tile_desc(ws_eg: torch.Tensor) -> TensorDescriptor:
+    """A tensor descriptor over exp(G) [slots, HV, K] as rows of K, one (chunk, head) a [1, K] tile."""
+    K = ws_eg.shape[-1]
+    return TensorDescriptor.from_tensor(ws_eg.view(-1, K), [1, K])
+
+
 def v_tile_desc(v: torch.Tensor, bv: int) -> TensorDescriptor | None:
     """v as token rows (v_token_rows) in tiles of 64 tokens x bv columns, where its layout allows; else None (the
     state kernel then reads v through pointers). Measured on an H100: -2% state kernel at T=8192 H=96, -4.5% at
@@ -218,7 +224,7 @@ def launch_overlapped_state(fork, ws, ws_eg, v, o, h0, ht, ready, group_lanes, l
     side = side_stream(cuda_index(o.device))
     side.wait_event(fork)
     descs = [tile_desc(w) for w in ws] + [
-        v_tile_desc(v, bv), TensorDescriptor.from_tensor(ws_eg.view(-1, K), [1, K]),
+        v_tile_desc(v, bv), eg_tile_desc(ws_eg),
         TensorDescriptor.from_tensor(o.view(B * T, HV * V), [CHUNK, bv])]
     with torch.cuda.stream(side):
         kda_chunk_state_sm90_kernel[(V // bv * group_lanes,)](
@@ -311,8 +317,10 @@ def state_pass_us(steps: int, walk: int, bv: int, slots: int, transition: bool =
     """Estimated time of one pass of the state kernel: `steps` chunk steps of bv-column programs with K-row
     states in all, the longest program walking `walk` chunks (steps scaled by step_width); `transition`: the split
     path's transition pass, `sm90`: in the Gluon kernel (transition_sm90)."""
-    share, step = (TRANSITION_SM90_SHARE, TRANSITION_SM90_STEP_US) if transition and sm90 else (1.0, STEP_US)
-    width = bv / 64 * (0.5 if transition and not sm90 else share) * step_width(K)
+    share, step = 1.0, STEP_US
+    if transition:
+        share, step = (TRANSITION_SM90_SHARE, TRANSITION_SM90_STEP_US) if sm90 else (0.5, STEP_US)
+    width = bv / 64 * share * step_width(K)
     return max(walk * step, steps * THROUGHPUT_US * width * H100_SLOTS / slots) + PASS_TAIL_US
 
 
@@ -487,10 +495,10 @@ def kda_forward(
         group_lanes, groups, exclusive, narrow = overlap_groups(lanes, HV, n_slots, chain, K, V, slots,
                                                                 cfg.overlap_exclusive, cfg.overlap_narrow)
         programs = group_lanes * (V // (32 if narrow else 64))
+    gluon_transition = transition_sm90(cfg, device, K, V, v)
     if split_chunks is None:
         split_chunks = plan_split(HV, n_slots, longest_chunks, K, V, bv, slots, programs, groups,
-                                  chain if can_overlap else None, exclusive, narrow,
-                                  transition_sm90(cfg, device, K, V, v))
+                                  chain if can_overlap else None, exclusive, narrow, gluon_transition)
     split = 0 < split_chunks < max(longest_chunks, 1)
     overlap = can_overlap and not split and (cfg.overlap is not None or overlap_pays(
         HV, n_slots, longest_chunks, K, V, slots, programs, groups, chain, exclusive, narrow))
@@ -573,10 +581,9 @@ def kda_forward(
         n_seg = triton.cdiv(n_slots, ncs) + N
     seg_trans = torch.empty(n_seg, HV, K, V + K, dtype=torch.float32, device=device)
     seg_start = torch.empty(n_seg, HV, K, V, dtype=torch.float32, device=device)
-    if transition_sm90(cfg, device, K, V, v):
+    if gluon_transition:
         from fastkda.kernels.split_sm90 import kda_transition_sm90_kernel
-        descs = (tile_desc(ws[0]), tile_desc(ws[1]), v_tile_desc(v, 64),
-                 TensorDescriptor.from_tensor(ws_eg.view(-1, K), [1, K]))
+        descs = (state_args["ws_kg"], state_args["ws_ku"], v_tile_desc(v, 64), eg_tile_desc(ws_eg))
         kda_transition_sm90_kernel[((V + K) // 64 * HV * n_seg,)](
             *(gluon_desc(d) for d in descs), seg_trans, cu_seqlens, seg_offsets, chunk_offsets, T, N, NT, n_slots, ncs,
             nsearch, HV, v.stride(2), K=K, V=V, BV=64, BT=BT, IS_VARLEN=cu_seqlens is not None, PDL=pdl,
