@@ -287,9 +287,9 @@ STEP_US, THROUGHPUT_US, PASS_TAIL_US, COMBINE_US = 1.45, 0.015, 10.0, 1.55
 # OVERLAP_SEQUENCE_STEPS more steps (its state's load and store, the ring's refill; 4 since v26, 2 before: 8192 tokens
 # at H=96 in 16 sequences took 1.21 ms overlapped against 1.125 after the prepare kernel, in 8 sequences 1.040 against
 # 1.085, and 4 is the least that separates them); alone, the Triton state kernel's 32-column step (where the programs
-# are that few) takes FEW_STEP_US (perf-notes v20). PREPARE_US was measured before
-# v22's inverse (0.055 since): kept, as 0.055 moves the group choice at B=8 H=32 and at 200 heads of K=V=64, which
-# has not been timed (the swept cases' choices are the fastest measured, perf-notes v22).
+# are that few) takes FEW_STEP_US (perf-notes v20). PREPARE_US was measured before v22's inverse (0.055 since):
+# kept, as 0.055 moves the group choice at B=8 H=32 and at 200 heads of K=V=64, which has not been timed (the swept
+# cases' choices are the fastest measured, perf-notes v22).
 PREPARE_US, FEW_STEP_US = 0.061, 1.1
 OVERLAP_STEP_US, OVERLAP_STEP_PER_PROGRAM_US, OVERLAP_TAIL_US, OVERLAP_SEQUENCE_STEPS = 1.6, 0.009, 10.0, 4
 # A state program that takes a whole multiprocessor (a three-slot ring, no prepare program beside it) steps at
