@@ -214,6 +214,15 @@ def flag_row_bytes(n_slots: int) -> int:
     return -(-n_slots // FLAG_GROUP.value) * FLAG_GROUP.value
 
 
+def initial_state_tiles(h0: torch.Tensor, bv: int, state_v_first: bool) -> TensorDescriptor:
+    """The initial state [N, HV, K, V] as rows of V in [K, bv] tiles ([N, HV, V, K]: rows of K in [bv, K] tiles): the
+    overlapped state kernel requests the next walk's state into shared memory while a walk runs (chunk_state_sm90._walk;
+    16-byte aligned data, and only for programs beside a prepare program: the tile's 16 or 32 KB do not fit beside a
+    three-slot ring)."""
+    rows = h0.view(-1, h0.shape[-1])
+    return TensorDescriptor.from_tensor(rows, [bv, h0.shape[-1]] if state_v_first else [h0.shape[-2], bv])
+
+
 def launch_overlapped_state(fork, ws, ws_eg, v, o, h0, ht, ready, group_lanes, lanes, cu_seqlens, chunk_offsets, *,
                             B, T, N, NT, n_slots, HV, K, V, state_v_first, exclusive, narrow):
     """The Gluon state kernel on the side stream, after `fork` (recorded on the current stream before the prepare
@@ -226,12 +235,15 @@ def launch_overlapped_state(fork, ws, ws_eg, v, o, h0, ht, ready, group_lanes, l
     descs = [tile_desc(w) for w in ws] + [
         v_tile_desc(v, bv), eg_tile_desc(ws_eg),
         TensorDescriptor.from_tensor(o.view(B * T, HV * V), [CHUNK, bv])]
+    h0_d = None
+    if h0 is not None and not (exclusive or narrow) and h0.data_ptr() % 16 == 0:
+        h0_d = gluon_desc(initial_state_tiles(h0, bv, state_v_first))
     with torch.cuda.stream(side):
         kda_chunk_state_sm90_kernel[(V // bv * group_lanes,)](
-            *(gluon_desc(d) for d in descs), h0, ht, ready, cu_seqlens, chunk_offsets, T, N, NT, n_slots, HV,
+            *(gluon_desc(d) for d in descs), h0, h0_d, ht, ready, cu_seqlens, chunk_offsets, T, N, NT, n_slots, HV,
             v.stride(2), lanes, group_lanes, K=K, V=V, BV=bv, BT=CHUNK, IS_VARLEN=cu_seqlens is not None,
             HAS_H0=h0 is not None, STORE_HT=ht is not None, STATE_V_FIRST=state_v_first,
-            STAGES=3 if exclusive else 2, num_warps=4)
+            STAGES=3 if exclusive else 2, H0_TMA=h0_d is not None, num_warps=4)
         join = torch.cuda.Event()
         join.record(side)
     main.wait_event(join)

@@ -144,77 +144,188 @@ def _step_narrow(S, c, T_n, slot, step, o_tc, zero_t, kg_s, ku_s, qg_s, mu_s, v_
 
 
 @gluon.jit
-def _walk(i_n, i_hv, i_v, slot0, tok0, T_n, max_chunks, done, h0, ht, ready, NSLOTS, HV, s_vh, st_off, kg_d, ku_d,
-          qg_d, mu_d, v_d, eg_d, o_d, kg_s, ku_s, qg_s, mu_s, v_s, eg_s, o_s, s_sm, r_sm, bars, K: gl.constexpr,
-          V: gl.constexpr, BV: gl.constexpr, BT: gl.constexpr, HAS_H0: gl.constexpr, STORE_HT: gl.constexpr,
-          MMA_K: gl.constexpr, MMA_T: gl.constexpr, STAGES: gl.constexpr, NARROW: gl.constexpr):
-    """The chain of one (sequence, head, BV columns): T_n tokens from token row tok0, its chunks in workspace slots
-    slot0, slot0 + 1, ..., at most max_chunks of them (the workspace's end: a malformed cu_seqlens can ask for more
-    chunks than there are slots, whose flags no program sets); done: chunks this program walked before (the ring's
-    position). Returns done + its chunks. A partial last chunk's o tile covers rows past the sequence: clipped at
-    the end of o, and otherwise rewritten later by this program (varlen: the next sequences of the head; fixed
-    length has whole chunks where it has several sequences)."""
-    n_chunks = gl.maximum(gl.minimum(gl.cdiv(T_n, BT), max_chunks), 0)
+def _walk_at(w, lane0, n_walks, lanes_step, cu_seqlens, chunk_offsets, T, N, NT, NSLOTS, HV, BT: gl.constexpr,
+             IS_VARLEN: gl.constexpr):
+    """(sequence, head, first workspace slot, first token row, tokens, chunks) of the program's walk w: a
+    fixed-length batch's lane lane0 + w lanes_step (lane = sequence HV + head); with IS_VARLEN, sequence w % N of
+    head lane0 + (w // N) lanes_step. Chunks are clamped to the workspace's end (a malformed cu_seqlens can ask for
+    more than there are slots, whose flags no program sets); a walk at or past n_walks has none."""
+    if IS_VARLEN:
+        n = w % N
+        i_hv = lane0 + (w // N) * lanes_step
+        bos, eos = sequence_bounds(cu_seqlens, n, T, IS_VARLEN)
+        slot0 = gl.load(chunk_offsets + n)
+        T_n = (eos - bos).to(gl.int32)
+        tok0 = bos.to(gl.int32)
+        n_chunks = gl.minimum(gl.cdiv(T_n, BT), NSLOTS - slot0)
+    else:
+        lane = lane0 + w * lanes_step
+        n = lane // HV
+        i_hv = lane % HV
+        slot0 = (n * NT).to(gl.int32)
+        tok0 = (n * T).to(gl.int32)
+        T_n = T
+        n_chunks = NT
+    n_chunks = gl.where(w < n_walks, gl.maximum(n_chunks, 0), 0)
+    return n, i_hv, slot0, tok0, T_n, n_chunks
+
+
+@gluon.jit
+def _wait_at(j, n_chunks, n_next, row, row_n, slot0, slot0_n, known, known_n):
+    """Waits for the flag of chunk j of the walk, or past its end, of chunk j - n_chunks of the next walk (row, slot0,
+    known: this walk's flag row, first slot and _wait_ready bound; row_n, slot0_n, known_n: the next walk's). The
+    walk is chosen by selects, so the chain's loop holds one copy of the wait."""
+    own = j < n_chunks
+    jj = gl.where(own, j, j - n_chunks)
+    if own | (jj < n_next):
+        kn = _wait_ready(gl.where(own, row, row_n), gl.where(own, slot0, slot0_n) + jj, gl.where(own, known, known_n))
+        known = gl.where(own, kn, known)
+        known_n = gl.where(own, known_n, kn)
+    return known, known_n
+
+
+@gluon.jit
+def _issue_at(j, step, n_chunks, n_next, slot0, i_hv, tok0, v_col, slot0_n, hv_n, tok0_n, v_col_n, kg_d, ku_d,
+              qg_d, mu_d, v_d, eg_d, kg_s, ku_s, qg_s, mu_s, v_s, eg_s, bars, HV, BT: gl.constexpr,
+              STAGES: gl.constexpr):
+    """Requests the tiles of chunk j of the walk, or past its end, of chunk j - n_chunks of the next walk, into the
+    ring slot of the program's step `step` (its flag already waited for)."""
+    own = j < n_chunks
+    jj = gl.where(own, j, j - n_chunks)
+    if own | (jj < n_next):
+        _issue(jj, step % STAGES, gl.where(own, slot0, slot0_n), gl.where(own, i_hv, hv_n),
+               gl.where(own, tok0, tok0_n), gl.where(own, v_col, v_col_n), kg_d, ku_d, qg_d, mu_d, v_d, eg_d, kg_s,
+               ku_s, qg_s, mu_s, v_s, eg_s, bars, HV, BT)
+
+
+@gluon.jit
+def _chunk(c, S, done, n_chunks, n_next, known, known_n, T_n, tok0, o_col, slot0, i_hv, v_col, row, slot0_n, hv_n,
+           tok0_n, v_col_n, row_n, HV, kg_d, ku_d, qg_d, mu_d, v_d, eg_d, o_d, kg_s, ku_s, qg_s,
+           mu_s, v_s, eg_s, o_s, s_sm, r_sm, bars, o_tc, zero_t, K: gl.constexpr, V: gl.constexpr, BT: gl.constexpr,
+           MMA_K: gl.constexpr, MMA_T: gl.constexpr, STAGES: gl.constexpr, NARROW: gl.constexpr,
+           CROSS: gl.constexpr):
+    """Step c of a walk. CROSS: one of its last STAGES steps, whose requests and flag checks may be the next walk's
+    (the others' are the walk's own: no selects in the chain's loop)."""
+    step = done + c
+    slot = step % STAGES
+    # the store of chunk c - 2 has read o_s[c % 2] (the issuing thread waits, the barrier tells the others); every
+    # warp is done with chunk c - 1 (its slot takes chunk c + STAGES - 1) and has written its o rows
+    tma.store_wait(0)
+    fence_async_shared()
+    gl.thread_barrier()
+    if c > 0:
+        tma.async_copy_shared_to_global(o_d, [tok0 + (c - 1) * BT, o_col], o_s.index((c - 1) % 2))
+    if CROSS:
+        _issue_at(c + STAGES - 1, step + STAGES - 1, n_chunks, n_next, slot0, i_hv, tok0, v_col, slot0_n, hv_n,
+                  tok0_n, v_col_n, kg_d, ku_d, qg_d, mu_d, v_d, eg_d, kg_s, ku_s, qg_s, mu_s, v_s, eg_s, bars, HV, BT,
+                  STAGES)
+    else:
+        _issue(c + STAGES - 1, (step + STAGES - 1) % STAGES, slot0, i_hv, tok0, v_col, kg_d, ku_d, qg_d, mu_d, v_d,
+               eg_d, kg_s, ku_s, qg_s, mu_s, v_s, eg_s, bars, HV, BT)
+    if NARROW:
+        S, O = _step_narrow(S, c, T_n, slot, step, o_tc, zero_t, kg_s, ku_s, qg_s, mu_s, v_s, eg_s, s_sm, r_sm, bars,
+                            MMA_K, BT, STAGES)
+    else:
+        S, O = _step_wide(S, c, T_n, slot, step, o_tc, zero_t, kg_s, ku_s, qg_s, mu_s, v_s, eg_s, bars, MMA_K, MMA_T,
+                          BT, STAGES)
+    # the flag of the chunk the next step requests, while these products run: waited for where the request is made,
+    # its load's round trip to L2 stood in the chain (1.65-1.85 us a step beside the prepare kernel)
+    if CROSS:
+        known, known_n = _wait_at(c + STAGES, n_chunks, n_next, row, row_n, slot0, slot0_n, known, known_n)
+    else:
+        known = _wait_ready(row, slot0 + c + STAGES, known)
+    O, S = warpgroup_mma_wait(0, deps=(O, S))
+    if NARROW:
+        o_s.index(c % 2).store(O.to(o_d.dtype))
+    else:
+        o_s.index(c % 2).permute((1, 0)).store(O.to(o_d.dtype))
+    return S, known, known_n
+
+
+@gluon.jit
+def _h0_request(h0_d, h0_s, h0_bar, n, i_hv, i_v, HV, K: gl.constexpr, V: gl.constexpr, BV: gl.constexpr,
+                STATE_V_FIRST: gl.constexpr):
+    """Requests state columns i_v BV.. of (sequence n, head i_hv)'s initial state into h0_s by TMA (h0_d: the state
+    [N, HV, K, V] as rows of V in [K, BV] tiles, or [N, HV, V, K] as rows of K in [BV, K] tiles)."""
+    mbarrier.expect(h0_bar, h0_d.block_type.nbytes)
+    if STATE_V_FIRST:
+        tma.async_copy_global_to_shared(h0_d, [((n * HV + i_hv) * V + i_v * BV).to(gl.int32), 0], h0_bar, h0_s)
+    else:
+        tma.async_copy_global_to_shared(h0_d, [((n * HV + i_hv) * K).to(gl.int32), i_v * BV], h0_bar, h0_s)
+
+
+@gluon.jit
+def _walk(w, lane0, n_walks, lanes_step, i_v, cur, done, known, h0, h0_d, h0_s, h0_bar, ht, ready, cu_seqlens,
+          chunk_offsets, T, N, NT, NSLOTS, HV, s_vh, st_off, kg_d, ku_d, qg_d, mu_d, v_d, eg_d, o_d, kg_s, ku_s, qg_s,
+          mu_s, v_s, eg_s, o_s, s_sm, r_sm, bars, K: gl.constexpr, V: gl.constexpr, BV: gl.constexpr,
+          BT: gl.constexpr, HAS_H0: gl.constexpr, H0_TMA: gl.constexpr, STORE_HT: gl.constexpr,
+          STATE_V_FIRST: gl.constexpr, IS_VARLEN: gl.constexpr, MMA_K: gl.constexpr, MMA_T: gl.constexpr,
+          STAGES: gl.constexpr, NARROW: gl.constexpr):
+    """The program's walk w: the chain of one (sequence, head, BV columns), cur = _walk_at(w); done: chunks the
+    program walked before (the ring's position); known: the _wait_ready bound of its flag row. The ring runs on into
+    the next walk: its first chunks' flags are waited for and their tiles requested during this walk's last steps,
+    and (H0_TMA) its initial state is requested into shared memory once this walk has read its own, so a walk starts
+    with its tiles and its state in place (perf-notes v26). Returns (the next walk's params, done + this walk's chunks, the next walk's known bound). A partial last
+    chunk's o tile covers rows past the sequence: clipped at the end of o, and otherwise rewritten later by this
+    program (varlen: the next sequences of the head; fixed length has whole chunks where it has several sequences)."""
+    i_n, i_hv, slot0, tok0, T_n, n_chunks = cur
+    nxt = _walk_at(w + 1, lane0, n_walks, lanes_step, cu_seqlens, chunk_offsets, T, N, NT, NSLOTS, HV, BT, IS_VARLEN)
+    n_n, hv_n, slot0_n, tok0_n, T_nn, n_next = nxt
     v_col = (i_hv * s_vh + i_v * BV).to(gl.int32)
+    v_col_n = (hv_n * s_vh + i_v * BV).to(gl.int32)
     o_col = (i_hv * V + i_v * BV).to(gl.int32)
     st_base = ((i_n * HV + i_hv) * K).to(gl.int64) * V
-    if HAS_H0:      # requested before the flags are waited for: the caller's input, not the prepare kernel's output
+    if H0_TMA:
+        mbarrier.wait(h0_bar, w & 1)
+        if STATE_V_FIRST:
+            S = h0_s.load(MMA_K).to(gl.float32)
+        else:
+            S = h0_s.permute((1, 0)).load(MMA_K).to(gl.float32)
+        gl.thread_barrier()                          # every warp has read h0_s: it may take the next walk's
+        if w + 1 < n_walks:
+            _h0_request(h0_d, h0_s, h0_bar, n_n, hv_n, i_v, HV, K, V, BV, STATE_V_FIRST)
+    elif HAS_H0:    # requested before the flags are waited for: the caller's input, not the prepare kernel's output
         S = gl.load(h0 + st_base + st_off).to(gl.float32)
     elif NARROW:
         S = gl.zeros([K, BV], gl.float32, MMA_K)
     else:
         S = gl.zeros([BV, K], gl.float32, MMA_K)
-    row = ready + i_hv * flag_row(NSLOTS)            # the head's flags, one byte per slot
-    known = slot0                                    # nothing known set yet in this walk
-    for i in gl.static_range(STAGES):
-        if i < n_chunks:
-            known = _wait_ready(row, slot0 + i, known)
-            if i < STAGES - 1:
-                _issue(i, (done + i) % STAGES, slot0, i_hv, tok0, v_col, kg_d, ku_d, qg_d, mu_d, v_d, eg_d, kg_s, ku_s,
-                       qg_s, mu_s, v_s, eg_s, bars, HV, BT)
+    row = ready + i_hv * flag_row(NSLOTS)            # the heads' flags, one byte per slot
+    row_n = ready + hv_n * flag_row(NSLOTS)
+    known_n = slot0_n                                # nothing known set yet in the next walk
+    # the walk before requested this one's first min(STAGES - 1, n_chunks) chunks (the program's first: none)
+    pre = gl.where(w > 0, gl.minimum(n_chunks, STAGES - 1), 0)
+    for j in gl.static_range(STAGES):
+        known, known_n = _wait_at(j, n_chunks, n_next, row, row_n, slot0, slot0_n, known, known_n)
+        if j < STAGES - 1:
+            if j >= pre:
+                _issue_at(j, done + j, n_chunks, n_next, slot0, i_hv, tok0, v_col, slot0_n, hv_n, tok0_n, v_col_n,
+                          kg_d, ku_d, qg_d, mu_d, v_d, eg_d, kg_s, ku_s, qg_s, mu_s, v_s, eg_s, bars, HV, BT, STAGES)
     if NARROW:
         o_tc = gl.arange(0, BT, layout=gl.SliceLayout(1, MMA_T))
         zero_t = gl.zeros([BT, BV], gl.float32, MMA_T)
     else:
         o_tc = gl.arange(0, BT, layout=gl.SliceLayout(0, MMA_T))
         zero_t = gl.zeros([BV, BT], gl.float32, MMA_T)
-    for c in range(n_chunks):
-        step = done + c
-        slot = step % STAGES
-        # the store of chunk c - 2 has read o_s[c % 2] (the issuing thread waits, the barrier tells the others);
-        # every warp is done with chunk c - 1 (its slot takes chunk c + STAGES - 1) and has written its o rows
-        tma.store_wait(0)
-        fence_async_shared()
-        gl.thread_barrier()
-        if c > 0:
-            tma.async_copy_shared_to_global(o_d, [tok0 + (c - 1) * BT, o_col], o_s.index((c - 1) % 2))
-        if c + STAGES - 1 < n_chunks:
-            _issue(c + STAGES - 1, (step + STAGES - 1) % STAGES, slot0, i_hv, tok0, v_col, kg_d, ku_d, qg_d, mu_d,
-                   v_d, eg_d, kg_s, ku_s, qg_s, mu_s, v_s, eg_s, bars, HV, BT)
-        if NARROW:
-            S, O = _step_narrow(S, c, T_n, slot, step, o_tc, zero_t, kg_s, ku_s, qg_s, mu_s, v_s, eg_s, s_sm, r_sm,
-                                bars, MMA_K, BT, STAGES)
-        else:
-            S, O = _step_wide(S, c, T_n, slot, step, o_tc, zero_t, kg_s, ku_s, qg_s, mu_s, v_s, eg_s, bars, MMA_K,
-                              MMA_T, BT, STAGES)
-        # the flag of the chunk the next step requests, while these products run: waited for where the request is
-        # made, its load's round trip to L2 stood in the chain (1.65-1.85 us a step beside the prepare kernel)
-        if c + STAGES < n_chunks:
-            known = _wait_ready(row, slot0 + c + STAGES, known)
-        O, S = warpgroup_mma_wait(0, deps=(O, S))
-        if NARROW:
-            o_s.index(c % 2).store(O.to(o_d.dtype))
-        else:
-            o_s.index(c % 2).permute((1, 0)).store(O.to(o_d.dtype))
-    # every warp is done with the chain's last chunk: its ring slots may take the next chain's first chunks
+    n_own = gl.maximum(n_chunks - STAGES, 0)          # steps whose requests and checks are all this walk's
+    for c in range(n_own):
+        S, known, known_n = _chunk(c, S, done, n_chunks, n_next, known, known_n, T_n, tok0, o_col, slot0, i_hv, v_col,
+                                   row, slot0_n, hv_n, tok0_n, v_col_n, row_n, HV, kg_d, ku_d,
+                                   qg_d, mu_d, v_d, eg_d, o_d, kg_s, ku_s, qg_s, mu_s, v_s, eg_s, o_s, s_sm, r_sm, bars,
+                                   o_tc, zero_t, K, V, BT, MMA_K, MMA_T, STAGES, NARROW, False)
+    for c in range(n_own, n_chunks):
+        S, known, known_n = _chunk(c, S, done, n_chunks, n_next, known, known_n, T_n, tok0, o_col, slot0, i_hv, v_col,
+                                   row, slot0_n, hv_n, tok0_n, v_col_n, row_n, HV, kg_d, ku_d,
+                                   qg_d, mu_d, v_d, eg_d, o_d, kg_s, ku_s, qg_s, mu_s, v_s, eg_s, o_s, s_sm, r_sm, bars,
+                                   o_tc, zero_t, K, V, BT, MMA_K, MMA_T, STAGES, NARROW, True)
+    # every warp has written its rows of the last o tile (the next walk's first step waits for its store)
     fence_async_shared()
     gl.thread_barrier()
     if n_chunks > 0:
         tma.async_copy_shared_to_global(o_d, [tok0 + (n_chunks - 1) * BT, o_col], o_s.index((n_chunks - 1) % 2))
-    tma.store_wait(0)
     if STORE_HT:
         gl.store(ht + st_base + st_off, S.to(ht.dtype.element_ty))
-    return done + n_chunks
+    return nxt, done + n_chunks, known_n
 
 
 @gluon.jit
@@ -232,9 +343,10 @@ def _state_offsets(i_v, BV: gl.constexpr, K: gl.constexpr, V: gl.constexpr, STAT
 
 @gluon.jit(do_not_specialize=["HV", "N", "NSLOTS", "lanes", "group_lanes"])
 def kda_chunk_state_sm90_kernel(
-    kg_d, ku_d, qg_d, mu_d, v_d, eg_d, o_d, h0, ht, ready, cu_seqlens, chunk_offsets, T, N, NT, NSLOTS, HV, s_vh,
-    lanes, group_lanes, K: gl.constexpr, V: gl.constexpr, BV: gl.constexpr, BT: gl.constexpr, HAS_H0: gl.constexpr,
-    STORE_HT: gl.constexpr, STATE_V_FIRST: gl.constexpr, IS_VARLEN: gl.constexpr, STAGES: gl.constexpr,
+    kg_d, ku_d, qg_d, mu_d, v_d, eg_d, o_d, h0, h0_d, ht, ready, cu_seqlens, chunk_offsets, T, N, NT, NSLOTS, HV,
+    s_vh, lanes, group_lanes, K: gl.constexpr, V: gl.constexpr, BV: gl.constexpr, BT: gl.constexpr,
+    HAS_H0: gl.constexpr, STORE_HT: gl.constexpr, STATE_V_FIRST: gl.constexpr, IS_VARLEN: gl.constexpr,
+    STAGES: gl.constexpr, H0_TMA: gl.constexpr = False,
 ):
     """Grid: group_lanes x V / BV programs. Program p takes BV state columns (64, or 32: narrow), p % (V / BV), of lanes
     p // (V / BV), that + group_lanes, ..., one after the other: group by group, the order in which the prepare kernel
@@ -278,25 +390,39 @@ def kda_chunk_state_sm90_kernel(
     bars = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     for i in gl.static_range(STAGES):
         mbarrier.init(bars.index(i), count=1)
+    if H0_TMA:      # the next walk's initial state, requested while this walk runs
+        h0_s = gl.allocate_shared_memory(h0_d.dtype, h0_d.block_type.shape, h0_d.layout)
+        h0_bar = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
+        mbarrier.init(h0_bar, count=1)
+    else:
+        h0_s = o_s
+        h0_bar = bars
     fence_async_shared()
 
     # narrow: S, row k is key dim k, column j is state column i_v * BV + j; else S^T, the other way round
     st_off = _state_offsets(i_v, BV, K, V, STATE_V_FIRST, MMA_K, 1 if NARROW else 0)
+    # the program's walks, one after the other: lanes lane0, lane0 + group_lanes, ... (a varlen lane: each sequence
+    # of the head in turn)
+    lane0 = pid // NCOL
+    n_walks = gl.cdiv(lanes - lane0, group_lanes)
+    if IS_VARLEN:
+        n_walks *= N
+    cur = _walk_at(lane0 * 0, lane0, n_walks, group_lanes, cu_seqlens, chunk_offsets, T, N, NT, NSLOTS, HV, BT,
+                   IS_VARLEN)
     done = pid * 0                                   # chunks this program has walked: the ring's position
-    for lane in range(pid // NCOL, lanes, group_lanes):
-        if IS_VARLEN:
-            for n in range(N):
-                bos, eos = sequence_bounds(cu_seqlens, n, T, IS_VARLEN)
-                slot0 = gl.load(chunk_offsets + n)
-                done = _walk(n, lane, i_v, slot0, bos.to(gl.int32), (eos - bos).to(gl.int32), NSLOTS - slot0, done,
-                             h0, ht, ready, NSLOTS, HV, s_vh, st_off, kg_d, ku_d, qg_d, mu_d, v_d, eg_d, o_d, kg_s,
-                             ku_s, qg_s, mu_s, v_s, eg_s, o_s, s_sm, r_sm, bars, K, V, BV, BT, HAS_H0, STORE_HT, MMA_K,
-                             MMA_T, STAGES, NARROW)
-        else:
-            i_n = lane // HV
-            done = _walk(i_n, lane % HV, i_v, (i_n * NT).to(gl.int32), (i_n * T).to(gl.int32), T, NT, done, h0, ht,
-                         ready, NSLOTS, HV, s_vh, st_off, kg_d, ku_d, qg_d, mu_d, v_d, eg_d, o_d, kg_s, ku_s, qg_s, mu_s,
-                         v_s, eg_s, o_s, s_sm, r_sm, bars, K, V, BV, BT, HAS_H0, STORE_HT, MMA_K, MMA_T, STAGES,
-                         NARROW)
+    known = cur[2]                                   # nothing known set yet in the first walk's flag row
+    if H0_TMA:
+        if n_walks > 0:
+            _h0_request(h0_d, h0_s, h0_bar, cur[0], cur[1], i_v, HV, K, V, BV, STATE_V_FIRST)
+    for w in range(n_walks):
+        cur, done, known = _walk(w, lane0, n_walks, group_lanes, i_v, cur, done, known, h0, h0_d, h0_s, h0_bar, ht,
+                                 ready, cu_seqlens, chunk_offsets, T, N, NT, NSLOTS, HV, s_vh, st_off, kg_d, ku_d, qg_d,
+                                 mu_d, v_d, eg_d, o_d, kg_s, ku_s, qg_s, mu_s, v_s, eg_s, o_s, s_sm, r_sm, bars, K, V,
+                                 BV, BT, HAS_H0, H0_TMA, STORE_HT, STATE_V_FIRST, IS_VARLEN, MMA_K, MMA_T, STAGES,
+                                 NARROW)
+    tma.store_wait(0)
     for i in gl.static_range(STAGES):
         mbarrier.invalidate(bars.index(i))
+    if H0_TMA:
+        mbarrier.invalidate(h0_bar)
+
