@@ -295,15 +295,12 @@ STEP_US, THROUGHPUT_US, PASS_TAIL_US, COMBINE_US = 1.45, 0.015, 10.0, 1.55
 # The prepare kernel: PREPARE_US per (chunk, head) program at K = 128 with H100_SLOTS multiprocessors (two programs
 # on each). The overlapped state kernel (overlaps_prepare): a 64-column step takes OVERLAP_STEP_US plus
 # OVERLAP_STEP_PER_PROGRAM_US for each of its programs beside the prepare kernel (1.7 us with 24 programs, 2.0 with 44),
-# and its last chain ends about OVERLAP_TAIL_US after the prepare kernel; each sequence of a varlen lane costs about
-# OVERLAP_SEQUENCE_STEPS more steps (its state's load and store, the ring's refill; 4 since v26, 2 before: 8192 tokens
-# at H=96 in 16 sequences took 1.21 ms overlapped against 1.125 after the prepare kernel, in 8 sequences 1.040 against
-# 1.085, and 4 is the least that separates them); alone, the Triton state kernel's 32-column step (where the programs
-# are that few) takes FEW_STEP_US (perf-notes v20). PREPARE_US was measured before v22's inverse (0.055 since):
+# and its last chain ends about OVERLAP_TAIL_US after the prepare kernel (a varlen lane's sequences: overlap_chain);
+# alone, the Triton state kernel's 32-column step (where the programs are that few) takes FEW_STEP_US (perf-notes v20). PREPARE_US was measured before v22's inverse (0.055 since):
 # kept, as 0.055 moves the group choice at B=8 H=32 and at 200 heads of K=V=64, which has not been timed (the swept
 # cases' choices are the fastest measured, perf-notes v22).
 PREPARE_US, FEW_STEP_US = 0.061, 1.1
-OVERLAP_STEP_US, OVERLAP_STEP_PER_PROGRAM_US, OVERLAP_TAIL_US, OVERLAP_SEQUENCE_STEPS = 1.6, 0.009, 10.0, 4
+OVERLAP_STEP_US, OVERLAP_STEP_PER_PROGRAM_US, OVERLAP_TAIL_US = 1.6, 0.009, 10.0
 # A state program that takes a whole multiprocessor (a three-slot ring, no prepare program beside it) steps at
 # EXCLUSIVE_STEP_US (1.34-1.50 us measured with 16 to 32 programs, perf-notes v21); at most one per
 # EXCLUSIVE_SHARE multiprocessors, so that the prepare kernel keeps most of the GPU.
@@ -354,10 +351,13 @@ def overlapped_us(n_heads: int, total_chunks: int, chain_chunks: int, K: int, sl
     return max(beside, groups * chain_chunks * overlap_step_us(K, programs, exclusive, narrow)) + OVERLAP_TAIL_US
 
 
-def overlap_chain(longest_chunks: int, total_chunks: int, sequences: int, varlen: bool) -> int:
-    """Chunk steps of one lane of the overlapped state kernel: a fixed-length sequence's chunks, or all chunks of a
-    varlen batch and OVERLAP_SEQUENCE_STEPS for each of its sequences (a chain's start and end)."""
-    return total_chunks + sequences * OVERLAP_SEQUENCE_STEPS if varlen else longest_chunks
+def overlap_chain(longest_chunks: int, total_chunks: int, varlen: bool) -> int:
+    """Chunk steps of one lane of the overlapped state kernel: a fixed-length sequence's chunks, or every chunk slot of
+    a varlen batch. The slots (total_chunks: the host's bound NT + N - 1 on the batch's chunks) also price the
+    sequences' starts and ends: since the next walk's state and first tiles are requested during a walk, a sequence
+    costs about 0.7 of a step more at H=32 and H=96, and with no further term the planner takes the faster path at
+    every varlen layout measured (perf-notes v27; 4 steps a sequence more in v26, 2 before)."""
+    return total_chunks if varlen else longest_chunks
 
 
 def overlap_step_us(K: int, programs: int, exclusive: bool = False, narrow: bool = False) -> float:
@@ -505,7 +505,7 @@ def kda_forward(
     if can_overlap:
         # the overlapped state kernel's lanes: a fixed-length batch's (sequence, head) pairs, or a varlen batch's heads
         lanes = HV if cu_seqlens is not None else B * HV
-        chain = overlap_chain(longest_chunks, n_slots, N, cu_seqlens is not None)
+        chain = overlap_chain(longest_chunks, n_slots, cu_seqlens is not None)
         group_lanes, groups, exclusive, narrow = overlap_groups(lanes, HV, n_slots, chain, K, V, slots,
                                                                 cfg.overlap_exclusive, cfg.overlap_narrow)
         programs = group_lanes * (V // (32 if narrow else 64))

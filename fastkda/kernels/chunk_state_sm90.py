@@ -265,9 +265,10 @@ def _walk(w, lane0, n_walks, lanes_step, i_v, cur, done, known, h0, h0_d, h0_s, 
     program walked before (the ring's position); known: the _wait_ready bound of its flag row. The ring runs on into
     the next walk: its first chunks' flags are waited for and their tiles requested during this walk's last steps,
     and (H0_TMA) its initial state is requested into shared memory once this walk has read its own, so a walk starts
-    with its tiles and its state in place (perf-notes v26). Returns (the next walk's params, done + this walk's chunks, the next walk's known bound). A partial last
-    chunk's o tile covers rows past the sequence: clipped at the end of o, and otherwise rewritten later by this
-    program (varlen: the next sequences of the head; fixed length has whole chunks where it has several sequences)."""
+    with its tiles and its state in place (perf-notes v27). Returns (the next walk's params, done + this walk's
+    chunks, the next walk's known bound). A partial last chunk's o tile covers rows past the sequence: clipped at the
+    end of o, and otherwise rewritten later by this program (varlen: the next sequences of the head; fixed length has
+    whole chunks where it has several sequences)."""
     i_n, i_hv, slot0, tok0, T_n, n_chunks = cur
     nxt = _walk_at(w + 1, lane0, n_walks, lanes_step, cu_seqlens, chunk_offsets, T, N, NT, NSLOTS, HV, BT, IS_VARLEN)
     n_n, hv_n, slot0_n, tok0_n, T_nn, n_next = nxt
