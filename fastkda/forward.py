@@ -32,8 +32,8 @@ class LaunchConfig:
     the prepare kernel (the slice width for the portable kernel at K = 128; K = 64 runs there as one slice; measured
     on an H100, docs/perf-notes.md); prepare_sm90: on sm_90, the Gluon prepare kernel, every gate and head dim
     (chunk_prepare_sm90.py: 32-column slices and layouts for 4 warps; with other prepare_warps set it to False);
-    prepare_prefetch: how many programs ahead the Gluon kernel asks L2 for the rows of q, k and g (None: 1.5 per
-    multiprocessor, the best of 1 to 2.5 on an H100 with two programs resident per multiprocessor; 0: none); pdl: on
+    prepare_prefetch: how many programs ahead the Gluon kernel asks L2 for the rows of q, k and g (None:
+    `prefetch_ahead`, three quarters of the places the prepare programs have; 0: none); pdl: on
     sm_90 and later, each kernel after the prepare kernel launched as a programmatic dependent of the one before
     (its launch and prologue overlap that kernel's last programs; `uses_pdl`); combine_block_v: state columns per
     program of the split path's combine kernel (16: its chain of products the shortest, perf-notes v18);
@@ -318,6 +318,16 @@ NARROW_STEP_US, NARROW_SHARE = 1.15, 2
 TRANSITION_SM90_STEP_US, TRANSITION_SM90_SHARE = 1.2, 0.32
 
 
+def prefetch_ahead(slots: int, taken: int) -> int:
+    """How many programs ahead a prepare program asks L2 for its successor's rows: three quarters of the places the
+    prepare programs have (two per multiprocessor, less the `taken` ones of the overlapped state programs), about
+    the programs that start while it runs its inverse. On an H100, of 0 to 330 ahead (perf-notes v27): alone (264
+    places) 198 is the best at T=32768 H=8 (0.452 ms; 132: 0.466); beside 64 state programs (200 places) 132-165
+    at T=8192 H=96 (0.914-0.916 against 0.934 at 198), H=32 (0.319 against 0.326) and varlen6 H=96 (0.969
+    against 0.995); beside 32 on whole multiprocessors (200) 100-132 at T=16384 H=16 (0.356 against 0.374)."""
+    return 3 * (2 * slots - taken) // 4
+
+
 def step_width(K: int) -> float:
     """A chunk step's work relative to K = 128: three products over K and one over the chunk's 64 tokens."""
     return (3 * K + 64) / (3 * 128 + 64)
@@ -555,7 +565,7 @@ def kda_forward(
             # the Gluon kernel's layouts are built for 32-column slices
             ahead = cfg.prepare_prefetch
             if ahead is None:
-                ahead = 3 * parallel_slots(device) // 2
+                ahead = prefetch_ahead(slots, programs * (2 if exclusive else 1) if overlap else 0)
             order = {}
             grid = n_slots * HV
             if overlap:     # lanes by groups (the last one padded), each chunk by chunk
@@ -563,7 +573,8 @@ def kda_forward(
                 order = dict(group_lanes=group_lanes, div_span=divisor_magic(group_lanes * span),
                              div_group=divisor_magic(group_lanes), div_heads=divisor_magic(HV))
                 grid = groups * group_lanes * span
-            prepare[(grid,)](*prepare_args, **prepare_consts, KS=32, PREFETCH=ahead, ready=ready, READY=overlap,
+            prepare[(grid,)](*prepare_args, **prepare_consts, KS=32, PREFETCH=ahead > 0, ahead=ahead, ready=ready,
+                             READY=overlap,
                              **order)
 
     if overlap:

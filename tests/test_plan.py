@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from fastkda.forward import (LaunchConfig, overlap_chain, overlap_groups, overlap_pays,
-                             overlaps_prepare, plan_split, prepare_kernel, sm90_reads, state_block_v, v_tile_desc)
+                             overlaps_prepare, plan_split, prefetch_ahead, prepare_kernel, sm90_reads, state_block_v,
+                             v_tile_desc)
 
 
 def plan(heads: int, tokens: int, slots: int = 132, sm90_transition: bool = False) -> int:
@@ -208,3 +209,10 @@ def test_state_kernel_overlaps_prepare_where_both_fit(change, expected):
     assert overlaps_prepare(LaunchConfig(), **{**OVERLAP_BASE, **change}) is expected
     assert overlaps_prepare(LaunchConfig(overlap=True), **{**OVERLAP_BASE, **change}) is expected
     assert not overlaps_prepare(LaunchConfig(overlap=False), **{**OVERLAP_BASE, **change})
+
+
+@pytest.mark.parametrize("taken,expected", [(0, 198), (64, 150), (96, 126)], ids=["alone", "64-shared", "48-narrow-whole"])
+def test_prefetch_ahead_follows_the_prepare_kernels_places(taken, expected):
+    """Three quarters of the prepare programs' places on an H100: alone (T=32768 H=8, split), beside 64 shared state
+    programs (T=8192 H=96) or 32 whole-multiprocessor ones (T=16384 H=16), beside 48 narrow ones (T=8192 H=12)."""
+    assert prefetch_ahead(132, taken) == expected

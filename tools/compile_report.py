@@ -25,7 +25,8 @@ I32_PTRS = {"cu_seqlens", "seg_offsets", "chunk_offsets", "chunk_seq"}
 F32_PTRS = {"A_log", "dt_bias", "h0", "ht", "seg_start", "seg_trans", "ws_eg"}
 # the state kernel's workspace arguments are tensor descriptors with one chunk (64 rows) as a tile
 TILE_DESCS = {"ws_kg": "K", "ws_ku": "K", "ws_qg": "K", "ws_mu": "BT"}
-UNALIGNED = {"T", "N", "NT", "NSLOTS", "NT_ALLOC", "NCS", "NSEG", "NSEARCH", "H", "HV", "s_bb", "s_bt", "s_bh", "group_lanes"}
+UNALIGNED = {"T", "N", "NT", "NSLOTS", "NT_ALLOC", "NCS", "NSEG", "NSEARCH", "H", "HV", "s_bb", "s_bt", "s_bh", "group_lanes",
+             "ahead"}
 
 
 def compile_kernel(fn, constexprs: dict, warps: int, stages: int, maxnreg=None):
@@ -114,8 +115,7 @@ def prepare_variant(warps=4, K=128, bounded=True, ks=32, maxnreg=None, sm90=Fals
     c = dict(K=K, BT=64, GATE=2 if bounded else 1, BOUNDED=bounded, HAS_A=True, HAS_BIAS=True,
              L2NORM=True, BETA_MODE=1, IS_VARLEN=varlen, DIAG_FLOOR=10.0, HALF_SHIFT=HALF_BLOCK_SHIFT,
              INTERPRET=False, KS=ks,
-             **({"PREFETCH": 198, "READY": ready, **({} if ready else {"ready": None})} if sm90 else {}))   # PREFETCH: the launcher's 1.5
-    # programs per multiprocessor of an H100
+             **({"PREFETCH": True, "READY": ready, **({} if ready else {"ready": None})} if sm90 else {}))
     fn = kda_chunk_prepare_sm90_kernel if sm90 else kda_chunk_prepare_kernel
     return compile_kernel(fn, c, warps, 1, maxnreg)
 

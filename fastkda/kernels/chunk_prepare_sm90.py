@@ -13,7 +13,7 @@ cannot express is where each tile lives (docs/design.md):
   - a slice's global loads and stores are issued after its fence, which would otherwise wait for them; q, k and g
     are read two slices ahead, 16-bit values as int32 pairs (4-byte aligned data and even strides; other 16-bit
     views take the portable kernel), fp32 as they are;
-  - after its score loop a program asks L2 for the rows of the program PREFETCH ahead, so that the loads a fence
+  - after its score loop a program asks L2 for the rows of the program `ahead` programs on, so that the loads a fence
     waits for come from L2, not DRAM;
   - the inverse's 16 x 16 diagonal blocks come from a forward substitution inside each warp, by register
     shuffles (a block's rows are one warp's rows), and the two doubling levels after them take their left
@@ -375,7 +375,7 @@ def _invert_unit_lower_tf32(A, MMA: gl.constexpr):
     return Tm
 
 
-@gluon.jit(do_not_specialize=["H", "HV", "group_lanes", "div_span", "div_group", "div_heads"])
+@gluon.jit(do_not_specialize=["H", "HV", "ahead", "group_lanes", "div_span", "div_group", "div_heads"])
 def kda_chunk_prepare_sm90_kernel(
     q, k, g, beta, A_log, dt_bias, ws_kg, ws_ku, ws_qg, ws_mu, ws_eg, cu_seqlens, chunk_offsets, chunk_seq,
     s_qb, s_qt, s_qh, s_kb, s_kt, s_kh, s_gb, s_gt, s_gh, s_bb, s_bt, s_bh,
@@ -384,8 +384,8 @@ def kda_chunk_prepare_sm90_kernel(
     GATE: gl.constexpr, BOUNDED: gl.constexpr, HAS_A: gl.constexpr, HAS_BIAS: gl.constexpr,
     L2NORM: gl.constexpr, BETA_MODE: gl.constexpr, IS_VARLEN: gl.constexpr, DIAG_FLOOR: gl.constexpr,
     HALF_SHIFT: gl.constexpr, INTERPRET: gl.constexpr, KS: gl.constexpr = 32,
-    PREFETCH: gl.constexpr = 0, ready=None, READY: gl.constexpr = False, group_lanes=0, div_span=0, div_group=0,
-    div_heads=0,
+    PREFETCH: gl.constexpr = False, ahead=0, ready=None, READY: gl.constexpr = False, group_lanes=0, div_span=0,
+    div_group=0, div_heads=0,
 ):
     """Arguments as kda_chunk_prepare_kernel's (KS is fixed at 32, INTERPRET is unused).
     Without BOUNDED the halves' factors fit only where no token decays by more than 2^-(2 HALF_SHIFT) to the end
@@ -394,7 +394,8 @@ def kda_chunk_prepare_sm90_kernel(
     of common.flag_row(NSLOTS) bytes) after its stores, and the programs take the chunks in the order of the
     overlapped state kernel (forward.overlaps_prepare; _grouped_chunk): lanes by groups of group_lanes, each group
     chunk by chunk (a lane: a fixed-length batch's (sequence, head); with IS_VARLEN a head, its chunks the slots in
-    order); div_*: its divisors' magic numbers."""
+    order); div_*: its divisors' magic numbers. PREFETCH: the L2 request for the program `ahead` programs on (a
+    runtime value, so that a new distance compiles nothing: forward.prefetch_ahead)."""
     gl.static_assert(K == 64 or K == 128, "the sm_90 prepare kernel takes K = 64 or 128")
     NS: gl.constexpr = K // KS                                              # slices of the key dims
     gl.static_assert(BT == 64, "the anchoring levels assume 64-token chunks")
@@ -435,17 +436,17 @@ def kda_chunk_prepare_sm90_kernel(
     bos, eos = sequence_bounds(cu_seqlens, i_n, T, IS_VARLEN)
     t0 = bos + i_chunk * BT
     n_valid = eos - t0                      # tokens of the chunk inside its sequence
-    if PREFETCH > 0:
-        # the program PREFETCH ahead (one that starts while this one runs its inverse or soon after): its rows
+    if PREFETCH:
+        # the program `ahead` programs on (one that starts while this one runs its inverse or soon after): its rows
         # are requested into L2 after the score loop, so that its loads and row norms wait for L2, not DRAM;
         # where they start is loaded now (in the grouped order, a fixed-length batch's, computed there)
         if IS_VARLEN or not READY:
             if READY:
-                _, pf_slot, pf_hv, pf_lane = _grouped_chunk(pid + PREFETCH, group_lanes, NSLOTS, HV, div_span,
+                _, pf_slot, pf_hv, pf_lane = _grouped_chunk(pid + ahead, group_lanes, NSLOTS, HV, div_span,
                                                             div_group, div_heads)
                 pf_live = (pf_lane < HV) & (pf_slot < slots_in_use(chunk_offsets, N, NSLOTS, IS_VARLEN))
             else:
-                pf_slot = (pid + PREFETCH) // HV
+                pf_slot = (pid + ahead) // HV
                 pf_live = pf_slot < slots_in_use(chunk_offsets, N, NSLOTS, IS_VARLEN)
             pf_n, pf_chunk, pf_b = slot_chunk(gl.minimum(pf_slot, NSLOTS - 1), chunk_offsets, chunk_seq, NT,
                                               IS_VARLEN)
@@ -571,16 +572,16 @@ def kda_chunk_prepare_sm90_kernel(
         gl.store(ws_kg + offs_c + h * KS, kg, eviction_policy="evict_first")
         gl.store(ws_eg + h * KS + gl.expand_dims(c_h, 0), gl.exp2(G))
     AK, AQ = warpgroup_mma_wait(0, deps=(AK, AQ))
-    if PREFETCH > 0:
+    if PREFETCH:
         if READY and not IS_VARLEN:
-            pf_n, pf_chunk, pf_hv, pf_lane = _grouped_chunk(gl.program_id(0) + PREFETCH, group_lanes, NT, HV,
+            pf_n, pf_chunk, pf_hv, pf_lane = _grouped_chunk(gl.program_id(0) + ahead, group_lanes, NT, HV,
                                                             div_span, div_group, div_heads)
             pf_live = pf_lane < N * HV
             pf_b = pf_n.to(gl.int64)
             pf_t0 = pf_chunk * BT
             pf_valid = T - pf_t0
         elif not READY:
-            pf_hv = (pid + PREFETCH) % HV
+            pf_hv = (pid + ahead) % HV
         if pf_live:
             pf_h = pf_hv // (HV // H)
             PF: gl.constexpr = gl.BlockedLayout([1, 1], [32, 1], [2, 2], [1, 0])
