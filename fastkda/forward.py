@@ -385,7 +385,7 @@ def overlap_groups(lanes: int, n_heads: int, total_chunks: int, chain_chunks: in
     """(lanes per group, groups, exclusive, narrow) of the overlapped state kernel: its programs, V / 64 per lane of a
     group (V / 32 where narrow; a lane is a fixed-length batch's (sequence, head), a varlen batch's head), walk the
     groups one after the other, and the prepare kernel produces the chunks in that order. At most one program per two
-    multiprocessors (each takes half a multiprocessor's registers and 148 KB of shared memory, beside one prepare
+    multiprocessors (each takes half a multiprocessor's registers and 181 KB of shared memory, beside one prepare
     program), or, exclusive, one per EXCLUSIVE_SHARE multiprocessors (NARROW_SHARE where narrow), each taking a whole
     one (a three-slot ring: faster steps where the chains bound the call, fewer places for the prepare kernel).
     Fewer programs leave the prepare kernel more places but walk more chains each: the number of groups (of equal
