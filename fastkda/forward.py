@@ -296,9 +296,10 @@ STEP_US, THROUGHPUT_US, PASS_TAIL_US, COMBINE_US = 1.45, 0.015, 10.0, 1.55
 # on each). The overlapped state kernel (overlaps_prepare): a 64-column step takes OVERLAP_STEP_US plus
 # OVERLAP_STEP_PER_PROGRAM_US for each of its programs beside the prepare kernel (1.7 us with 24 programs, 2.0 with 44),
 # and its last chain ends about OVERLAP_TAIL_US after the prepare kernel (a varlen lane's sequences: overlap_chain);
-# alone, the Triton state kernel's 32-column step (where the programs are that few) takes FEW_STEP_US (perf-notes v20). PREPARE_US was measured before v22's inverse (0.055 since):
-# kept, as 0.055 moves the group choice at B=8 H=32 and at 200 heads of K=V=64, which has not been timed (the swept
-# cases' choices are the fastest measured, perf-notes v22).
+# alone, the Triton state kernel's 32-column step (where the programs are that few) takes FEW_STEP_US (perf-notes
+# v20). PREPARE_US was measured before v22's inverse (0.055 since): kept, as 0.055 moves the group choice at B=8 H=32
+# and at 200 heads of K=V=64, which has not been timed (the swept cases' choices are the fastest measured, perf-notes
+# v22).
 PREPARE_US, FEW_STEP_US = 0.061, 1.1
 OVERLAP_STEP_US, OVERLAP_STEP_PER_PROGRAM_US, OVERLAP_TAIL_US = 1.6, 0.009, 10.0
 # A state program that takes a whole multiprocessor (a three-slot ring, no prepare program beside it) steps at
@@ -318,14 +319,20 @@ NARROW_STEP_US, NARROW_SHARE = 1.15, 2
 TRANSITION_SM90_STEP_US, TRANSITION_SM90_SHARE = 1.2, 0.32
 
 
-def prefetch_ahead(slots: int, taken: int) -> int:
-    """How many programs ahead a prepare program asks L2 for its successor's rows: three quarters of the places the
-    prepare programs have (two per multiprocessor, less the `taken` ones of the overlapped state programs), about
-    the programs that start while it runs its inverse. On an H100, of 0 to 330 ahead (perf-notes v27): alone (264
-    places) 198 is the best at T=32768 H=8 (0.452 ms; 132: 0.466); beside 64 state programs (200 places) 132-165
-    at T=8192 H=96 (0.914-0.916 against 0.934 at 198), H=32 (0.319 against 0.326) and varlen6 H=96 (0.969
-    against 0.995); beside 32 on whole multiprocessors (200) 100-132 at T=16384 H=16 (0.356 against 0.374)."""
-    return 3 * (2 * slots - taken) // 4
+def prepare_places(slots: int, programs: int = 0, exclusive: bool = False) -> int:
+    """Prepare programs resident at once: two per multiprocessor, less one for each of `programs` overlapped state
+    programs, two where each takes a whole multiprocessor (`exclusive`)."""
+    return 2 * slots - (2 * programs if exclusive else programs)
+
+
+def prefetch_ahead(places: int) -> int:
+    """How many programs ahead a prepare program asks L2 for its successor's rows: three quarters of the prepare
+    programs' places (prepare_places), about the programs that start while it runs its inverse. On an H100, of 0 to
+    330 ahead (perf-notes v27): alone (264 places) 198 is the best at T=32768 H=8 (0.452 ms; 132: 0.466); beside 64
+    state programs (200 places) 132-165 at T=8192 H=96 (0.914-0.916 against 0.934 at 198), H=32 (0.319 against
+    0.326) and varlen6 H=96 (0.969 against 0.995); beside 32 on whole multiprocessors (200) 100-132 at T=16384 H=16
+    (0.356 against 0.374)."""
+    return 3 * places // 4
 
 
 def step_width(K: int) -> float:
@@ -356,8 +363,8 @@ def overlapped_us(n_heads: int, total_chunks: int, chain_chunks: int, K: int, sl
     chain_chunks chunk steps in each of `groups` groups: the longer of their chains and the prepare kernel on the
     places they leave (two per multiprocessor, one taken by each state program, both where it is `exclusive`),
     plus the last chain's tail; `narrow`: 32-column programs."""
-    taken = 2 * programs if exclusive else programs
-    beside = prepare_us(n_heads, total_chunks, K, slots) * 2 * slots / max(2 * slots - taken, 1)
+    places = max(prepare_places(slots, programs, exclusive), 1)
+    beside = prepare_us(n_heads, total_chunks, K, slots) * 2 * slots / places
     return max(beside, groups * chain_chunks * overlap_step_us(K, programs, exclusive, narrow)) + OVERLAP_TAIL_US
 
 
@@ -565,7 +572,7 @@ def kda_forward(
             # the Gluon kernel's layouts are built for 32-column slices
             ahead = cfg.prepare_prefetch
             if ahead is None:
-                ahead = prefetch_ahead(slots, programs * (2 if exclusive else 1) if overlap else 0)
+                ahead = prefetch_ahead(prepare_places(slots, programs if overlap else 0, exclusive))
             order = {}
             grid = n_slots * HV
             if overlap:     # lanes by groups (the last one padded), each chunk by chunk
@@ -574,8 +581,7 @@ def kda_forward(
                              div_group=divisor_magic(group_lanes), div_heads=divisor_magic(HV))
                 grid = groups * group_lanes * span
             prepare[(grid,)](*prepare_args, **prepare_consts, KS=32, PREFETCH=ahead > 0, ahead=ahead, ready=ready,
-                             READY=overlap,
-                             **order)
+                             READY=overlap, **order)
 
     if overlap:
         launch_overlapped_state(fork, ws, ws_eg, v, o, initial_state, ht, ready, group_lanes, lanes, cu_seqlens,

@@ -6,9 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fastkda.forward import (LaunchConfig, overlap_chain, overlap_groups, overlap_pays,
-                             overlaps_prepare, plan_split, prefetch_ahead, prepare_kernel, sm90_reads, state_block_v,
-                             v_tile_desc)
+from fastkda.forward import (LaunchConfig, overlap_chain, overlap_groups, overlap_pays, overlaps_prepare, plan_split,
+                             prefetch_ahead, prepare_kernel, prepare_places, sm90_reads, state_block_v, v_tile_desc)
 
 
 def plan(heads: int, tokens: int, slots: int = 132, sm90_transition: bool = False) -> int:
@@ -211,8 +210,10 @@ def test_state_kernel_overlaps_prepare_where_both_fit(change, expected):
     assert not overlaps_prepare(LaunchConfig(overlap=False), **{**OVERLAP_BASE, **change})
 
 
-@pytest.mark.parametrize("taken,expected", [(0, 198), (64, 150), (96, 126)], ids=["alone", "64-shared", "48-narrow-whole"])
-def test_prefetch_ahead_follows_the_prepare_kernels_places(taken, expected):
+@pytest.mark.parametrize("programs,exclusive,expected", [(0, False, 198), (64, False, 150), (32, True, 150),
+                                                        (48, True, 126)],
+                         ids=["alone", "64-shared", "32-whole", "48-narrow-whole"])
+def test_prefetch_ahead_follows_the_prepare_kernels_places(programs, exclusive, expected):
     """Three quarters of the prepare programs' places on an H100: alone (T=32768 H=8, split), beside 64 shared state
     programs (T=8192 H=96) or 32 whole-multiprocessor ones (T=16384 H=16), beside 48 narrow ones (T=8192 H=12)."""
-    assert prefetch_ahead(132, taken) == expected
+    assert prefetch_ahead(prepare_places(132, programs, exclusive)) == expected

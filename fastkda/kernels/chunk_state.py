@@ -14,7 +14,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from fastkda.kernels.common import (bf16, cast, mm, segment_of, sequence_bounds, state_ptrs,
+from fastkda.kernels.common import (bf16, cast, mm, segment_chunks, segment_of, sequence_bounds, state_ptrs,
                                     wait_for_prior_grid)
 
 
@@ -58,18 +58,9 @@ def kda_chunk_state_kernel(
         i_n = i_g
         i_s = i_g * 0
     bos, eos = sequence_bounds(cu_seqlens, i_n, T, IS_VARLEN)
-    if IS_VARLEN:
-        i_b = tl.zeros([], dtype=tl.int64)
-        slot0 = tl.load(chunk_offsets + i_n).to(tl.int64)
-    else:
-        i_b = i_n.to(tl.int64)
-        slot0 = i_b * NT
+    i_b, slot0, c_begin, c_end, is_last = segment_chunks(i_n, i_s, chunk_offsets, bos, eos, NT, NSLOTS, NCS, BT,
+                                                          IS_VARLEN)
     seq_len = eos - bos
-    n_chunks = tl.cdiv(seq_len, BT).to(tl.int32)
-    c_begin = i_s * NCS
-    c_end = tl.minimum(c_begin + NCS, n_chunks)
-    is_last = c_end >= n_chunks
-    c_end = tl.minimum(c_end, NSLOTS - slot0)
     if TRANSITION:
         if is_last:
             return

@@ -14,8 +14,9 @@ the chain's left operands come from registers and nothing is staged in shared me
 with the same bf16 operands and fp32 accumulation, so the outputs equal the Triton kernel's to the bit. The
 workspace tiles, exp(G) and v arrive by TMA into a ring of STAGES slots; o leaves by TMA from a transposed store into
 one of two shared-memory buffers. Two slots and the next walk's initial state take 181 KB of shared memory at
-K = 128: room for a prepare program on the same multiprocessor. Three slots take 214 KB, the whole multiprocessor: the chain then shares it with no prepare
-program (forward.overlap_groups takes that where the chains bound the call, perf-notes v21).
+K = 128: room for a prepare program on the same multiprocessor. Three slots take 214 KB, the whole multiprocessor:
+the chain then shares it with no prepare program (forward.overlap_groups takes that where the chains bound the call,
+perf-notes v21).
 
 A narrow program (BV = 32) carries the state as it is, S [K, 32]: a wgmma's rows are then the key dims and the
 tokens, and its B operand, S or R in bf16, is staged in shared memory each step (8 + 4 KB, two barriers):

@@ -244,6 +244,25 @@ def segment_of(i_g, seg_offsets, N, T, NCS, NSEARCH, IS_VARLEN: tl.constexpr):
 
 
 @triton.jit
+def segment_chunks(i_n, i_s, chunk_offsets, bos, eos, NT, NSLOTS, NCS, BT: tl.constexpr, IS_VARLEN: tl.constexpr):
+    """(batch row, first workspace slot, first chunk, end chunk, last) of segment i_s of sequence i_n (tokens
+    bos..eos): the sequence's chunks from slot chunk_offsets[i_n] (varlen) or i_n NT, the segment's NCS of them from
+    chunk i_s NCS, its end clamped to the workspace's NSLOTS slots (a malformed cu_seqlens can ask for more);
+    last: whether it is the sequence's last segment (before the clamp)."""
+    if IS_VARLEN:
+        i_b = (i_n * 0).to(tl.int64)
+        slot0 = tl.load(chunk_offsets + i_n).to(tl.int64)
+    else:
+        i_b = i_n.to(tl.int64)
+        slot0 = i_b * NT
+    n_chunks = tl.cdiv(eos - bos, BT).to(tl.int32)
+    c_begin = i_s * NCS
+    c_end = tl.minimum(c_begin + NCS, n_chunks)
+    is_last = c_end >= n_chunks
+    return i_b, slot0, c_begin, tl.minimum(c_end, NSLOTS - slot0), is_last
+
+
+@triton.jit
 def state_offsets(o_k, cols, K: tl.constexpr, V: tl.constexpr, STATE_V_FIRST: tl.constexpr):
     """Offsets of a [K, BV] block of a [K, V] state stored K-first, or of a [V, K] state stored V-first."""
     if STATE_V_FIRST:

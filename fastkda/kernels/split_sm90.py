@@ -15,7 +15,7 @@ from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared, mbarrier, tma, warpgroup_mma
 
 from fastkda.kernels.chunk_state_sm90 import _state_offsets
-from fastkda.kernels.common import segment_of, sequence_bounds
+from fastkda.kernels.common import segment_chunks, segment_of, sequence_bounds
 
 
 @gluon.jit
@@ -81,19 +81,12 @@ def kda_transition_sm90_kernel(
     if not live:
         return
     bos, eos = sequence_bounds(cu_seqlens, i_n, T, IS_VARLEN)
-    if IS_VARLEN:
-        i_b = i_n * 0
-        slot0 = gl.load(chunk_offsets + i_n)
-    else:
-        i_b = i_n
-        slot0 = i_n * NT
-    seq_len = (eos - bos).to(gl.int32)
-    n_chunks = gl.cdiv(seq_len, BT)
-    c_begin = i_s * NCS
-    c_end = gl.minimum(c_begin + NCS, n_chunks)
-    if c_end >= n_chunks:       # a sequence's last segment: no map
+    i_b, slot0, c_begin, c_end, is_last = segment_chunks(i_n, i_s, chunk_offsets, bos, eos, NT, NSLOTS, NCS, BT,
+                                                          IS_VARLEN)
+    if is_last:       # a sequence's last segment: no map
         return
-    n = gl.minimum(c_end, NSLOTS - slot0) - c_begin
+    seq_len = (eos - bos).to(gl.int32)
+    n = (c_end - c_begin).to(gl.int32)
 
     # S^T: row j is column i_v BV + j of [B | P], column k is key dim k; P's columns start from the identity
     has_v = i_v * BV < V
