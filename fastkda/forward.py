@@ -243,7 +243,7 @@ def launch_overlapped_state(fork, ws, ws_eg, v, o, h0, ht, ready, group_lanes, l
             *(gluon_desc(d) for d in descs), h0, h0_d, ht, ready, cu_seqlens, chunk_offsets, T, N, NT, n_slots, HV,
             v.stride(2), lanes, group_lanes, K=K, V=V, BV=bv, BT=CHUNK, IS_VARLEN=cu_seqlens is not None,
             HAS_H0=h0 is not None, STORE_HT=ht is not None, STATE_V_FIRST=state_v_first,
-            STAGES=3 if exclusive else 2, H0_TMA=h0_d is not None, num_warps=4)
+            STAGES=3 if exclusive else 2, H0_TMA=h0_d is not None, PRODUCER=exclusive, num_warps=4)
         join = torch.cuda.Event()
         join.record(side)
     main.wait_event(join)
@@ -302,16 +302,22 @@ STEP_US, THROUGHPUT_US, PASS_TAIL_US, COMBINE_US = 1.45, 0.015, 10.0, 1.55
 # v22).
 PREPARE_US, FEW_STEP_US = 0.061, 1.1
 OVERLAP_STEP_US, OVERLAP_STEP_PER_PROGRAM_US, OVERLAP_TAIL_US = 1.6, 0.009, 10.0
-# A state program that takes a whole multiprocessor (a three-slot ring, no prepare program beside it) steps at
-# EXCLUSIVE_STEP_US (1.34-1.50 us measured with 16 to 32 programs, perf-notes v21); at most one per
-# EXCLUSIVE_SHARE multiprocessors, so that the prepare kernel keeps most of the GPU.
-EXCLUSIVE_STEP_US, EXCLUSIVE_SHARE = 1.5, 4
+# A state program that takes a whole multiprocessor (a three-slot ring and a producer warp, no prepare program beside
+# it) steps at EXCLUSIVE_STEP_US (1.12-1.14 us measured with 32 programs at T=16384 H=16, T=8192 H=32 and H=96;
+# 1.34-1.50 before the producer warp, perf-notes v28 and v21); at most one per EXCLUSIVE_SHARE multiprocessors, so
+# that the prepare kernel keeps most of the GPU.
+EXCLUSIVE_STEP_US, EXCLUSIVE_SHARE = 1.2, 4
 # A narrow state program (32 columns, the state as it is, not transposed: half a 64-column program's products, S and
-# R staged in shared memory for them) on a whole multiprocessor steps at NARROW_STEP_US (1.14 us with 48 programs
-# at T=8192 H=12, perf-notes v24); at most one per NARROW_SHARE multiprocessors. Beside a prepare program it is
+# R staged in shared memory for them) on a whole multiprocessor steps at NARROW_STEP_US (0.97 us with 48 programs
+# at T=8192 H=12 with the producer warp, 1.14 before, perf-notes v28 and v24); at most one per NARROW_SHARE
+# multiprocessors. Beside a prepare program it is
 # priced as a 64-column one (measured once: T=16384 H=16, 64 programs, 0.384 ms against 0.380 with 32 whole
 # 64-column ones), so only a configuration that asks for it gets it there.
-NARROW_STEP_US, NARROW_SHARE = 1.15, 2
+NARROW_STEP_US, NARROW_SHARE = 1.0, 2
+# A program without the initial state's tile (whole-multiprocessor and narrow ones) loads the state through pointers
+# as each walk starts: WALK_START_US a walk more than the chunk slots price (varlen [128] x 128 at H=16 on whole
+# multiprocessors: 0.669 ms for 128 walks of 2 chunks, 383 slots, perf-notes v28).
+WALK_START_US = 1.5
 # The Gluon transition pass (sm_90, split_sm90.py: the state transposed, two programs on each multiprocessor) steps at
 # TRANSITION_SM90_STEP_US and takes TRANSITION_SM90_SHARE of a 64-column output step's share of the GPU (0.079 ms for
 # 256 programs of 64 steps at T=65536 H=4, 0.153 for two waves of them at varlen [60000] + 64 x [64] H=8); the Triton
@@ -358,14 +364,18 @@ def prepare_us(n_heads: int, total_chunks: int, K: int, slots: int) -> float:
 
 
 def overlapped_us(n_heads: int, total_chunks: int, chain_chunks: int, K: int, slots: int, programs: int,
-                  groups: int = 1, exclusive: bool = False, narrow: bool = False) -> float:
+                  groups: int = 1, exclusive: bool = False, narrow: bool = False, walks: int = 1) -> float:
     """Estimated time of an unsplit call whose `programs` state programs run beside the prepare kernel, each walking
     chain_chunks chunk steps in each of `groups` groups: the longer of their chains and the prepare kernel on the
     places they leave (two per multiprocessor, one taken by each state program, both where it is `exclusive`),
-    plus the last chain's tail; `narrow`: 32-column programs."""
+    plus the last chain's tail; `narrow`: 32-column programs; walks: the walks of a group's lane (a varlen lane's
+    sequences), each starting WALK_START_US later where the program has no initial-state tile."""
     places = max(prepare_places(slots, programs, exclusive), 1)
     beside = prepare_us(n_heads, total_chunks, K, slots) * 2 * slots / places
-    return max(beside, groups * chain_chunks * overlap_step_us(K, programs, exclusive, narrow)) + OVERLAP_TAIL_US
+    chain = chain_chunks * overlap_step_us(K, programs, exclusive, narrow)
+    if exclusive or narrow:
+        chain += walks * WALK_START_US
+    return max(beside, groups * chain) + OVERLAP_TAIL_US
 
 
 def overlap_chain(longest_chunks: int, total_chunks: int, varlen: bool) -> int:
@@ -387,8 +397,8 @@ def overlap_step_us(K: int, programs: int, exclusive: bool = False, narrow: bool
 
 @functools.lru_cache(maxsize=4096)      # a search over group counts: up to 0.3 ms of host time with 4096 lanes
 def overlap_groups(lanes: int, n_heads: int, total_chunks: int, chain_chunks: int, K: int, V: int,
-                   slots: int, exclusive: bool | None = None,
-                   narrow: bool | None = None) -> tuple[int, int, bool, bool]:
+                   slots: int, exclusive: bool | None = None, narrow: bool | None = None,
+                   walks: int = 1) -> tuple[int, int, bool, bool]:
     """(lanes per group, groups, exclusive, narrow) of the overlapped state kernel: its programs, V / 64 per lane of a
     group (V / 32 where narrow; a lane is a fixed-length batch's (sequence, head), a varlen batch's head), walk the
     groups one after the other, and the prepare kernel produces the chunks in that order. At most one program per two
@@ -414,7 +424,7 @@ def overlap_groups(lanes: int, n_heads: int, total_chunks: int, chain_chunks: in
             programs = size * V // (32 if nw else 64)
             if programs > max(slots // 2, 1) or ex and programs * (NARROW_SHARE if nw else EXCLUSIVE_SHARE) > slots:
                 continue
-            cost = overlapped_us(n_heads, total_chunks, chain_chunks, K, slots, programs, groups, ex, nw)
+            cost = overlapped_us(n_heads, total_chunks, chain_chunks, K, slots, programs, groups, ex, nw, walks)
             if best is None or cost < best[0]:
                 best = (cost, size, groups, ex, nw)
         if best is not None and groups * chain_chunks * least_step > best[0]:
@@ -424,7 +434,7 @@ def overlap_groups(lanes: int, n_heads: int, total_chunks: int, chain_chunks: in
 
 def overlap_pays(n_heads: int, total_chunks: int, longest_chunks: int, K: int, V: int, slots: int,
                  programs: int, groups: int = 1, chain_chunks: int | None = None, exclusive: bool = False,
-                 narrow: bool = False) -> bool:
+                 narrow: bool = False, walks: int = 1) -> bool:
     """Whether the unsplit state pass is estimated faster beside the prepare kernel (its lanes walking chain_chunks
     steps each, overlap_chain; default longest_chunks) than after it, where the state kernel takes the longer of
     its longest sequence's chain and its share of the GPU's bandwidth. Not where the chain is long: beside the
@@ -434,21 +444,21 @@ def overlap_pays(n_heads: int, total_chunks: int, longest_chunks: int, K: int, V
     after = max(longest_chunks * FEW_STEP_US * step_width(K),
                 state_pass_us(total_chunks * n_heads * V // 64, 0, 64, slots, K=K))
     chain = longest_chunks if chain_chunks is None else chain_chunks
-    return (overlapped_us(n_heads, total_chunks, chain, K, slots, programs, groups, exclusive, narrow)
+    return (overlapped_us(n_heads, total_chunks, chain, K, slots, programs, groups, exclusive, narrow, walks)
             < prepare_us(n_heads, total_chunks, K, slots) + after)
 
 
 def plan_split(n_heads: int, total_chunks: int, longest_chunks: int, K: int, V: int, bv: int,
                slots: int = H100_SLOTS, overlap_programs: int = 0, overlap_groups: int = 1,
                overlap_chain: int | None = None, overlap_exclusive: bool = False, overlap_narrow: bool = False,
-               sm90_transition: bool = False) -> int:
+               sm90_transition: bool = False, overlap_walks: int = 1) -> int:
     """64-token chunks per segment for the split path, or 0 when one program per sequence is as fast:
     the cheapest segment length, taken when it beats the unsplit path by 10%. total_chunks: chunks of all
     sequences; slots: multiprocessors of the device. overlap_programs, overlap_groups, overlap_chain,
     overlap_exclusive, overlap_narrow: where the unsplit path could run its state kernel beside the prepare kernel
     (overlaps_prepare), its programs, the groups each walks, a lane's chunk steps (overlap_chain; default
     longest_chunks), whether each program takes a whole multiprocessor and whether it takes 32 columns
-    (overlap_groups); sm90_transition: the transition pass in the Gluon kernel (transition_sm90). Where the overlap
+    (overlap_groups), the walks of a lane (a varlen lane's sequences); sm90_transition: the transition pass in the Gluon kernel (transition_sm90). Where the overlap
     pays (overlap_pays), the unsplit call is priced as overlapped_us, and kept where that is below the prepare kernel
     and the split passes (T=8192 K=V=64 H=32: 0.30 ms split, 0.21 overlapped; T=16384 H=16: 0.503 split, 0.374
     overlapped with whole multiprocessors; H=12: 0.231 split, 0.202 overlapped with whole multiprocessors)."""
@@ -469,9 +479,9 @@ def plan_split(n_heads: int, total_chunks: int, longest_chunks: int, K: int, V: 
             best, best_cost = ncs, cost
     chain = longest_chunks if overlap_chain is None else overlap_chain
     if overlap_programs and overlap_pays(n_heads, total_chunks, longest_chunks, K, V, slots, overlap_programs,
-                                         overlap_groups, chain, overlap_exclusive, overlap_narrow):
+                                         overlap_groups, chain, overlap_exclusive, overlap_narrow, overlap_walks):
         overlapped = overlapped_us(n_heads, total_chunks, chain, K, slots, overlap_programs, overlap_groups,
-                                   overlap_exclusive, overlap_narrow)
+                                   overlap_exclusive, overlap_narrow, overlap_walks)
         return best if overlapped > prepare_us(n_heads, total_chunks, K, slots) + best_cost else 0
     return best if best_cost < 0.9 * unsplit else 0
 
@@ -523,16 +533,18 @@ def kda_forward(
         # the overlapped state kernel's lanes: a fixed-length batch's (sequence, head) pairs, or a varlen batch's heads
         lanes = HV if cu_seqlens is not None else B * HV
         chain = overlap_chain(longest_chunks, n_slots, cu_seqlens is not None)
+        walks = N if cu_seqlens is not None else 1
         group_lanes, groups, exclusive, narrow = overlap_groups(lanes, HV, n_slots, chain, K, V, slots,
-                                                                cfg.overlap_exclusive, cfg.overlap_narrow)
+                                                                cfg.overlap_exclusive, cfg.overlap_narrow, walks)
         programs = group_lanes * (V // (32 if narrow else 64))
     gluon_transition = transition_sm90(cfg, device, K, V, v)
     if split_chunks is None:
         split_chunks = plan_split(HV, n_slots, longest_chunks, K, V, bv, slots, programs, groups,
-                                  chain if can_overlap else None, exclusive, narrow, gluon_transition)
+                                  chain if can_overlap else None, exclusive, narrow, gluon_transition,
+                                  walks if can_overlap else 1)
     split = 0 < split_chunks < max(longest_chunks, 1)
     overlap = can_overlap and not split and (cfg.overlap is not None or overlap_pays(
-        HV, n_slots, longest_chunks, K, V, slots, programs, groups, chain, exclusive, narrow))
+        HV, n_slots, longest_chunks, K, V, slots, programs, groups, chain, exclusive, narrow, walks))
     ncs = split_chunks if split else NO_SPLIT
     nsearch = max(1, math.ceil(math.log2(N + 1)))
     interp = interpreting()

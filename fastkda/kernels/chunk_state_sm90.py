@@ -16,7 +16,12 @@ workspace tiles, exp(G) and v arrive by TMA into a ring of STAGES slots; o leave
 one of two shared-memory buffers. Two slots and the next walk's initial state take 181 KB of shared memory at
 K = 128: room for a prepare program on the same multiprocessor. Three slots take 214 KB, the whole multiprocessor:
 the chain then shares it with no prepare program (forward.overlap_groups takes that where the chains bound the call,
-perf-notes v21).
+perf-notes v21), and a producer warp checks the flags and requests the tiles (_produce), so the chain's warpgroup
+(_consume) only waits for them. Issued by the chain's warps, each request is followed by a barrier of the whole
+program (the compiler orders requests that signal one mbarrier), and a step's seven took 811 of its 2650 cycles
+(clock stamps, perf-notes v28); with the producer warp a step takes 1.13 us instead of 1.33. A program beside a
+prepare program keeps the requests in its own warps: the producer's warps and registers would not leave room for the
+prepare program (under a register cap the chain spills), and those calls are bound by the prepare kernel.
 
 A narrow program (BV = 32) carries the state as it is, S [K, 32]: a wgmma's rows are then the key dims and the
 tokens, and its B operand, S or R in bf16, is staged in shared memory each step (8 + 4 KB, two barriers):
@@ -145,6 +150,72 @@ def _step_narrow(S, c, T_n, slot, step, o_tc, zero_t, kg_s, ku_s, qg_s, mu_s, v_
 
 
 @gluon.jit
+def _step(S, c, T_n, slot, step, o_tc, zero_t, kg_s, ku_s, qg_s, mu_s, v_s, eg_s, s_sm, r_sm, bars,
+          MMA_K: gl.constexpr, MMA_T: gl.constexpr, BT: gl.constexpr, STAGES: gl.constexpr, NARROW: gl.constexpr):
+    """Chunk step c of the program's kind (_step_narrow or _step_wide): (S, O), both products in flight."""
+    if NARROW:
+        S, O = _step_narrow(S, c, T_n, slot, step, o_tc, zero_t, kg_s, ku_s, qg_s, mu_s, v_s, eg_s, s_sm, r_sm, bars,
+                            MMA_K, BT, STAGES)
+    else:
+        S, O = _step_wide(S, c, T_n, slot, step, o_tc, zero_t, kg_s, ku_s, qg_s, mu_s, v_s, eg_s, bars, MMA_K, MMA_T,
+                          BT, STAGES)
+    return S, O
+
+
+@gluon.jit
+def _o_flush(o_d, o_s, tok0, o_col, c, BT: gl.constexpr):
+    """The start of step c: the store of chunk c - 2 has read o_s[c % 2] (the issuing thread waits, the barrier tells
+    the others); every warp is done with chunk c - 1 and has written its rows of that o tile, which leaves by TMA."""
+    tma.store_wait(0)
+    fence_async_shared()
+    gl.thread_barrier()
+    if c > 0:
+        tma.async_copy_shared_to_global(o_d, [tok0 + (c - 1) * BT, o_col], o_s.index((c - 1) % 2))
+
+
+@gluon.jit
+def _o_stash(O, o_s, c, NARROW: gl.constexpr):
+    """Chunk c's outputs into o_s[c % 2] (O^T where the state is carried transposed)."""
+    if NARROW:
+        o_s.index(c % 2).store(O.to(o_s.dtype))
+    else:
+        o_s.index(c % 2).permute((1, 0)).store(O.to(o_s.dtype))
+
+
+@gluon.jit
+def _o_last(o_d, o_s, tok0, o_col, n_chunks, BT: gl.constexpr):
+    """A walk's end: every warp has written its rows of the last o tile (the next walk's first step waits for its
+    store), which leaves by TMA."""
+    fence_async_shared()
+    gl.thread_barrier()
+    if n_chunks > 0:
+        tma.async_copy_shared_to_global(o_d, [tok0 + (n_chunks - 1) * BT, o_col], o_s.index((n_chunks - 1) % 2))
+
+
+@gluon.jit
+def _token_rows(BT: gl.constexpr, BV: gl.constexpr, MMA_T: gl.constexpr, NARROW: gl.constexpr):
+    """The chunk's token indices along the outputs' token dim, and a zero [tokens, BV] accumulator (transposed where
+    the state is)."""
+    if NARROW:
+        o_tc = gl.arange(0, BT, layout=gl.SliceLayout(1, MMA_T))
+        zero_t = gl.zeros([BT, BV], gl.float32, MMA_T)
+    else:
+        o_tc = gl.arange(0, BT, layout=gl.SliceLayout(0, MMA_T))
+        zero_t = gl.zeros([BV, BT], gl.float32, MMA_T)
+    return o_tc, zero_t
+
+
+@gluon.jit
+def _zero_state(K: gl.constexpr, BV: gl.constexpr, MMA_K: gl.constexpr, NARROW: gl.constexpr):
+    """A zero initial state, S [K, BV] (narrow) or S^T [BV, K]."""
+    if NARROW:
+        S = gl.zeros([K, BV], gl.float32, MMA_K)
+    else:
+        S = gl.zeros([BV, K], gl.float32, MMA_K)
+    return S
+
+
+@gluon.jit
 def _walk_at(w, lane0, n_walks, lanes_step, cu_seqlens, chunk_offsets, T, N, NT, NSLOTS, HV, BT: gl.constexpr,
              IS_VARLEN: gl.constexpr):
     """(sequence, head, first workspace slot, first token row, tokens, chunks) of the program's walk w: a
@@ -209,13 +280,7 @@ def _chunk(c, S, done, n_chunks, n_next, known, known_n, T_n, tok0, o_col, slot0
     (the others' are the walk's own: no selects in the chain's loop)."""
     step = done + c
     slot = step % STAGES
-    # the store of chunk c - 2 has read o_s[c % 2] (the issuing thread waits, the barrier tells the others); every
-    # warp is done with chunk c - 1 (its slot takes chunk c + STAGES - 1) and has written its o rows
-    tma.store_wait(0)
-    fence_async_shared()
-    gl.thread_barrier()
-    if c > 0:
-        tma.async_copy_shared_to_global(o_d, [tok0 + (c - 1) * BT, o_col], o_s.index((c - 1) % 2))
+    _o_flush(o_d, o_s, tok0, o_col, c, BT)         # slot (step - 1) % STAGES is free: it takes chunk c + STAGES - 1
     if CROSS:
         _issue_at(c + STAGES - 1, step + STAGES - 1, n_chunks, n_next, slot0, i_hv, tok0, v_col, slot0_n, hv_n,
                   tok0_n, v_col_n, kg_d, ku_d, qg_d, mu_d, v_d, eg_d, kg_s, ku_s, qg_s, mu_s, v_s, eg_s, bars, HV, BT,
@@ -223,12 +288,8 @@ def _chunk(c, S, done, n_chunks, n_next, known, known_n, T_n, tok0, o_col, slot0
     else:
         _issue(c + STAGES - 1, (step + STAGES - 1) % STAGES, slot0, i_hv, tok0, v_col, kg_d, ku_d, qg_d, mu_d, v_d,
                eg_d, kg_s, ku_s, qg_s, mu_s, v_s, eg_s, bars, HV, BT)
-    if NARROW:
-        S, O = _step_narrow(S, c, T_n, slot, step, o_tc, zero_t, kg_s, ku_s, qg_s, mu_s, v_s, eg_s, s_sm, r_sm, bars,
-                            MMA_K, BT, STAGES)
-    else:
-        S, O = _step_wide(S, c, T_n, slot, step, o_tc, zero_t, kg_s, ku_s, qg_s, mu_s, v_s, eg_s, bars, MMA_K, MMA_T,
-                          BT, STAGES)
+    S, O = _step(S, c, T_n, slot, step, o_tc, zero_t, kg_s, ku_s, qg_s, mu_s, v_s, eg_s, s_sm, r_sm, bars, MMA_K, MMA_T,
+                 BT, STAGES, NARROW)
     # the flag of the chunk the next step requests, while these products run: waited for where the request is made,
     # its load's round trip to L2 stood in the chain (1.65-1.85 us a step beside the prepare kernel)
     if CROSS:
@@ -236,10 +297,7 @@ def _chunk(c, S, done, n_chunks, n_next, known, known_n, T_n, tok0, o_col, slot0
     else:
         known = _wait_ready(row, slot0 + c + STAGES, known)
     O, S = warpgroup_mma_wait(0, deps=(O, S))
-    if NARROW:
-        o_s.index(c % 2).store(O.to(o_d.dtype))
-    else:
-        o_s.index(c % 2).permute((1, 0)).store(O.to(o_d.dtype))
+    _o_stash(O, o_s, c, NARROW)
     return S, known, known_n
 
 
@@ -288,10 +346,8 @@ def _walk(w, lane0, n_walks, lanes_step, i_v, cur, done, known, h0, h0_d, h0_s, 
             _h0_request(h0_d, h0_s, h0_bar, n_n, hv_n, i_v, HV, K, V, BV, STATE_V_FIRST)
     elif HAS_H0:    # requested before the flags are waited for: the caller's input, not the prepare kernel's output
         S = gl.load(h0 + st_base + st_off).to(gl.float32)
-    elif NARROW:
-        S = gl.zeros([K, BV], gl.float32, MMA_K)
     else:
-        S = gl.zeros([BV, K], gl.float32, MMA_K)
+        S = _zero_state(K, BV, MMA_K, NARROW)
     row = ready + i_hv * flag_row(NSLOTS)            # the heads' flags, one byte per slot
     row_n = ready + hv_n * flag_row(NSLOTS)
     known_n = slot0_n                                # nothing known set yet in the next walk
@@ -303,12 +359,7 @@ def _walk(w, lane0, n_walks, lanes_step, i_v, cur, done, known, h0, h0_d, h0_s, 
             if j >= pre:
                 _issue_at(j, done + j, n_chunks, n_next, slot0, i_hv, tok0, v_col, slot0_n, hv_n, tok0_n, v_col_n,
                           kg_d, ku_d, qg_d, mu_d, v_d, eg_d, kg_s, ku_s, qg_s, mu_s, v_s, eg_s, bars, HV, BT, STAGES)
-    if NARROW:
-        o_tc = gl.arange(0, BT, layout=gl.SliceLayout(1, MMA_T))
-        zero_t = gl.zeros([BT, BV], gl.float32, MMA_T)
-    else:
-        o_tc = gl.arange(0, BT, layout=gl.SliceLayout(0, MMA_T))
-        zero_t = gl.zeros([BV, BT], gl.float32, MMA_T)
+    o_tc, zero_t = _token_rows(BT, BV, MMA_T, NARROW)
     n_own = gl.maximum(n_chunks - STAGES, 0)          # steps whose requests and checks are all this walk's
     for c in range(n_own):
         S, known, known_n = _chunk(c, S, done, n_chunks, n_next, known, known_n, T_n, tok0, o_col, slot0, i_hv, v_col,
@@ -320,11 +371,7 @@ def _walk(w, lane0, n_walks, lanes_step, i_v, cur, done, known, h0, h0_d, h0_s, 
                                    row, slot0_n, hv_n, tok0_n, v_col_n, row_n, HV, kg_d, ku_d,
                                    qg_d, mu_d, v_d, eg_d, o_d, kg_s, ku_s, qg_s, mu_s, v_s, eg_s, o_s, s_sm, r_sm, bars,
                                    o_tc, zero_t, K, V, BT, MMA_K, MMA_T, STAGES, NARROW, True)
-    # every warp has written its rows of the last o tile (the next walk's first step waits for its store)
-    fence_async_shared()
-    gl.thread_barrier()
-    if n_chunks > 0:
-        tma.async_copy_shared_to_global(o_d, [tok0 + (n_chunks - 1) * BT, o_col], o_s.index((n_chunks - 1) % 2))
+    _o_last(o_d, o_s, tok0, o_col, n_chunks, BT)
     if STORE_HT:
         gl.store(ht + st_base + st_off, S.to(ht.dtype.element_ty))
     return nxt, done + n_chunks, known_n
@@ -343,12 +390,73 @@ def _state_offsets(i_v, BV: gl.constexpr, K: gl.constexpr, V: gl.constexpr, STAT
         return o_k * V + cols
 
 
+@gluon.jit
+def _produce(lane0, n_walks, group_lanes, ready, cu_seqlens, chunk_offsets, T, N, NT, NSLOTS, HV, s_vh, i_v, kg_d,
+             ku_d, qg_d, mu_d, v_d, eg_d, kg_s, ku_s, qg_s, mu_s, v_s, eg_s, full, empty, BV: gl.constexpr,
+             BT: gl.constexpr, IS_VARLEN: gl.constexpr, STAGES: gl.constexpr):
+    """The producer warp of a whole-multiprocessor program: walks the program's chunks in the chain's order and, for
+    each, waits until its ring slot is free (empty) and its ready flag is set, then requests its tiles into the slot
+    (full). The chain's warpgroup (_consume) then neither checks flags nor requests tiles."""
+    done = lane0 * 0
+    for w in range(n_walks):
+        i_n, i_hv, slot0, tok0, T_n, n_chunks = _walk_at(w, lane0, n_walks, group_lanes, cu_seqlens, chunk_offsets, T,
+                                                         N, NT, NSLOTS, HV, BT, IS_VARLEN)
+        v_col = (i_hv * s_vh + i_v * BV).to(gl.int32)
+        row = ready + i_hv * flag_row(NSLOTS)
+        known = slot0
+        for c in range(n_chunks):
+            step = done + c
+            slot = step % STAGES
+            mbarrier.wait(empty.index(slot), ((step // STAGES) & 1) ^ 1)
+            known = _wait_ready(row, slot0 + c, known)
+            _issue(c, slot, slot0, i_hv, tok0, v_col, kg_d, ku_d, qg_d, mu_d, v_d, eg_d, kg_s, ku_s, qg_s, mu_s, v_s,
+                   eg_s, full, HV, BT)
+        done += n_chunks
+
+
+@gluon.jit
+def _consume(lane0, n_walks, group_lanes, i_v, h0, ht, cu_seqlens, chunk_offsets, T, N, NT, NSLOTS, HV, st_off, o_d,
+             kg_s, ku_s, qg_s, mu_s, v_s, eg_s, o_s, s_sm, r_sm, full, empty, K: gl.constexpr, V: gl.constexpr,
+             BV: gl.constexpr, BT: gl.constexpr, HAS_H0: gl.constexpr, STORE_HT: gl.constexpr,
+             STATE_V_FIRST: gl.constexpr, IS_VARLEN: gl.constexpr, MMA_K: gl.constexpr, MMA_T: gl.constexpr,
+             STAGES: gl.constexpr, NARROW: gl.constexpr):
+    """The chain's warpgroup beside a producer warp (_produce): the program's walks one after the other, each chunk's
+    tiles waited for in the ring (full), its slot handed back (empty) once every warp is done with it."""
+    o_tc, zero_t = _token_rows(BT, BV, MMA_T, NARROW)
+    done = lane0 * 0
+    for w in range(n_walks):
+        i_n, i_hv, slot0, tok0, T_n, n_chunks = _walk_at(w, lane0, n_walks, group_lanes, cu_seqlens, chunk_offsets, T,
+                                                         N, NT, NSLOTS, HV, BT, IS_VARLEN)
+        o_col = (i_hv * V + i_v * BV).to(gl.int32)
+        st_base = ((i_n * HV + i_hv) * K).to(gl.int64) * V
+        if HAS_H0:
+            S = gl.load(h0 + st_base + st_off).to(gl.float32)
+        else:
+            S = _zero_state(K, BV, MMA_K, NARROW)
+        for c in range(n_chunks):
+            step = done + c
+            _o_flush(o_d, o_s, tok0, o_col, c, BT)
+            if c > 0:   # every warp is done with chunk c - 1: its slot goes back to the producer
+                mbarrier.arrive(empty.index((step - 1) % STAGES))
+            S, O = _step(S, c, T_n, step % STAGES, step, o_tc, zero_t, kg_s, ku_s, qg_s, mu_s, v_s, eg_s, s_sm, r_sm,
+                         full, MMA_K, MMA_T, BT, STAGES, NARROW)
+            O, S = warpgroup_mma_wait(0, deps=(O, S))
+            _o_stash(O, o_s, c, NARROW)
+        _o_last(o_d, o_s, tok0, o_col, n_chunks, BT)
+        if n_chunks > 0:    # and with the last chunk's slot
+            mbarrier.arrive(empty.index((done + n_chunks - 1) % STAGES))
+        if STORE_HT:
+            gl.store(ht + st_base + st_off, S.to(ht.dtype.element_ty))
+        done += n_chunks
+    tma.store_wait(0)
+
+
 @gluon.jit(do_not_specialize=["HV", "N", "NSLOTS", "lanes", "group_lanes"])
 def kda_chunk_state_sm90_kernel(
     kg_d, ku_d, qg_d, mu_d, v_d, eg_d, o_d, h0, h0_d, ht, ready, cu_seqlens, chunk_offsets, T, N, NT, NSLOTS, HV,
     s_vh, lanes, group_lanes, K: gl.constexpr, V: gl.constexpr, BV: gl.constexpr, BT: gl.constexpr,
     HAS_H0: gl.constexpr, STORE_HT: gl.constexpr, STATE_V_FIRST: gl.constexpr, IS_VARLEN: gl.constexpr,
-    STAGES: gl.constexpr, H0_TMA: gl.constexpr = False,
+    STAGES: gl.constexpr, H0_TMA: gl.constexpr = False, PRODUCER: gl.constexpr = False,
 ):
     """Grid: group_lanes x V / BV programs. Program p takes BV state columns (64, or 32: narrow), p % (V / BV), of lanes
     p // (V / BV), that + group_lanes, ..., one after the other: group by group, the order in which the prepare kernel
@@ -361,7 +469,11 @@ def kda_chunk_state_sm90_kernel(
     tile; eg_d over exp(G) [slots HV, K] in [1, K] tiles; v_d and o_d over v and o [B T, HV s_h] as token rows in
     [64, BV] tiles; ready: a row of common.flag_row(NSLOTS) bytes per head, byte `slot` nonzero once the prepare
     program of that (chunk slot, head) has stored its outputs. h0, ht [N, HV, K, V] (or [N, HV, V, K] with
-    STATE_V_FIRST). STAGES: slots of the ring (2 or 3, above)."""
+    STATE_V_FIRST). STAGES: slots of the ring (2 or 3, above). PRODUCER: a producer warp checks the flags and
+    requests the tiles (_produce), for programs that take a whole multiprocessor (its warps and registers leave no
+    room for a prepare program); H0_TMA: the next walk's initial state requested into shared memory while a walk runs
+    (programs beside a prepare program)."""
+    gl.static_assert(not (PRODUCER and H0_TMA), "the initial state's tile fits only beside a two-slot ring")
     gl.static_assert((BV == 64) | (BV == 32), "64 columns (the transposed state fills a warpgroup's rows) or 32")
     NARROW: gl.constexpr = BV == 32     # the state as it is, [K, 32]
     NCOL: gl.constexpr = V // BV
@@ -392,6 +504,12 @@ def kda_chunk_state_sm90_kernel(
     bars = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     for i in gl.static_range(STAGES):
         mbarrier.init(bars.index(i), count=1)
+    if PRODUCER:    # the ring's slots handed back to the producer warp
+        empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+        for i in gl.static_range(STAGES):
+            mbarrier.init(empty.index(i), count=1)
+    else:
+        empty = bars
     if H0_TMA:      # the next walk's initial state, requested while this walk runs
         h0_s = gl.allocate_shared_memory(h0_d.dtype, h0_d.block_type.shape, h0_d.layout)
         h0_bar = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
@@ -409,22 +527,33 @@ def kda_chunk_state_sm90_kernel(
     n_walks = gl.cdiv(lanes - lane0, group_lanes)
     if IS_VARLEN:
         n_walks *= N
-    cur = _walk_at(lane0 * 0, lane0, n_walks, group_lanes, cu_seqlens, chunk_offsets, T, N, NT, NSLOTS, HV, BT,
-                   IS_VARLEN)
-    done = pid * 0                                   # chunks this program has walked: the ring's position
-    known = cur[2]                                   # nothing known set yet in the first walk's flag row
-    if H0_TMA:
-        if n_walks > 0:
-            _h0_request(h0_d, h0_s, h0_bar, cur[0], cur[1], i_v, HV, K, V, BV, STATE_V_FIRST)
-    for w in range(n_walks):
-        cur, done, known = _walk(w, lane0, n_walks, group_lanes, i_v, cur, done, known, h0, h0_d, h0_s, h0_bar, ht,
-                                 ready, cu_seqlens, chunk_offsets, T, N, NT, NSLOTS, HV, s_vh, st_off, kg_d, ku_d, qg_d,
-                                 mu_d, v_d, eg_d, o_d, kg_s, ku_s, qg_s, mu_s, v_s, eg_s, o_s, s_sm, r_sm, bars, K, V,
-                                 BV, BT, HAS_H0, H0_TMA, STORE_HT, STATE_V_FIRST, IS_VARLEN, MMA_K, MMA_T, STAGES,
-                                 NARROW)
-    tma.store_wait(0)
+    if PRODUCER:
+        gl.warp_specialize([
+            (_consume, (lane0, n_walks, group_lanes, i_v, h0, ht, cu_seqlens, chunk_offsets, T, N, NT, NSLOTS, HV,
+                        st_off, o_d, kg_s, ku_s, qg_s, mu_s, v_s, eg_s, o_s, s_sm, r_sm, bars, empty, K, V, BV, BT,
+                        HAS_H0, STORE_HT, STATE_V_FIRST, IS_VARLEN, MMA_K, MMA_T, STAGES, NARROW)),
+            (_produce, (lane0, n_walks, group_lanes, ready, cu_seqlens, chunk_offsets, T, N, NT, NSLOTS, HV, s_vh, i_v,
+                        kg_d, ku_d, qg_d, mu_d, v_d, eg_d, kg_s, ku_s, qg_s, mu_s, v_s, eg_s, bars, empty, BV, BT,
+                        IS_VARLEN, STAGES)),
+        ], [1], [48])
+    else:
+        cur = _walk_at(lane0 * 0, lane0, n_walks, group_lanes, cu_seqlens, chunk_offsets, T, N, NT, NSLOTS, HV, BT,
+                       IS_VARLEN)
+        done = pid * 0                               # chunks this program has walked: the ring's position
+        known = cur[2]                               # nothing known set yet in the first walk's flag row
+        if H0_TMA:
+            if n_walks > 0:
+                _h0_request(h0_d, h0_s, h0_bar, cur[0], cur[1], i_v, HV, K, V, BV, STATE_V_FIRST)
+        for w in range(n_walks):
+            cur, done, known = _walk(w, lane0, n_walks, group_lanes, i_v, cur, done, known, h0, h0_d, h0_s, h0_bar,
+                                     ht, ready, cu_seqlens, chunk_offsets, T, N, NT, NSLOTS, HV, s_vh, st_off, kg_d,
+                                     ku_d, qg_d, mu_d, v_d, eg_d, o_d, kg_s, ku_s, qg_s, mu_s, v_s, eg_s, o_s, s_sm,
+                                     r_sm, bars, K, V, BV, BT, HAS_H0, H0_TMA, STORE_HT, STATE_V_FIRST, IS_VARLEN,
+                                     MMA_K, MMA_T, STAGES, NARROW)
+        tma.store_wait(0)
     for i in gl.static_range(STAGES):
         mbarrier.invalidate(bars.index(i))
+        if PRODUCER:
+            mbarrier.invalidate(empty.index(i))
     if H0_TMA:
         mbarrier.invalidate(h0_bar)
-
