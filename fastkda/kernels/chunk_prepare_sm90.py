@@ -625,22 +625,32 @@ def kda_chunk_prepare_sm90_kernel(
     if gl.sum(gl.sum(gl.where(gl.abs(Tm) <= 3.0e38, 0, 1), axis=1), axis=0) != 0:   # inf or NaN
         Tm = _invert_unit_lower_tf32(Akk, MMA)
 
-    # ---- the solve folded into the rows: Ku = Tb^T Kd, Mu = M Tb, with Tb = T diag(beta)
+    # ---- the solve folded into the rows: Ku = Tb^T Kd, Mu = M Tb, with Tb = T diag(beta); Tb^T is Tb's tile read
+    # transposed by the tensor cores (a transposed copy took a store of its own)
     tb_s = gl.allocate_shared_memory(gl.bfloat16, [64, 64], SH64)
-    tbt_s = gl.allocate_shared_memory(gl.bfloat16, [64, 64], SH64)
     Tb = (Tm * gl.expand_dims(b_col, 0)).to(gl.bfloat16)
     tb_s.store(Tb)
-    tbt_s.store(gl.permute(Tb, (1, 0)))
     fence_async_shared()
     gl.thread_barrier()
-    Mu = warpgroup_mma(m_s, tb_s, gl.zeros([64, 64], gl.float32, MMA), use_acc=False)
+    # the products in flight two at a time, each stored while the next runs (their operand tiles kept alive until
+    # they complete: a layout conversion's scratch must not take them over)
+    Mu = warpgroup_mma(m_s, tb_s, gl.zeros([64, 64], gl.float32, MMA), use_acc=False, is_async=True)
     # stored from the coalesced layouts: straight from the accumulator layout the stores are 4 bytes per thread
     C64: gl.constexpr = gl.BlockedLayout([1, 8], [4, 8], [4, 1], [1, 0])
     mu_t = gl.expand_dims(gl.arange(0, 64, layout=gl.SliceLayout(1, C64)), 1)
     mu_c = gl.expand_dims(gl.arange(0, 64, layout=gl.SliceLayout(0, C64)), 0)
-    gl.store(ws_mu + mu_t * BT + mu_c, gl.convert_layout(Mu.to(gl.bfloat16), C64), eviction_policy="evict_first")
-    for h in gl.static_range(NS):
-        Ku = warpgroup_mma(tbt_s, kd_s.index(h), gl.zeros([64, 32], gl.float32, MMA32), use_acc=False)
-        gl.store(ws_ku + offs_c + h * KS, gl.convert_layout(Ku.to(gl.bfloat16), C), eviction_policy="evict_first")
+    zero32 = gl.zeros([64, 32], gl.float32, MMA32)
+    for hh in gl.static_range(NS // 2):
+        Ka = warpgroup_mma(tb_s.permute((1, 0)), kd_s.index(2 * hh), zero32, use_acc=False, is_async=True)
+        Kb = warpgroup_mma(tb_s.permute((1, 0)), kd_s.index(2 * hh + 1), zero32, use_acc=False, is_async=True)
+        if hh == 0:
+            Mu, _, _ = warpgroup_mma_wait(2, deps=(Mu, m_s, tb_s))
+            gl.store(ws_mu + mu_t * BT + mu_c, gl.convert_layout(Mu.to(gl.bfloat16), C64),
+                     eviction_policy="evict_first")
+        Ka, _, _ = warpgroup_mma_wait(1, deps=(Ka, tb_s, kd_s))
+        gl.store(ws_ku + offs_c + 2 * hh * KS, gl.convert_layout(Ka.to(gl.bfloat16), C), eviction_policy="evict_first")
+        Kb, _, _ = warpgroup_mma_wait(0, deps=(Kb, tb_s, kd_s))
+        gl.store(ws_ku + offs_c + (2 * hh + 1) * KS, gl.convert_layout(Kb.to(gl.bfloat16), C),
+                 eviction_policy="evict_first")
     if READY:
         mark_ready(ready, i_hv * flag_row(NSLOTS) + slot)
