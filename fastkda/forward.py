@@ -438,9 +438,9 @@ def overlap_pays(n_heads: int, total_chunks: int, longest_chunks: int, K: int, V
     """Whether the unsplit state pass is estimated faster beside the prepare kernel (its lanes walking chain_chunks
     steps each, overlap_chain; default longest_chunks) than after it, where the state kernel takes the longer of
     its longest sequence's chain and its share of the GPU's bandwidth. Not where the chain is long: beside the
-    prepare kernel a step takes 1.6-1.9 us on a shared multiprocessor and 1.35-1.5 on a whole one, the Triton
-    kernel's alone 1.1 (T=65536 H=4: 1.35 ms either way; T=32768 H=8: 0.69 overlapped, 0.81 after; T=8192 H=32:
-    0.353 overlapped, 0.406 after; perf-notes v21)."""
+    prepare kernel a step takes 1.6-1.9 us on a shared multiprocessor and 1.13 on a whole one (0.85-0.97 with 32
+    columns), the Triton kernel's alone 1.1 (T=65536 H=4: 0.84 ms overlapped, 1.33 after; T=32768 H=8: 0.46
+    overlapped, 0.78 after, perf-notes v28; T=8192 H=32: 0.353 overlapped, 0.406 after, v21)."""
     after = max(longest_chunks * FEW_STEP_US * step_width(K),
                 state_pass_us(total_chunks * n_heads * V // 64, 0, 64, slots, K=K))
     chain = longest_chunks if chain_chunks is None else chain_chunks
