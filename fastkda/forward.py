@@ -41,8 +41,8 @@ class LaunchConfig:
     (`transition_sm90`), else in the Triton state kernel; overlap: the
     unsplit state pass beside the prepare kernel on a second stream where `overlaps_prepare` allows it, and (None)
     where `overlap_pays` estimates it faster than after the prepare kernel, or (True) wherever allowed, or (False)
-    never; overlap_exclusive: whether each of its programs takes a whole multiprocessor (a three-slot ring, no
-    prepare program beside it; `overlap_groups`), (None) where estimated faster; overlap_narrow: whether each takes
+    never; overlap_exclusive: whether each of its programs takes a whole multiprocessor (a three-slot ring and a
+    producer warp, no prepare program beside it; `overlap_groups`), (None) where estimated faster; overlap_narrow: whether each takes
     32 state columns (the state as it is) rather than 64 (transposed), (None) where estimated faster."""
 
     block_v: int | None = None
@@ -404,7 +404,8 @@ def overlap_groups(lanes: int, n_heads: int, total_chunks: int, chain_chunks: in
     groups one after the other, and the prepare kernel produces the chunks in that order. At most one program per two
     multiprocessors (each takes half a multiprocessor's registers and 181 KB of shared memory, beside one prepare
     program), or, exclusive, one per EXCLUSIVE_SHARE multiprocessors (NARROW_SHARE where narrow), each taking a whole
-    one (a three-slot ring: faster steps where the chains bound the call, fewer places for the prepare kernel).
+    one (a three-slot ring and a producer warp: faster steps where the chains bound the call, fewer places for the
+    prepare kernel; walks priced WALK_START_US more, as for narrow programs, which have no initial-state tile).
     Fewer programs leave the prepare kernel more places but walk more chains each: the number of groups (of equal
     size but the last) and the kind of program (exclusive, narrow: None, either; else that one; narrow programs
     beside prepare programs only where asked for) are those overlapped_us estimates fastest. T=8192 H=64: 2 groups
