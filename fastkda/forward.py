@@ -42,8 +42,9 @@ class LaunchConfig:
     unsplit state pass beside the prepare kernel on a second stream where `overlaps_prepare` allows it, and (None)
     where `overlap_pays` estimates it faster than after the prepare kernel, or (True) wherever allowed, or (False)
     never; overlap_exclusive: whether each of its programs takes a whole multiprocessor (a three-slot ring and a
-    producer warp, no prepare program beside it; `overlap_groups`), (None) where estimated faster; overlap_narrow: whether each takes
-    32 state columns (the state as it is) rather than 64 (transposed), (None) where estimated faster."""
+    producer warp, no prepare program beside it; `overlap_groups`), (None) where estimated faster; overlap_narrow:
+    whether each takes 32 state columns (the state as it is) rather than 64 (transposed), (None) where estimated
+    faster."""
 
     block_v: int | None = None
     num_warps: int = 4
@@ -456,11 +457,11 @@ def plan_split(n_heads: int, total_chunks: int, longest_chunks: int, K: int, V: 
     """64-token chunks per segment for the split path, or 0 when one program per sequence is as fast:
     the cheapest segment length, taken when it beats the unsplit path by 10%. total_chunks: chunks of all
     sequences; slots: multiprocessors of the device. overlap_programs, overlap_groups, overlap_chain,
-    overlap_exclusive, overlap_narrow: where the unsplit path could run its state kernel beside the prepare kernel
-    (overlaps_prepare), its programs, the groups each walks, a lane's chunk steps (overlap_chain; default
-    longest_chunks), whether each program takes a whole multiprocessor and whether it takes 32 columns
-    (overlap_groups), the walks of a lane (a varlen lane's sequences); sm90_transition: the transition pass in the Gluon kernel (transition_sm90). Where the overlap
-    pays (overlap_pays), the unsplit call is priced as overlapped_us, and kept where that is below the prepare kernel
+    overlap_exclusive, overlap_narrow, overlap_walks: where the unsplit path could run its state kernel beside the
+    prepare kernel (overlaps_prepare), its programs, the groups each walks, a lane's chunk steps (overlap_chain;
+    default longest_chunks), whether each program takes a whole multiprocessor and whether it takes 32 columns
+    (overlap_groups), the walks of a lane (a varlen lane's sequences); sm90_transition: the transition pass in the
+    Gluon kernel (transition_sm90). Where the overlap pays (overlap_pays), the unsplit call is priced as overlapped_us, and kept where that is below the prepare kernel
     and the split passes (T=8192 K=V=64 H=32: 0.30 ms split, 0.21 overlapped; T=16384 H=16: 0.503 split, 0.374
     overlapped with whole multiprocessors; H=12: 0.231 split, 0.202 overlapped with whole multiprocessors)."""
     out_steps = total_chunks * n_heads * (V // bv)              # the output pass, split or not
@@ -530,19 +531,18 @@ def kda_forward(
         V=V, dtype=q.dtype, v_tiles=v_token_rows(v), slots=slots)
     programs = groups = group_lanes = 0
     exclusive = narrow = False
+    walks = N if cu_seqlens is not None else 1          # the walks of a lane: a varlen lane walks every sequence
     if can_overlap:
         # the overlapped state kernel's lanes: a fixed-length batch's (sequence, head) pairs, or a varlen batch's heads
         lanes = HV if cu_seqlens is not None else B * HV
         chain = overlap_chain(longest_chunks, n_slots, cu_seqlens is not None)
-        walks = N if cu_seqlens is not None else 1
         group_lanes, groups, exclusive, narrow = overlap_groups(lanes, HV, n_slots, chain, K, V, slots,
                                                                 cfg.overlap_exclusive, cfg.overlap_narrow, walks)
         programs = group_lanes * (V // (32 if narrow else 64))
     gluon_transition = transition_sm90(cfg, device, K, V, v)
     if split_chunks is None:
         split_chunks = plan_split(HV, n_slots, longest_chunks, K, V, bv, slots, programs, groups,
-                                  chain if can_overlap else None, exclusive, narrow, gluon_transition,
-                                  walks if can_overlap else 1)
+                                  chain if can_overlap else None, exclusive, narrow, gluon_transition, walks)
     split = 0 < split_chunks < max(longest_chunks, 1)
     overlap = can_overlap and not split and (cfg.overlap is not None or overlap_pays(
         HV, n_slots, longest_chunks, K, V, slots, programs, groups, chain, exclusive, narrow, walks))

@@ -206,9 +206,13 @@ def _token_rows(BT: gl.constexpr, BV: gl.constexpr, MMA_T: gl.constexpr, NARROW:
 
 
 @gluon.jit
-def _zero_state(K: gl.constexpr, BV: gl.constexpr, MMA_K: gl.constexpr, NARROW: gl.constexpr):
-    """A zero initial state, S [K, BV] (narrow) or S^T [BV, K]."""
-    if NARROW:
+def _initial_state(h0, st_base, st_off, K: gl.constexpr, BV: gl.constexpr, MMA_K: gl.constexpr,
+                   HAS_H0: gl.constexpr, NARROW: gl.constexpr):
+    """A walk's initial state through pointers (h0 + st_base + st_off), or zero without HAS_H0: S [K, BV] (narrow) or
+    S^T [BV, K], in fp32."""
+    if HAS_H0:
+        S = gl.load(h0 + st_base + st_off).to(gl.float32)
+    elif NARROW:
         S = gl.zeros([K, BV], gl.float32, MMA_K)
     else:
         S = gl.zeros([BV, K], gl.float32, MMA_K)
@@ -344,10 +348,8 @@ def _walk(w, lane0, n_walks, lanes_step, i_v, cur, done, known, h0, h0_d, h0_s, 
         gl.thread_barrier()                          # every warp has read h0_s: it may take the next walk's
         if w + 1 < n_walks:
             _h0_request(h0_d, h0_s, h0_bar, n_n, hv_n, i_v, HV, K, V, BV, STATE_V_FIRST)
-    elif HAS_H0:    # requested before the flags are waited for: the caller's input, not the prepare kernel's output
-        S = gl.load(h0 + st_base + st_off).to(gl.float32)
-    else:
-        S = _zero_state(K, BV, MMA_K, NARROW)
+    else:           # requested before the flags are waited for: the caller's input, not the prepare kernel's output
+        S = _initial_state(h0, st_base, st_off, K, BV, MMA_K, HAS_H0, NARROW)
     row = ready + i_hv * flag_row(NSLOTS)            # the heads' flags, one byte per slot
     row_n = ready + hv_n * flag_row(NSLOTS)
     known_n = slot0_n                                # nothing known set yet in the next walk
@@ -429,10 +431,7 @@ def _consume(lane0, n_walks, group_lanes, i_v, h0, ht, cu_seqlens, chunk_offsets
                                                          N, NT, NSLOTS, HV, BT, IS_VARLEN)
         o_col = (i_hv * V + i_v * BV).to(gl.int32)
         st_base = ((i_n * HV + i_hv) * K).to(gl.int64) * V
-        if HAS_H0:
-            S = gl.load(h0 + st_base + st_off).to(gl.float32)
-        else:
-            S = _zero_state(K, BV, MMA_K, NARROW)
+        S = _initial_state(h0, st_base, st_off, K, BV, MMA_K, HAS_H0, NARROW)
         for c in range(n_chunks):
             step = done + c
             _o_flush(o_d, o_s, tok0, o_col, c, BT)
