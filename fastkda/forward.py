@@ -461,9 +461,10 @@ def plan_split(n_heads: int, total_chunks: int, longest_chunks: int, K: int, V: 
     prepare kernel (overlaps_prepare), its programs, the groups each walks, a lane's chunk steps (overlap_chain;
     default longest_chunks), whether each program takes a whole multiprocessor and whether it takes 32 columns
     (overlap_groups), the walks of a lane (a varlen lane's sequences); sm90_transition: the transition pass in the
-    Gluon kernel (transition_sm90). Where the overlap pays (overlap_pays), the unsplit call is priced as overlapped_us, and kept where that is below the prepare kernel
-    and the split passes (T=8192 K=V=64 H=32: 0.30 ms split, 0.21 overlapped; T=16384 H=16: 0.503 split, 0.374
-    overlapped with whole multiprocessors; H=12: 0.231 split, 0.202 overlapped with whole multiprocessors)."""
+    Gluon kernel (transition_sm90). Where the overlap pays (overlap_pays), the unsplit call is priced as
+    overlapped_us, and kept where that is below the prepare kernel and the split passes (T=8192 K=V=64 H=32: 0.30 ms
+    split, 0.21 overlapped; T=16384 H=16: 0.503 split, 0.374 overlapped with whole multiprocessors; H=12: 0.231 split,
+    0.202 overlapped with whole multiprocessors)."""
     out_steps = total_chunks * n_heads * (V // bv)              # the output pass, split or not
     trans_steps = total_chunks * n_heads * ((V + K) // bv)      # the transition pass (an upper bound)
     unsplit = state_pass_us(out_steps, longest_chunks, bv, slots, K=K)

@@ -94,12 +94,13 @@ def _gate_log2(b_g, bias, A_scale, s_gate, lower_bound, GATE: gl.constexpr):
 
 
 @gluon.jit
-def _row_norms(first, second, p, s_t, valid, K: gl.constexpr, C: gl.constexpr, F16: gl.constexpr):
+def _row_norms(first, second, p, s_t, valid, K: gl.constexpr, C: gl.constexpr):
     """rsqrt(sum of squares + 1e-6) of the 64 rows of a [64, K] tile, SliceLayout(1, C): its first two slices from
     the score loop's own loads of them (first, second: _load_slice's), the key dims past 64 read at p (row stride
     s_t) in the slices' layout C, so the norms need no conversion to scale the slices' rows. Built from the slices,
     the norms wait for the loads the first slice waits for: read whole on their own, ptxas issued the slices' loads
     only once the norms were summed, two round trips to L2 before the loop instead of one."""
+    F16: gl.constexpr = p.dtype.element_ty == gl.float16
     x = _unpack_slice(first, C, F16)
     y = _unpack_slice(second, C, F16)
     ss = gl.sum(x * x + y * y, axis=1)
@@ -496,10 +497,8 @@ def kda_chunk_prepare_sm90_kernel(
         bias_next = gl.load(dt_bias + i_hv * K + c_h)
 
     if L2NORM:
-        k_norm = gl.expand_dims(_row_norms(k_next, k_next2, k_c, s_kt, c_t < n_valid, K, C,
-                                           k.dtype.element_ty == gl.float16), 1)
-        q_norm = gl.expand_dims(_row_norms(q_next, q_next2, q_c, s_qt, c_t < n_valid, K, C,
-                                           q.dtype.element_ty == gl.float16), 1) * scale
+        k_norm = gl.expand_dims(_row_norms(k_next, k_next2, k_c, s_kt, c_t < n_valid, K, C), 1)
+        q_norm = gl.expand_dims(_row_norms(q_next, q_next2, q_c, s_qt, c_t < n_valid, K, C), 1) * scale
     else:
         k_norm = gl.full([64, 1], 1.0, gl.float32, C)
         q_norm = gl.full([64, 1], 1.0, gl.float32, C) * scale
