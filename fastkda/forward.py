@@ -244,7 +244,8 @@ def launch_overlapped_state(fork, ws, ws_eg, v, o, h0, ht, ready, group_lanes, l
             *(gluon_desc(d) for d in descs), h0, h0_d, ht, ready, cu_seqlens, chunk_offsets, T, N, NT, n_slots, HV,
             v.stride(2), lanes, group_lanes, K=K, V=V, BV=bv, BT=CHUNK, IS_VARLEN=cu_seqlens is not None,
             HAS_H0=h0 is not None, STORE_HT=ht is not None, STATE_V_FIRST=state_v_first,
-            STAGES=3 if exclusive else 2, H0_TMA=h0_d is not None, PRODUCER=exclusive, num_warps=4)
+            STAGES=3 if exclusive else 2, H0_TMA=h0_d is not None, PRODUCER=exclusive, ws_kg=ws[0], ws_ku=ws[1],
+            ws_qg=ws[2], ws_mu=ws[3], DISCARD=not (exclusive or narrow), num_warps=4)
         join = torch.cuda.Event()
         join.record(side)
     main.wait_event(join)
@@ -566,7 +567,9 @@ def kda_forward(
     pdl = n_slots > 0 and uses_pdl(device, cfg)
     ready = fork = None
     if overlap:
-        ready = torch.zeros(HV * flag_row_bytes(n_slots), dtype=torch.uint8, device=device)
+        # the flag rows, then 128 words of step counts per lane of a group (the state kernel's dropped lines), zeroed
+        # together
+        ready = torch.zeros(HV * flag_row_bytes(n_slots) + 512 * group_lanes, dtype=torch.uint8, device=device)
         fork = torch.cuda.Event()
         fork.record(torch.cuda.current_stream(device))
     if n_slots:

@@ -23,6 +23,12 @@ program (the compiler orders requests that signal one mbarrier), and a step's se
 prepare program keeps the requests in its own warps: the producer's warps and registers would not leave room for the
 prepare program (under a register cap the chain spills), and those calls are bound by the prepare kernel.
 
+The shared programs drop each chunk's workspace lines from L2 once the lane's programs have read them
+(discard.global.L2, _discard_chunk): nothing reads them again, and their write-back was the prepare kernel's
+writes a second time (896 of about 2190 bytes of DRAM traffic per token and head, counted; T=8192 H=96 -1.8%,
+varlen6 -2.3%, perf-notes v30). The lane's two column programs read the same tiles, so the first publishes how
+many steps' tiles it has and the second drops only chunks both have.
+
 A narrow program (BV = 32) carries the state as it is, S [K, 32]: a wgmma's rows are then the key dims and the
 tokens, and its B operand, S or R in bf16, is staged in shared memory each step (8 + 4 KB, two barriers):
     X = Kg S,  R = v - X,  S <- diag(exp(G)) S + Ku^T R,  O = Qg S + Mu R
@@ -38,6 +44,8 @@ from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared
                                                              warpgroup_mma_wait)
 
 from fastkda.kernels.common import FLAG_GROUP, flag_row, sequence_bounds
+
+LANE_WORD = gl.constexpr(gl.BlockedLayout([1], [32], [4], [0]))   # a value per thread of the 4 warps
 
 
 @gluon.jit
@@ -80,6 +88,51 @@ def _wait_ready(row, s, known):
                                   is_pure=False, pack=1)
         known = base + off
     return known
+
+
+@gluon.jit
+def _seen(words):
+    """The step count the lane's first program has published (_publish), each thread from its own copy in the
+    lane's 128 words, by a relaxed load (an acquire would hold the warp until it returns, a weak load may hit a stale
+    line in L1). One word for all, ptxas took the value for uniform and moved it to a uniform register right after
+    the load, so the chain waited for the load's round trip there (late, behind the drops: T=8192 H=96 0.88 ->
+    1.2 ms); a thread's own copy stays in its register until the drops' predicate a step later."""
+    return gl.inline_asm_elementwise("ld.relaxed.gpu.global.b32 $0, [$1];", "=r,l",
+                                     [words + gl.arange(0, 128, layout=LANE_WORD)], dtype=gl.int32, is_pure=False,
+                                     pack=1)
+
+
+@gluon.jit
+def _publish(words, steps):
+    """Stores `steps` in the lane's 128 words, a word a thread (one 128-byte store a warp; relaxed: nothing is read on
+    the strength of it but that the steps' tiles have arrived in this program's shared memory)."""
+    return gl.inline_asm_elementwise("st.relaxed.gpu.global.b32 [$1], $2; mov.u32 $0, 0;", "=r,l,r",
+                                     [words + gl.arange(0, 128, layout=LANE_WORD),
+                                      steps + gl.zeros([128], gl.int32, LANE_WORD)], dtype=gl.int32, is_pure=False,
+                                     pack=1)
+
+
+@gluon.jit
+def _discard_chunk(drop, chunk_row, K: gl.constexpr, BT: gl.constexpr, margin):
+    """Drops the L2 lines of a chunk's Kg, Ku, Qg and Mu tiles (workspace row chunk_row = slot HV + head) without
+    writing them back: nothing reads them again, and their write-back was 896 of the call's about 2190 bytes of DRAM
+    traffic per token and head (counted). One 128-byte line per thread and tile (a [64, D] bf16 tile has D lines);
+    only where margin >= 0."""
+    line = gl.arange(0, 128, layout=LANE_WORD) * 64          # 64 bf16 a line
+    row = chunk_row.to(gl.int64) * BT
+    _discard_tile(drop[0] + row * K, line, K, margin)
+    _discard_tile(drop[1] + row * K, line, K, margin)
+    _discard_tile(drop[2] + row * K, line, K, margin)
+    _discard_tile(drop[3] + row * BT, line, BT, margin)
+
+
+@gluon.jit
+def _discard_tile(p, line, D: gl.constexpr, margin):
+    """Drops the D lines of the [64, D] bf16 tile at p (line: a thread's line offset; past the tile's, its last) if
+    margin >= 0."""
+    gl.inline_asm_elementwise(
+        "{ .reg .pred p; setp.ge.s32 p, $2, 0; @p discard.global.L2 [$1], 128; mov.b32 $0, 0; }", "=r,l,r",
+        [p + gl.minimum(line, (D - 1) * 64), margin + gl.zeros_like(line)], dtype=gl.int32, is_pure=False, pack=1)
 
 
 @gluon.jit
@@ -275,15 +328,21 @@ def _issue_at(j, step, n_chunks, n_next, slot0, i_hv, tok0, v_col, slot0_n, hv_n
 
 
 @gluon.jit
-def _chunk(c, S, done, n_chunks, n_next, known, known_n, T_n, tok0, o_col, slot0, i_hv, v_col, row, slot0_n, hv_n,
-           tok0_n, v_col_n, row_n, HV, kg_d, ku_d, qg_d, mu_d, v_d, eg_d, o_d, kg_s, ku_s, qg_s,
+def _chunk(c, S, seen, done, n_chunks, n_next, known, known_n, T_n, tok0, o_col, slot0, i_hv, v_col, row, slot0_n,
+           hv_n, tok0_n, v_col_n, row_n, HV, kg_d, ku_d, qg_d, mu_d, v_d, eg_d, o_d, kg_s, ku_s, qg_s,
            mu_s, v_s, eg_s, o_s, s_sm, r_sm, bars, o_tc, zero_t, K: gl.constexpr, V: gl.constexpr, BT: gl.constexpr,
            MMA_K: gl.constexpr, MMA_T: gl.constexpr, STAGES: gl.constexpr, NARROW: gl.constexpr,
-           CROSS: gl.constexpr):
+           CROSS: gl.constexpr, drop, DISCARD: gl.constexpr):
     """Step c of a walk. CROSS: one of its last STAGES steps, whose requests and flag checks may be the next walk's
-    (the others' are the walk's own: no selects in the chain's loop)."""
+    (the others' are the walk's own: no selects in the chain's loop). DISCARD: drop = (the workspace's Kg, Ku, Qg and
+    Mu pointers, the step word of the lane's programs, i_v): the last of a lane's column programs drops a read
+    chunk's workspace lines from L2 once every program of the lane has its tiles (_discard_chunk). With two, the
+    first publishes its steps, and the second reads them at the end of a step (seen, returned) and drops chunk c - 2
+    a step later where the first had the tiles of step - 2 by then (a predicate of the drops, so nothing waits for
+    the load)."""
     step = done + c
     slot = step % STAGES
+    NCOL: gl.constexpr = V // 64
     _o_flush(o_d, o_s, tok0, o_col, c, BT)         # slot (step - 1) % STAGES is free: it takes chunk c + STAGES - 1
     if CROSS:
         _issue_at(c + STAGES - 1, step + STAGES - 1, n_chunks, n_next, slot0, i_hv, tok0, v_col, slot0_n, hv_n,
@@ -294,6 +353,16 @@ def _chunk(c, S, done, n_chunks, n_next, known, known_n, T_n, tok0, o_col, slot0
                eg_d, kg_s, ku_s, qg_s, mu_s, v_s, eg_s, bars, HV, BT)
     S, O = _step(S, c, T_n, slot, step, o_tc, zero_t, kg_s, ku_s, qg_s, mu_s, v_s, eg_s, s_sm, r_sm, bars, MMA_K, MMA_T,
                  BT, STAGES, NARROW)
+    if DISCARD:     # this step's tiles have arrived (_step waited for them)
+        if NCOL == 1:
+            if c > 0:
+                _discard_chunk(drop, (slot0 + c - 1) * HV + i_hv, K, BT, step * 0)
+        elif drop[5] == 0:
+            _publish(drop[4], step + 1)
+        elif drop[5] == NCOL - 1:
+            if c > 1:
+                _discard_chunk(drop, (slot0 + c - 2) * HV + i_hv, K, BT, seen - (step - 1))
+            seen = _seen(drop[4])
     # the flag of the chunk the next step requests, while these products run: waited for where the request is made,
     # its load's round trip to L2 stood in the chain (1.65-1.85 us a step beside the prepare kernel)
     if CROSS:
@@ -302,7 +371,7 @@ def _chunk(c, S, done, n_chunks, n_next, known, known_n, T_n, tok0, o_col, slot0
         known = _wait_ready(row, slot0 + c + STAGES, known)
     O, S = warpgroup_mma_wait(0, deps=(O, S))
     _o_stash(O, o_s, c, NARROW)
-    return S, known, known_n
+    return S, seen, known, known_n
 
 
 @gluon.jit
@@ -323,7 +392,7 @@ def _walk(w, lane0, n_walks, lanes_step, i_v, cur, done, known, h0, h0_d, h0_s, 
           mu_s, v_s, eg_s, o_s, s_sm, r_sm, bars, K: gl.constexpr, V: gl.constexpr, BV: gl.constexpr,
           BT: gl.constexpr, HAS_H0: gl.constexpr, H0_TMA: gl.constexpr, STORE_HT: gl.constexpr,
           STATE_V_FIRST: gl.constexpr, IS_VARLEN: gl.constexpr, MMA_K: gl.constexpr, MMA_T: gl.constexpr,
-          STAGES: gl.constexpr, NARROW: gl.constexpr):
+          STAGES: gl.constexpr, NARROW: gl.constexpr, drop, DISCARD: gl.constexpr):
     """The program's walk w: the chain of one (sequence, head, BV columns), cur = _walk_at(w); done: chunks the
     program walked before (the ring's position); known: the _wait_ready bound of its flag row. The ring runs on into
     the next walk: its first chunks' flags are waited for and their tiles requested during this walk's last steps,
@@ -363,16 +432,19 @@ def _walk(w, lane0, n_walks, lanes_step, i_v, cur, done, known, h0, h0_d, h0_s, 
                           kg_d, ku_d, qg_d, mu_d, v_d, eg_d, kg_s, ku_s, qg_s, mu_s, v_s, eg_s, bars, HV, BT, STAGES)
     o_tc, zero_t = _token_rows(BT, BV, MMA_T, NARROW)
     n_own = gl.maximum(n_chunks - STAGES, 0)          # steps whose requests and checks are all this walk's
+    seen = gl.zeros([128], gl.int32, LANE_WORD)      # (DISCARD) the steps the lane's first program has published
     for c in range(n_own):
-        S, known, known_n = _chunk(c, S, done, n_chunks, n_next, known, known_n, T_n, tok0, o_col, slot0, i_hv, v_col,
-                                   row, slot0_n, hv_n, tok0_n, v_col_n, row_n, HV, kg_d, ku_d,
-                                   qg_d, mu_d, v_d, eg_d, o_d, kg_s, ku_s, qg_s, mu_s, v_s, eg_s, o_s, s_sm, r_sm, bars,
-                                   o_tc, zero_t, K, V, BT, MMA_K, MMA_T, STAGES, NARROW, False)
+        S, seen, known, known_n = _chunk(c, S, seen, done, n_chunks, n_next, known, known_n, T_n, tok0, o_col,
+                                         slot0, i_hv, v_col, row, slot0_n, hv_n, tok0_n, v_col_n, row_n, HV, kg_d,
+                                         ku_d, qg_d, mu_d, v_d, eg_d, o_d, kg_s, ku_s, qg_s, mu_s, v_s, eg_s, o_s,
+                                         s_sm, r_sm, bars, o_tc, zero_t, K, V, BT, MMA_K, MMA_T, STAGES, NARROW,
+                                         False, drop, DISCARD)
     for c in range(n_own, n_chunks):
-        S, known, known_n = _chunk(c, S, done, n_chunks, n_next, known, known_n, T_n, tok0, o_col, slot0, i_hv, v_col,
-                                   row, slot0_n, hv_n, tok0_n, v_col_n, row_n, HV, kg_d, ku_d,
-                                   qg_d, mu_d, v_d, eg_d, o_d, kg_s, ku_s, qg_s, mu_s, v_s, eg_s, o_s, s_sm, r_sm, bars,
-                                   o_tc, zero_t, K, V, BT, MMA_K, MMA_T, STAGES, NARROW, True)
+        S, seen, known, known_n = _chunk(c, S, seen, done, n_chunks, n_next, known, known_n, T_n, tok0, o_col,
+                                         slot0, i_hv, v_col, row, slot0_n, hv_n, tok0_n, v_col_n, row_n, HV, kg_d,
+                                         ku_d, qg_d, mu_d, v_d, eg_d, o_d, kg_s, ku_s, qg_s, mu_s, v_s, eg_s, o_s,
+                                         s_sm, r_sm, bars, o_tc, zero_t, K, V, BT, MMA_K, MMA_T, STAGES, NARROW,
+                                         True, drop, DISCARD)
     _o_last(o_d, o_s, tok0, o_col, n_chunks, BT)
     if STORE_HT:
         gl.store(ht + st_base + st_off, S.to(ht.dtype.element_ty))
@@ -455,7 +527,8 @@ def kda_chunk_state_sm90_kernel(
     kg_d, ku_d, qg_d, mu_d, v_d, eg_d, o_d, h0, h0_d, ht, ready, cu_seqlens, chunk_offsets, T, N, NT, NSLOTS, HV,
     s_vh, lanes, group_lanes, K: gl.constexpr, V: gl.constexpr, BV: gl.constexpr, BT: gl.constexpr,
     HAS_H0: gl.constexpr, STORE_HT: gl.constexpr, STATE_V_FIRST: gl.constexpr, IS_VARLEN: gl.constexpr,
-    STAGES: gl.constexpr, H0_TMA: gl.constexpr = False, PRODUCER: gl.constexpr = False,
+    STAGES: gl.constexpr, H0_TMA: gl.constexpr = False, PRODUCER: gl.constexpr = False, ws_kg=None, ws_ku=None,
+    ws_qg=None, ws_mu=None, DISCARD: gl.constexpr = False,
 ):
     """Grid: group_lanes x V / BV programs. Program p takes BV state columns (64, or 32: narrow), p % (V / BV), of lanes
     p // (V / BV), that + group_lanes, ..., one after the other: group by group, the order in which the prepare kernel
@@ -471,8 +544,12 @@ def kda_chunk_state_sm90_kernel(
     STATE_V_FIRST). STAGES: slots of the ring (2 or 3, above). PRODUCER: a producer warp checks the flags and
     requests the tiles (_produce), for programs that take a whole multiprocessor (its warps and registers leave no
     room for a prepare program); H0_TMA: the next walk's initial state requested into shared memory while a walk runs
-    (programs beside a prepare program)."""
+    (programs beside a prepare program). DISCARD (64-column programs without a producer): the workspace lines of each
+    chunk (ws_kg, ws_ku, ws_qg, ws_mu: the workspace's pointers) are dropped from L2 once the lane's programs have read
+    them (_chunk), so that they are never written back to DRAM; a lane's first program publishes its steps to the
+    second in 128 int32 words a lane (of a group) after the flag rows, zeroed with them."""
     gl.static_assert(not (PRODUCER and H0_TMA), "the initial state's tile fits only beside a two-slot ring")
+    gl.static_assert(not DISCARD or (BV == 64 and not PRODUCER), "dropped lines: 64-column programs beside prepare")
     gl.static_assert((BV == 64) | (BV == 32), "64 columns (the transposed state fills a warpgroup's rows) or 32")
     NARROW: gl.constexpr = BV == 32     # the state as it is, [K, 32]
     NCOL: gl.constexpr = V // BV
@@ -543,12 +620,14 @@ def kda_chunk_state_sm90_kernel(
         if H0_TMA:
             if n_walks > 0:
                 _h0_request(h0_d, h0_s, h0_bar, cur[0], cur[1], i_v, HV, K, V, BV, STATE_V_FIRST)
+        words = (ready + HV * flag_row(NSLOTS)).to(gl.pointer_type(gl.int32)) + lane0 * 128    # the lane's step words
+        drop = (ws_kg, ws_ku, ws_qg, ws_mu, words, i_v)
         for w in range(n_walks):
             cur, done, known = _walk(w, lane0, n_walks, group_lanes, i_v, cur, done, known, h0, h0_d, h0_s, h0_bar,
                                      ht, ready, cu_seqlens, chunk_offsets, T, N, NT, NSLOTS, HV, s_vh, st_off, kg_d,
                                      ku_d, qg_d, mu_d, v_d, eg_d, o_d, kg_s, ku_s, qg_s, mu_s, v_s, eg_s, o_s, s_sm,
                                      r_sm, bars, K, V, BV, BT, HAS_H0, H0_TMA, STORE_HT, STATE_V_FIRST, IS_VARLEN,
-                                     MMA_K, MMA_T, STAGES, NARROW)
+                                     MMA_K, MMA_T, STAGES, NARROW, drop, DISCARD)
         tma.store_wait(0)
     for i in gl.static_range(STAGES):
         mbarrier.invalidate(bars.index(i))
