@@ -16,7 +16,7 @@ from triton.tools.tensor_descriptor import TensorDescriptor
 
 from fastkda.kernels.chunk_prepare import CHUNK, kda_chunk_prepare_kernel
 from fastkda.kernels.chunk_state import kda_chunk_state_kernel
-from fastkda.kernels.common import DIAG_DECAY_FLOOR, FLAG_GROUP, HALF_BLOCK_SHIFT, interpreting
+from fastkda.kernels.common import DIAG_DECAY_FLOOR, FLAG_GROUP, HALF_BLOCK_SHIFT, STEP_WORDS, interpreting
 from fastkda.kernels.split import kda_combine_kernel, kda_schedule_kernel
 
 GATE_PRE, GATE_SOFTPLUS, GATE_LOWER_BOUND = 0, 1, 2
@@ -567,9 +567,10 @@ def kda_forward(
     pdl = n_slots > 0 and uses_pdl(device, cfg)
     ready = fork = None
     if overlap:
-        # the flag rows, then 128 words of step counts per lane of a group (the state kernel's dropped lines), zeroed
-        # together
-        ready = torch.zeros(HV * flag_row_bytes(n_slots) + 512 * group_lanes, dtype=torch.uint8, device=device)
+        # the flag rows, then STEP_WORDS int32 step counts per lane of a group (the state kernel's dropped lines),
+        # zeroed together
+        ready = torch.zeros(HV * flag_row_bytes(n_slots) + 4 * STEP_WORDS.value * group_lanes, dtype=torch.uint8,
+                            device=device)
         fork = torch.cuda.Event()
         fork.record(torch.cuda.current_stream(device))
     if n_slots:

@@ -43,7 +43,7 @@ from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared, mbarrier, tma, warpgroup_mma,
                                                              warpgroup_mma_wait)
 
-from fastkda.kernels.common import FLAG_GROUP, flag_row, sequence_bounds
+from fastkda.kernels.common import FLAG_GROUP, STEP_WORDS, flag_row, sequence_bounds
 
 LANE_WORD = gl.constexpr(gl.BlockedLayout([1], [32], [4], [0]))   # a value per thread of the 4 warps
 
@@ -98,8 +98,8 @@ def _seen(words):
     the load, so the chain waited for the load's round trip there (late, behind the drops: T=8192 H=96 0.88 ->
     1.2 ms); a thread's own copy stays in its register until the drops' predicate a step later."""
     return gl.inline_asm_elementwise("ld.relaxed.gpu.global.b32 $0, [$1];", "=r,l",
-                                     [words + gl.arange(0, 128, layout=LANE_WORD)], dtype=gl.int32, is_pure=False,
-                                     pack=1)
+                                     [words + gl.arange(0, STEP_WORDS, layout=LANE_WORD)], dtype=gl.int32,
+                                     is_pure=False, pack=1)
 
 
 @gluon.jit
@@ -107,9 +107,9 @@ def _publish(words, steps):
     """Stores `steps` in the lane's 128 words, a word a thread (one 128-byte store a warp; relaxed: nothing is read on
     the strength of it but that the steps' tiles have arrived in this program's shared memory)."""
     return gl.inline_asm_elementwise("st.relaxed.gpu.global.b32 [$1], $2; mov.u32 $0, 0;", "=r,l,r",
-                                     [words + gl.arange(0, 128, layout=LANE_WORD),
-                                      steps + gl.zeros([128], gl.int32, LANE_WORD)], dtype=gl.int32, is_pure=False,
-                                     pack=1)
+                                     [words + gl.arange(0, STEP_WORDS, layout=LANE_WORD),
+                                      steps + gl.zeros([STEP_WORDS], gl.int32, LANE_WORD)], dtype=gl.int32,
+                                     is_pure=False, pack=1)
 
 
 @gluon.jit
@@ -432,7 +432,7 @@ def _walk(w, lane0, n_walks, lanes_step, i_v, cur, done, known, h0, h0_d, h0_s, 
                           kg_d, ku_d, qg_d, mu_d, v_d, eg_d, kg_s, ku_s, qg_s, mu_s, v_s, eg_s, bars, HV, BT, STAGES)
     o_tc, zero_t = _token_rows(BT, BV, MMA_T, NARROW)
     n_own = gl.maximum(n_chunks - STAGES, 0)          # steps whose requests and checks are all this walk's
-    seen = gl.zeros([128], gl.int32, LANE_WORD)      # (DISCARD) the steps the lane's first program has published
+    seen = gl.zeros([STEP_WORDS], gl.int32, LANE_WORD)    # (DISCARD) the steps the lane's first program has published
     for c in range(n_own):
         S, seen, known, known_n = _chunk(c, S, seen, done, n_chunks, n_next, known, known_n, T_n, tok0, o_col,
                                          slot0, i_hv, v_col, row, slot0_n, hv_n, tok0_n, v_col_n, row_n, HV, kg_d,
@@ -620,7 +620,7 @@ def kda_chunk_state_sm90_kernel(
         if H0_TMA:
             if n_walks > 0:
                 _h0_request(h0_d, h0_s, h0_bar, cur[0], cur[1], i_v, HV, K, V, BV, STATE_V_FIRST)
-        words = (ready + HV * flag_row(NSLOTS)).to(gl.pointer_type(gl.int32)) + lane0 * 128    # the lane's step words
+        words = (ready + HV * flag_row(NSLOTS)).to(gl.pointer_type(gl.int32)) + lane0 * STEP_WORDS  # the lane's words
         drop = (ws_kg, ws_ku, ws_qg, ws_mu, words, i_v)
         for w in range(n_walks):
             cur, done, known = _walk(w, lane0, n_walks, group_lanes, i_v, cur, done, known, h0, h0_d, h0_s, h0_bar,

@@ -46,6 +46,9 @@ def wait_for_prior_grid(PDL: tl.constexpr):
 
 # ready flags a load of the overlapped state kernel reads (16 bytes: ld.acquire.v4.b32), and their rows' alignment
 FLAG_GROUP = tl.constexpr(16)
+# int32 words a lane of the overlapped state kernel's programs publish their step counts in after the flag rows: one
+# a thread of a 4-warp program (chunk_state_sm90._publish and _seen)
+STEP_WORDS = tl.constexpr(128)
 
 
 @triton.jit
