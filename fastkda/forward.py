@@ -552,12 +552,18 @@ def kda_forward(
     nsearch = max(1, math.ceil(math.log2(N + 1)))
     interp = interpreting()
 
-    seg_offsets = chunk_offsets = chunk_seq = None
+    seg_offsets = chunk_offsets = chunk_seq = long_seqs = None
+    # the sequences the combine walks: all of a fixed-length batch; of a varlen one, at most those with more chunks
+    # than a segment (kda_schedule_kernel lists them on the device)
+    n_long = N if cu_seqlens is None else (n_slots // (ncs + 1) if split else 0)
     if cu_seqlens is not None:
-        seg_offsets = torch.empty(N + 1, dtype=torch.int32, device=device)
-        chunk_offsets = torch.empty(N + 1, dtype=torch.int32, device=device)
-        chunk_seq = torch.empty(max(n_slots, 1), dtype=torch.int32, device=device)
-        kda_schedule_kernel[(1,)](cu_seqlens, seg_offsets, chunk_offsets, chunk_seq, N, T, ncs, n_slots, BLOCK=1024)
+        # one allocation, each part 16-byte aligned (the kernels are specialized on their pointers' alignment)
+        sizes = (N + 1, N + 1, n_long + 1, max(n_slots, 1))
+        parts = torch.empty(sum(-(-n // 4) * 4 for n in sizes), dtype=torch.int32, device=device).split(
+            [-(-n // 4) * 4 for n in sizes])
+        seg_offsets, chunk_offsets, long_seqs, chunk_seq = (p[:n] for p, n in zip(parts, sizes))
+        kda_schedule_kernel[(1,)](cu_seqlens, seg_offsets, chunk_offsets, chunk_seq, long_seqs, N, T, ncs, n_slots,
+                                  n_long, BLOCK=1024)
 
     # at least one slot: a tensor descriptor needs a nonempty tensor (no slot past n_slots is read)
     ws = [torch.empty(max(n_slots, 1), HV, BT, d, dtype=torch.bfloat16, device=device) for d in (K, K, K, BT)]
@@ -643,11 +649,11 @@ def kda_forward(
             SPLIT=True, TRANSITION=True, v=v, V_DESC=False, **{**state_args, "num_stages": cfg.transition_stages})
     bvc = min(cfg.combine_block_v, V)
     rows = seg_trans.view(-1, V + K)
-    kda_combine_kernel[(V // bvc * HV * N,)](
+    kda_combine_kernel[(V // bvc * HV * n_long,)](
         initial_state, TensorDescriptor.from_tensor(rows, [K, K]), TensorDescriptor.from_tensor(rows, [K, bvc]),
-        seg_start, seg_offsets, T, ncs, n_seg, HV=HV, K=K, V=V, BV=bvc, HAS_H0=initial_state is not None,
-        STATE_V_FIRST=state_v_first, IS_VARLEN=cu_seqlens is not None, PDL=pdl, launch_pdl=pdl, INTERPRET=interp,
-        num_warps=4, num_stages=3)      # P of the next two segments in flight (perf-notes v22)
+        seg_start, seg_offsets, long_seqs, T, ncs, n_seg, n_long, HV=HV, K=K, V=V, BV=bvc,
+        HAS_H0=initial_state is not None, STATE_V_FIRST=state_v_first, IS_VARLEN=cu_seqlens is not None, PDL=pdl,
+        launch_pdl=pdl, INTERPRET=interp, num_warps=4, num_stages=3)      # P of the next two segments in flight (perf-notes v22)
     kda_chunk_state_kernel[(V // bv * HV * n_seg,)](
         seg_start=seg_start, seg_trans=None, BV=bv, NCOL=V // bv, STORE_HT=ht is not None, STORE_HI=hi is not None,
         SPLIT=True, TRANSITION=False, **state_args, **v_args)

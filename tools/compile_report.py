@@ -120,9 +120,9 @@ def prepare_variant(warps=4, K=128, bounded=True, ks=32, maxnreg=None, sm90=Fals
     return compile_kernel(fn, c, warps, 1, maxnreg)
 
 
-def state_variant(bv=64, warps=4, stages=2, K=128, V=128, transition=False):
+def state_variant(bv=64, warps=4, stages=2, K=128, V=128, transition=False, split=False):
     c = dict(K=K, V=V, BV=bv, NCOL=(V + K) // bv if transition else V // bv, BT=64, HAS_H0=True,
-             STORE_HT=True, STORE_HI=False, STATE_V_FIRST=False, IS_VARLEN=False, SPLIT=transition,
+             STORE_HT=True, STORE_HI=False, STATE_V_FIRST=False, IS_VARLEN=False, SPLIT=split or transition,
              TRANSITION=transition, V_DESC=False, PDL=True, INTERPRET=False)
     return compile_kernel(kda_chunk_state_kernel, c, warps, stages)
 
@@ -187,7 +187,8 @@ if __name__ == "__main__":
                dict(sm90=True, bounded=False), dict(sm90=True, ready=True), dict(sm90=True, ready=True, varlen=True)):
         ck, dt = prepare_variant(**kw)
         print(f"prepare {kw} {dt:.1f}s smem={ck.metadata.shared}: {ptxas_verbose(ck)}; {sass_counts(ck)}")
-    for kw in (dict(bv=64, warps=4, stages=3), dict(bv=32, warps=4, stages=3), dict(bv=64, warps=4, stages=3, transition=True)):
+    for kw in (dict(bv=64, warps=4, stages=3), dict(bv=32, warps=4, stages=3), dict(bv=64, warps=4, stages=3, split=True),
+               dict(bv=64, warps=4, stages=3, transition=True)):
         ck, dt = state_variant(**kw)
         print(f"state {kw} {dt:.1f}s smem={ck.metadata.shared}: {ptxas_verbose(ck)}; {sass_counts(ck)}")
     for kw in (dict(K=128, V=128), dict(K=128, V=128, stages=3), dict(K=128, V=128, varlen=True),

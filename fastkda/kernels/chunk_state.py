@@ -6,7 +6,8 @@ Only this chain is sequential.
 
 The split-sequence path (docs/split.md) runs it twice: with TRANSITION, for each segment but the last of a
 sequence, from S = [0 | I] over the columns [V | K], giving the segment's map S_end = P S_start + B (no
-output); then, after the combine kernel has chained those maps, from each segment's true starting state.
+output); then, after the combine kernel has chained those maps, from each segment's true starting state (a
+sequence's first segment from its initial state).
 """
 
 from __future__ import annotations
@@ -16,6 +17,16 @@ import triton.language as tl
 
 from fastkda.kernels.common import (bf16, cast, mm, segment_chunks, segment_of, sequence_bounds, state_ptrs,
                                     wait_for_prior_grid)
+
+
+@triton.jit
+def _initial_state(h0, i_n, i_hv, HV, o_k, cols, K: tl.constexpr, V: tl.constexpr, BV: tl.constexpr,
+                   HAS_H0: tl.constexpr, STATE_V_FIRST: tl.constexpr):
+    """Columns cols of sequence i_n's initial state as [K, BV] fp32 (zeros without one)."""
+    if HAS_H0:
+        return tl.load(state_ptrs(h0, i_n, i_hv, HV, o_k, cols, K, V, STATE_V_FIRST)).to(tl.float32)
+    else:
+        return tl.zeros([K, BV], dtype=tl.float32)
 
 
 @triton.jit(do_not_specialize=["HV"])  # one compilation for every head count
@@ -69,7 +80,10 @@ def kda_chunk_state_kernel(
     if TRANSITION:
         S = tl.where(o_k[:, None] == cols[None, :] - V, 1.0, 0.0)
     elif SPLIT:
-        S = tl.load(seg_start + ((i_g * HV + i_hv) * K).to(tl.int64) * V + o_k[:, None] * V + cols[None, :])
+        if i_s > 0:
+            S = tl.load(seg_start + ((i_g * HV + i_hv) * K).to(tl.int64) * V + o_k[:, None] * V + cols[None, :])
+        else:
+            S = _initial_state(h0, i_n, i_hv, HV, o_k, cols, K, V, BV, HAS_H0, STATE_V_FIRST)
     elif HAS_H0:
         S = S0
     else:

@@ -17,18 +17,21 @@ def _max(a, b):
 
 
 @triton.jit
-def kda_schedule_kernel(cu_seqlens, seg_offsets, chunk_offsets, chunk_seq, N, T, NCS, NSLOTS, BLOCK: tl.constexpr):
+def kda_schedule_kernel(cu_seqlens, seg_offsets, chunk_offsets, chunk_seq, long_seqs, N, T, NCS, NSLOTS, NLONG,
+                        BLOCK: tl.constexpr):
     """Exclusive prefix sums over the N sequences of cu_seqlens, each of length N + 1:
     seg_offsets of the segment counts (at least one a sequence) and chunk_offsets of the 64-token chunk
-    counts; and chunk_seq [NSLOTS], the sequence of each chunk slot (slots past the last chunk: the last
-    non-empty sequence), so that the chunk programs find theirs with one load instead of a search. One
-    program; reads cu_seqlens on the device, so the host never waits."""
+    counts; chunk_seq [NSLOTS], the sequence of each chunk slot (slots past the last chunk: the last
+    non-empty sequence), so that the chunk programs find theirs with one load instead of a search; and long_seqs
+    [NLONG + 1], the sequences of more than one segment in order (the combine's, at most NLONG of them: the host's
+    bound), then their count. One program; reads cu_seqlens on the device, so the host never waits."""
     for start in range(0, NSLOTS, BLOCK):
         idx = start + tl.arange(0, BLOCK)
         tl.store(chunk_seq + idx, tl.zeros([BLOCK], dtype=tl.int32), mask=idx < NSLOTS)
     tl.debug_barrier()  # the zeros are in place before any thread marks a slot
     seg_carry = tl.zeros([], dtype=tl.int32)
     chunk_carry = tl.zeros([], dtype=tl.int32)
+    long_carry = tl.zeros([], dtype=tl.int32)
     for start in range(0, N + 1, BLOCK):
         idx = start + tl.arange(0, BLOCK)
         inside = idx < N
@@ -40,8 +43,12 @@ def kda_schedule_kernel(cu_seqlens, seg_offsets, chunk_offsets, chunk_seq, N, T,
         tl.store(chunk_offsets + idx, first_chunk, mask=idx <= N)
         # each non-empty sequence marks its first slot (no two share one); a running maximum fills the rest
         tl.store(chunk_seq + first_chunk, idx, mask=inside & (n_chunks > 0) & (first_chunk < NSLOTS))
+        multi = (n_segs > 1).to(tl.int32)
+        at = long_carry + tl.cumsum(multi, 0) - multi
+        tl.store(long_seqs + at, idx, mask=(multi > 0) & (at < NLONG))
         seg_carry += tl.sum(n_segs, 0)
         chunk_carry += tl.sum(n_chunks, 0)
+        long_carry += tl.sum(multi, 0)
     tl.debug_barrier()  # the marks were written by other threads of this program
     seq_carry = tl.zeros([], dtype=tl.int32)
     for start in range(0, NSLOTS, BLOCK):
@@ -51,24 +58,32 @@ def kda_schedule_kernel(cu_seqlens, seg_offsets, chunk_offsets, chunk_seq, N, T,
         tl.debug_barrier()  # every thread has read its marks before any is overwritten
         tl.store(chunk_seq + idx, tl.maximum(tl.associative_scan(marks, 0, _max), seq_carry), mask=inside)
         seq_carry = tl.maximum(seq_carry, tl.max(marks, 0))
+    tl.store(long_seqs + NLONG, tl.minimum(long_carry, NLONG))
 
 
 @triton.jit(do_not_specialize=["HV"])  # one compilation for every head count
 def kda_combine_kernel(
-    h0, trans_p, trans_b, seg_start, seg_offsets, T, NCS, NSEG,
+    h0, trans_p, trans_b, seg_start, seg_offsets, long_seqs, T, NCS, NSEG, NLONG,
     HV, K: tl.constexpr, V: tl.constexpr, BV: tl.constexpr, HAS_H0: tl.constexpr,
     STATE_V_FIRST: tl.constexpr, IS_VARLEN: tl.constexpr, PDL: tl.constexpr, INTERPRET: tl.constexpr,
 ):
-    """For one sequence, value head and BV state columns: walks the segments in order, writing the state at
-    each segment start to seg_start [S, HV, K, V] and advancing it by the segment's map from seg_trans
-    [S, HV, K, V + K] (columns :V hold B, columns V: hold P), read through two tensor descriptors over its rows of
-    V + K: trans_p in [K, K] tiles (P), trans_b in [K, BV] tiles (B). Segments past NSEG (the workspace) are not
-    touched, whatever cu_seqlens says. PDL: as kda_chunk_state_kernel's."""
+    """For one sequence of more than one segment, value head and BV state columns: walks the segments in order
+    from the initial state, advancing it by each segment's map from seg_trans [S, HV, K, V + K] (columns :V hold B,
+    columns V: hold P), read through two tensor descriptors over its rows of V + K: trans_p in [K, K] tiles (P),
+    trans_b in [K, BV] tiles (B), and writing the state at the start of every segment but the first (which the
+    output pass takes from the initial state) to seg_start [S, HV, K, V]. Programs: a fixed-length batch's
+    sequences, or a varlen batch's listed in long_seqs (kda_schedule_kernel: at most NLONG, then their count), so that
+    short sequences cost no program. Segments past NSEG (the workspace) are not touched, whatever cu_seqlens says.
+    PDL: as kda_chunk_state_kernel's (long_seqs, written before the prepare kernel, is read before the wait)."""
     NCOL: tl.constexpr = V // BV
     pid = tl.program_id(0)
     i_v = pid % NCOL
     i_hv = (pid // NCOL) % HV
     i_n = pid // (NCOL * HV)
+    if IS_VARLEN:
+        if i_n >= tl.load(long_seqs + NLONG):
+            return
+        i_n = tl.load(long_seqs + i_n)
     o_k = tl.arange(0, K)
     cols = i_v * BV + tl.arange(0, BV)
     if HAS_H0:
@@ -83,16 +98,11 @@ def kda_combine_kernel(
         sps = segments_per_sequence(T, NCS)
         s_begin = i_n * sps
         s_end = s_begin + sps
-    s_end = tl.minimum(s_end, NSEG)
-    if s_end <= s_begin:
-        return
-    for s in range(s_begin, s_end - 1):
+    for s in range(s_begin, tl.minimum(s_end, NSEG) - 1):
         base = ((s * HV + i_hv) * K).to(tl.int64)
-        tl.store(seg_start + base * V + o_k[:, None] * V + cols[None, :], S)
         P = trans_p.load([base.to(tl.int32), V])
         B = trans_b.load([base.to(tl.int32), i_v * BV])
         # tf32 (2^-11 relative rounding of P and S) is 8x finer than the bf16 operands of every chunk step, and
         # P is a contraction, so the error does not grow along the chain; tf32x3 took 1.5x as long (perf-notes v10)
         S = mm_f32(P, S, "tf32", INTERPRET) + B
-    last = ((s_end - 1) * HV + i_hv) * K
-    tl.store(seg_start + last.to(tl.int64) * V + o_k[:, None] * V + cols[None, :], S)
+        tl.store(seg_start + (base + HV * K) * V + o_k[:, None] * V + cols[None, :], S)
