@@ -43,12 +43,13 @@ def kda_schedule_kernel(cu_seqlens, seg_offsets, chunk_offsets, chunk_seq, long_
         tl.store(chunk_offsets + idx, first_chunk, mask=idx <= N)
         # each non-empty sequence marks its first slot (no two share one); a running maximum fills the rest
         tl.store(chunk_seq + first_chunk, idx, mask=inside & (n_chunks > 0) & (first_chunk < NSLOTS))
-        multi = (n_segs > 1).to(tl.int32)
-        at = long_carry + tl.cumsum(multi, 0) - multi
-        tl.store(long_seqs + at, idx, mask=(multi > 0) & (at < NLONG))
+        if NLONG > 0:   # a split call (NLONG = 0 else): its list, whose running sum costs a microsecond
+            multi = (n_segs > 1).to(tl.int32)
+            at = long_carry + tl.cumsum(multi, 0) - multi
+            tl.store(long_seqs + at, idx, mask=(multi > 0) & (at < NLONG))
+            long_carry += tl.sum(multi, 0)
         seg_carry += tl.sum(n_segs, 0)
         chunk_carry += tl.sum(n_chunks, 0)
-        long_carry += tl.sum(multi, 0)
     tl.debug_barrier()  # the marks were written by other threads of this program
     seq_carry = tl.zeros([], dtype=tl.int32)
     for start in range(0, NSLOTS, BLOCK):
