@@ -653,7 +653,7 @@ def kda_forward(
         initial_state, TensorDescriptor.from_tensor(rows, [K, K]), TensorDescriptor.from_tensor(rows, [K, bvc]),
         seg_start, seg_offsets, long_seqs, T, ncs, n_seg, n_long, HV=HV, K=K, V=V, BV=bvc,
         HAS_H0=initial_state is not None, STATE_V_FIRST=state_v_first, IS_VARLEN=cu_seqlens is not None, PDL=pdl,
-        launch_pdl=pdl, INTERPRET=interp, num_warps=4, num_stages=3)      # P of the next two segments in flight (perf-notes v22)
+        launch_pdl=pdl, INTERPRET=interp, num_warps=4, num_stages=3)  # P of the next two segments in flight (v22)
     kda_chunk_state_kernel[(V // bv * HV * n_seg,)](
         seg_start=seg_start, seg_trans=None, BV=bv, NCOL=V // bv, STORE_HT=ht is not None, STORE_HI=hi is not None,
         SPLIT=True, TRANSITION=False, **state_args, **v_args)
