@@ -559,8 +559,8 @@ def kda_forward(
     if cu_seqlens is not None:
         # one allocation, each part 16-byte aligned (the kernels are specialized on their pointers' alignment)
         sizes = (N + 1, N + 1, n_long + 1, max(n_slots, 1))
-        parts = torch.empty(sum(-(-n // 4) * 4 for n in sizes), dtype=torch.int32, device=device).split(
-            [-(-n // 4) * 4 for n in sizes])
+        padded = [-(-n // 4) * 4 for n in sizes]
+        parts = torch.empty(sum(padded), dtype=torch.int32, device=device).split(padded)
         seg_offsets, chunk_offsets, long_seqs, chunk_seq = (p[:n] for p, n in zip(parts, sizes))
         kda_schedule_kernel[(1,)](cu_seqlens, seg_offsets, chunk_offsets, chunk_seq, long_seqs, N, T, ncs, n_slots,
                                   n_long, BLOCK=1024)

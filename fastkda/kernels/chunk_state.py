@@ -15,18 +15,8 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from fastkda.kernels.common import (bf16, cast, mm, segment_chunks, segment_of, sequence_bounds, state_ptrs,
-                                    wait_for_prior_grid)
-
-
-@triton.jit
-def _initial_state(h0, i_n, i_hv, HV, o_k, cols, K: tl.constexpr, V: tl.constexpr, BV: tl.constexpr,
-                   HAS_H0: tl.constexpr, STATE_V_FIRST: tl.constexpr):
-    """Columns cols of sequence i_n's initial state as [K, BV] fp32 (zeros without one)."""
-    if HAS_H0:
-        return tl.load(state_ptrs(h0, i_n, i_hv, HV, o_k, cols, K, V, STATE_V_FIRST)).to(tl.float32)
-    else:
-        return tl.zeros([K, BV], dtype=tl.float32)
+from fastkda.kernels.common import (bf16, cast, initial_state, mm, segment_chunks, segment_of, sequence_bounds,
+                                    state_ptrs, wait_for_prior_grid)
 
 
 @triton.jit(do_not_specialize=["HV"])  # one compilation for every head count
@@ -55,9 +45,9 @@ def kda_chunk_state_kernel(
     o_t = tl.arange(0, BT)
     cols = i_v * BV + tl.arange(0, BV)
     m_u = cols < V
-    if not SPLIT and HAS_H0:
+    if not SPLIT:
         # the caller's initial state: read while the previous kernel finishes
-        S0 = tl.load(state_ptrs(h0, i_g, i_hv, HV, o_k, cols, K, V, STATE_V_FIRST)).to(tl.float32)
+        S0 = initial_state(h0, i_g, i_hv, HV, o_k, cols, K, V, BV, HAS_H0, STATE_V_FIRST)
     wait_for_prior_grid(PDL)
 
     # ---- which sequence and which chunks this program walks
@@ -83,11 +73,9 @@ def kda_chunk_state_kernel(
         if i_s > 0:
             S = tl.load(seg_start + ((i_g * HV + i_hv) * K).to(tl.int64) * V + o_k[:, None] * V + cols[None, :])
         else:
-            S = _initial_state(h0, i_n, i_hv, HV, o_k, cols, K, V, BV, HAS_H0, STATE_V_FIRST)
-    elif HAS_H0:
-        S = S0
+            S = initial_state(h0, i_n, i_hv, HV, o_k, cols, K, V, BV, HAS_H0, STATE_V_FIRST)
     else:
-        S = tl.zeros([K, BV], dtype=tl.float32)
+        S = S0
 
     o += ((i_b * T + bos) * HV + i_hv) * V
     if not V_DESC:

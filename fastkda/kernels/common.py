@@ -266,6 +266,16 @@ def segment_chunks(i_n, i_s, chunk_offsets, bos, eos, NT, NSLOTS, NCS, BT: tl.co
 
 
 @triton.jit
+def initial_state(h0, i_n, i_hv, HV, o_k, cols, K: tl.constexpr, V: tl.constexpr, BV: tl.constexpr,
+                  HAS_H0: tl.constexpr, STATE_V_FIRST: tl.constexpr):
+    """State columns cols of sequence i_n's initial state in h0 (state_ptrs) as [K, BV] fp32; zeros without one."""
+    if HAS_H0:
+        return tl.load(state_ptrs(h0, i_n, i_hv, HV, o_k, cols, K, V, STATE_V_FIRST)).to(tl.float32)
+    else:
+        return tl.zeros([K, BV], dtype=tl.float32)
+
+
+@triton.jit
 def state_offsets(o_k, cols, K: tl.constexpr, V: tl.constexpr, STATE_V_FIRST: tl.constexpr):
     """Offsets of a [K, BV] block of a [K, V] state stored K-first, or of a [V, K] state stored V-first."""
     if STATE_V_FIRST:

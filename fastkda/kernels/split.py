@@ -7,7 +7,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from fastkda.kernels.common import (mm_f32, segments_per_sequence, sequence_bounds, state_ptrs,
+from fastkda.kernels.common import (initial_state, mm_f32, segments_per_sequence, sequence_bounds,
                                     wait_for_prior_grid)
 
 
@@ -87,10 +87,7 @@ def kda_combine_kernel(
         i_n = tl.load(long_seqs + i_n)
     o_k = tl.arange(0, K)
     cols = i_v * BV + tl.arange(0, BV)
-    if HAS_H0:
-        S = tl.load(state_ptrs(h0, i_n, i_hv, HV, o_k, cols, K, V, STATE_V_FIRST)).to(tl.float32)
-    else:
-        S = tl.zeros([K, BV], dtype=tl.float32)
+    S = initial_state(h0, i_n, i_hv, HV, o_k, cols, K, V, BV, HAS_H0, STATE_V_FIRST)
     wait_for_prior_grid(PDL)
     if IS_VARLEN:
         s_begin = tl.load(seg_offsets + i_n)
