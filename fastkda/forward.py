@@ -597,12 +597,13 @@ def kda_forward(
             ahead = cfg.prepare_prefetch
             if ahead is None:
                 ahead = prefetch_ahead(prepare_places(slots, programs if overlap else 0, exclusive))
-            order = {}
+            # (a program id stays below 2^30, as _div needs: each program's workspace takes 8 KB or more)
+            order = dict(div_heads=divisor_magic(HV), div_gva=divisor_magic(HV // H), div_nt=divisor_magic(max(NT, 1)))
             grid = n_slots * HV
             if overlap:     # lanes by groups (the last one padded), each chunk by chunk
                 span = n_slots if cu_seqlens is not None else NT          # a lane's chunks
-                order = dict(group_lanes=group_lanes, div_span=divisor_magic(group_lanes * span),
-                             div_group=divisor_magic(group_lanes), div_heads=divisor_magic(HV))
+                order.update(group_lanes=group_lanes, div_span=divisor_magic(group_lanes * span),
+                             div_group=divisor_magic(group_lanes))
                 grid = groups * group_lanes * span
             prepare[(grid,)](*prepare_args, **prepare_consts, KS=32, PREFETCH=ahead > 0, ahead=ahead, ready=ready,
                              READY=overlap, **order)

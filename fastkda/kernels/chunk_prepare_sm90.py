@@ -81,6 +81,16 @@ def _grouped_chunk(pid, group_lanes, NT, HV, div_span, div_group, div_heads):
 
 
 @gluon.jit
+def _slot_chunk(slot, chunk_offsets, chunk_seq, NT, div_nt, IS_VARLEN: gl.constexpr):
+    """common.slot_chunk, a fixed-length batch's slot divided by NT through its magic number div_nt."""
+    if IS_VARLEN:
+        return slot_chunk(slot, chunk_offsets, chunk_seq, NT, IS_VARLEN)
+    else:
+        i_n = _div(slot, div_nt)
+        return i_n, slot - i_n * NT, i_n.to(gl.int64)
+
+
+@gluon.jit
 def _gate_log2(b_g, bias, A_scale, s_gate, lower_bound, GATE: gl.constexpr):
     """Per-step log-decay in log2 units of a slice of g (common.gate_log2)."""
     if GATE == 0:
@@ -384,7 +394,8 @@ def _invert_unit_lower_tf32(A, MMA: gl.constexpr):
     return Tm
 
 
-@gluon.jit(do_not_specialize=["H", "HV", "ahead", "group_lanes", "div_span", "div_group", "div_heads"])
+@gluon.jit(do_not_specialize=["H", "HV", "ahead", "group_lanes", "div_span", "div_group", "div_heads", "div_gva",
+                               "div_nt"])
 def kda_chunk_prepare_sm90_kernel(
     q, k, g, beta, A_log, dt_bias, ws_kg, ws_ku, ws_qg, ws_mu, ws_eg, cu_seqlens, chunk_offsets, chunk_seq,
     s_qb, s_qt, s_qh, s_kb, s_kt, s_kh, s_gb, s_gt, s_gh, s_bb, s_bt, s_bh,
@@ -394,7 +405,7 @@ def kda_chunk_prepare_sm90_kernel(
     L2NORM: gl.constexpr, BETA_MODE: gl.constexpr, IS_VARLEN: gl.constexpr, DIAG_FLOOR: gl.constexpr,
     HALF_SHIFT: gl.constexpr, INTERPRET: gl.constexpr, KS: gl.constexpr = 32,
     PREFETCH: gl.constexpr = False, ahead=0, ready=None, READY: gl.constexpr = False, group_lanes=0, div_span=0,
-    div_group=0, div_heads=0,
+    div_group=0, div_heads=0, div_gva=0, div_nt=0,
 ):
     """Arguments as kda_chunk_prepare_kernel's (KS is fixed at 32, INTERPRET is unused).
     Without BOUNDED the halves' factors fit only where no token decays by more than 2^-(2 HALF_SHIFT) to the end
@@ -403,8 +414,10 @@ def kda_chunk_prepare_sm90_kernel(
     of common.flag_row(NSLOTS) bytes) after its stores, and the programs take the chunks in the order of the
     overlapped state kernel (forward.overlaps_prepare; _grouped_chunk): lanes by groups of group_lanes, each group
     chunk by chunk (a lane: a fixed-length batch's (sequence, head); with IS_VARLEN a head, its chunks the slots in
-    order); div_*: its divisors' magic numbers. PREFETCH: the L2 request for the program `ahead` programs on (a
-    runtime value, so that a new distance compiles nothing: forward.prefetch_ahead)."""
+    order); div_*: its divisors' magic numbers (div_heads: HV's, div_gva: HV / H's and div_nt: NT's on every path,
+    where a division by a runtime value held a program's first loads back by some 60 instructions). PREFETCH: the
+    L2 request for the program `ahead` programs on (a runtime value, so that a new distance compiles nothing:
+    forward.prefetch_ahead)."""
     gl.static_assert(K == 64 or K == 128, "the sm_90 prepare kernel takes K = 64 or 128")
     NS: gl.constexpr = K // KS                                              # slices of the key dims
     gl.static_assert(BT == 64, "the anchoring levels assume 64-token chunks")
@@ -435,13 +448,13 @@ def kda_chunk_prepare_sm90_kernel(
             return
         i_n, i_chunk, i_b = slot_chunk(slot, chunk_offsets, chunk_seq, NT, IS_VARLEN)
     else:
-        i_hv = pid % HV
-        slot = pid // HV
+        slot = _div(pid, div_heads)
+        i_hv = pid - slot * HV
         if IS_VARLEN:
             if slot >= slots_in_use(chunk_offsets, N, NSLOTS, IS_VARLEN):
                 return
-        i_n, i_chunk, i_b = slot_chunk(slot, chunk_offsets, chunk_seq, NT, IS_VARLEN)
-    i_h = i_hv // (HV // H)
+        i_n, i_chunk, i_b = _slot_chunk(slot, chunk_offsets, chunk_seq, NT, div_nt, IS_VARLEN)
+    i_h = _div(i_hv, div_gva)
     bos, eos = sequence_bounds(cu_seqlens, i_n, T, IS_VARLEN)
     t0 = bos + i_chunk * BT
     n_valid = eos - t0                      # tokens of the chunk inside its sequence
@@ -455,10 +468,10 @@ def kda_chunk_prepare_sm90_kernel(
                                                             div_group, div_heads)
                 pf_live = (pf_lane < HV) & (pf_slot < slots_in_use(chunk_offsets, N, NSLOTS, IS_VARLEN))
             else:
-                pf_slot = (pid + ahead) // HV
+                pf_slot = _div(pid + ahead, div_heads)
                 pf_live = pf_slot < slots_in_use(chunk_offsets, N, NSLOTS, IS_VARLEN)
-            pf_n, pf_chunk, pf_b = slot_chunk(gl.minimum(pf_slot, NSLOTS - 1), chunk_offsets, chunk_seq, NT,
-                                              IS_VARLEN)
+            pf_n, pf_chunk, pf_b = _slot_chunk(gl.minimum(pf_slot, NSLOTS - 1), chunk_offsets, chunk_seq, NT, div_nt,
+                                               IS_VARLEN)
             pf_bos, pf_eos = sequence_bounds(cu_seqlens, pf_n, T, IS_VARLEN)
             pf_t0 = pf_bos + pf_chunk * BT
             pf_valid = pf_eos - pf_t0
@@ -560,7 +573,9 @@ def kda_chunk_prepare_sm90_kernel(
         rows_q2.store(qf.to(gl.bfloat16))
         cols_2.store(gl.where(late, kr, 0.0).to(gl.bfloat16))
         # k exp(gamma_end - gamma) (exp(a31 - gamma) early, exp(G - gamma) late), early rows times exp(G - a31)
-        kd_s.index(h).store((kr * gl.exp2(-HALF_SHIFT) * gl.where(late, 1.0, gl.exp2(G - a31))).to(gl.bfloat16))
+        # (exp2(G - a31) as the square of the late rows' factor c: one exponential a column less)
+        c_late = gl.exp2((G - a31) * 0.5)
+        kd_s.index(h).store((kr * gl.exp2(-HALF_SHIFT) * gl.where(late, 1.0, c_late * c_late)).to(gl.bfloat16))
         fence_async_shared()
         gl.thread_barrier()
         AK = warpgroup_mma(rows_k1, cols_1.permute((1, 0)), AK, is_async=True)
@@ -590,9 +605,9 @@ def kda_chunk_prepare_sm90_kernel(
             pf_t0 = pf_chunk * BT
             pf_valid = T - pf_t0
         elif not READY:
-            pf_hv = (pid + ahead) % HV
+            pf_hv = pid + ahead - pf_slot * HV
         if pf_live:
-            pf_h = pf_hv // (HV // H)
+            pf_h = _div(pf_hv, div_gva)
             PF: gl.constexpr = gl.BlockedLayout([1, 1], [32, 1], [2, 2], [1, 0])
             pf_t = gl.arange(0, 64, layout=gl.SliceLayout(1, PF))
             pf_t = pf_t0 + gl.where(pf_t < pf_valid, pf_t, 0)      # rows past the sequence: its first row
