@@ -1,13 +1,14 @@
 """The split planner (docs/split.md): which shapes it splits, and that it reads the multiprocessor count; the launch
-parameters it refuses; which inputs the sm_90 prepare kernel reads."""
+parameters it refuses; which inputs the sm_90 prepare kernel reads, and its divisions by runtime values."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from fastkda.forward import (LaunchConfig, overlap_chain, overlap_groups, overlap_pays, overlaps_prepare, plan_split,
-                             prefetch_ahead, prepare_kernel, prepare_places, sm90_reads, state_block_v, v_tile_desc)
+from fastkda.forward import (LaunchConfig, divisor_magic, overlap_chain, overlap_groups, overlap_pays, overlaps_prepare,
+                             plan_split, prefetch_ahead, prepare_kernel, prepare_places, sm90_reads, state_block_v,
+                             v_tile_desc)
 
 
 def plan(heads: int, tokens: int, slots: int = 132, sm90_transition: bool = False) -> int:
@@ -130,6 +131,21 @@ def test_sm90_reads_16_bit_inputs_as_aligned_pairs():
     odd = torch.zeros(130, 3 * 64 + 1, dtype=torch.float16)[:, :192].unflatten(-1, (3, 64))
     assert not sm90_reads(odd)                                                    # an odd row stride
     assert prepare_kernel(torch.device("cpu"), 128, LaunchConfig(), (x, x, x)).__name__ == "kda_chunk_prepare_kernel"
+
+
+@pytest.mark.parametrize("d", [1, 2, 3, 7, 12, 64, 96, 100, 127, 128, 129, 1000, 4095, 65537, (1 << 20) + 3])
+def test_divisor_magic_divides_exactly(d):
+    """The sm_90 prepare kernel divides program ids, heads and slots by runtime values through divisor_magic's
+    numbers (chunk_prepare_sm90._div: a 32-bit multiply-high of 4 x, then a shift): exact for 0 <= x < 2^30."""
+    magic = divisor_magic(d)
+    m, shift = magic & 0xFFFFFFFF, (magic >> 32) - 1
+    assert m < 1 << 31
+    xs = [0, 1, d - 1, d, d + 1, (1 << 30) - 1, (1 << 30) - d] + [q * d + r for q in (1, 5, 1000, (1 << 30) // d - 1)
+                                                              for r in (0, d - 1)]
+    xs += torch.randint(0, 1 << 30, (2000,), generator=torch.Generator().manual_seed(d)).tolist()
+    for x in xs:
+        if 0 <= x < 1 << 30:
+            assert ((4 * x * m) >> 32) >> shift == x // d, (x, d)
 
 
 def test_state_kernel_reads_v_by_tiles_where_its_layout_allows():
