@@ -597,7 +597,8 @@ def kda_forward(
             ahead = cfg.prepare_prefetch
             if ahead is None:
                 ahead = prefetch_ahead(prepare_places(slots, programs if overlap else 0, exclusive))
-            # (a program id stays below 2^30, as _div needs: each program's workspace takes 8 KB or more)
+            # (a program id stays below 2^30, as _div needs: each program's workspace takes 8 KB or more; NT is 0
+            # only where T is, and then no program divides by it)
             order = dict(div_heads=divisor_magic(HV), div_gva=divisor_magic(HV // H), div_nt=divisor_magic(max(NT, 1)))
             grid = n_slots * HV
             if overlap:     # lanes by groups (the last one padded), each chunk by chunk
