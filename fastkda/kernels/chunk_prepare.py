@@ -103,7 +103,7 @@ def levels_halves(b_k, b_q, gam, a31, G, late, AK, AQ, p_kd, HALF_SHIFT: tl.cons
         rows f (late rows times exp2(G - a31)) with the early columns r: the early block and the cross block;
         rows f with the late columns r: the late block.
     Whatever else they add lies above the diagonal, which the caller discards. Stores k exp(G - gamma) at p_kd."""
-    kf, qf, kr, c = halves_operands(b_k, b_q, gam, a31, G, late, HALF_SHIFT)
+    kf, qf, kr, c = halves_operands(b_k, b_q, gam, a31 + HALF_SHIFT, G + HALF_SHIFT, late, INTERPRET)
     # late rows: exp2(gamma_i - a31 - s) = f_i c c with c in [2^-HALF_SHIFT, 1]: an underflow of either product
     # stands for a true row factor below 2^-126, so a lost term is below 2^-126 2^HALF_SHIFT
     AK, AQ = scores(kf * c * c, qf * c * c, tl.where(late, 0.0, kr), None, AK, AQ, INTERPRET)

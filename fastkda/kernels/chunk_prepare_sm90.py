@@ -33,6 +33,7 @@ from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.ampere import mma_v2
 from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared, warpgroup_mma, warpgroup_mma_init,
                                                              warpgroup_mma_wait)
+from triton.language import PropagateNan
 
 from fastkda.kernels.common import (LOG2E, flag_row, halves_operands, mark_ready, prefetch_l2, sequence_bounds,
                                    slot_chunk, slots_in_use)
@@ -41,6 +42,15 @@ from fastkda.kernels.common import (LOG2E, flag_row, halves_operands, mark_ready
 @gluon.jit
 def _add(a, b):
     return a + b
+
+
+NAN_PROPAGATES = gl.constexpr(PropagateNan.ALL)
+
+
+@gluon.jit
+def _max_nan(a, b):
+    """max that returns NaN if either is NaN (max.NaN: one instruction a pair)."""
+    return gl.maximum(a, b, propagate_nan=NAN_PROPAGATES)
 
 
 @gluon.jit
@@ -537,6 +547,8 @@ def kda_chunk_prepare_sm90_kernel(
 
     AK = warpgroup_mma_init(gl.zeros([64, 64], gl.float32, MMA))
     AQ = warpgroup_mma_init(gl.zeros([64, 64], gl.float32, MMA))
+    l_t = gl.expand_dims(gl.arange(0, 64, layout=gl.SliceLayout(1, L)), 1)
+    col_l = gl.arange(0, 32, layout=gl.SliceLayout(0, L))
     bad = pid * 0
     for h in range(NS):
         b_g = _unpack_slice(g_next, C, g.dtype.element_ty == gl.float16)
@@ -550,20 +562,32 @@ def kda_chunk_prepare_sm90_kernel(
         a_l = gl.convert_layout(a, L)
         gam_l = gl.associative_scan(a_l, 0, _add)       # decay through each token
         # the anchors as sums of the steps, beside the running sum rather than after it
-        l_t = gl.expand_dims(gl.arange(0, 64, layout=gl.SliceLayout(1, L)), 1)
-        a31 = gl.expand_dims(gl.convert_layout(gl.sum(gl.where(l_t < 32, a_l, 0.0), axis=0), COL_C), 0)
-        G = gl.expand_dims(gl.convert_layout(gl.sum(a_l, axis=0), COL_C), 0)
-        gam = gl.convert_layout(gam_l, C)
-        if not BOUNDED:   # (NaN fails it too)
+        a31 = gl.sum(gl.where(l_t < 32, a_l, 0.0), axis=0)
+        G = gl.sum(a_l, axis=0)
+        if BOUNDED:
+            # what is per column is computed where a thread holds 2 columns (8 in C): exp(G) and the shifted ends
+            # of the halves (in the other gates' program, exp(G) stored from here made ptxas spill)
+            gl.store(ws_eg + h * KS + col_l, gl.exp2(G))
+            ENDS: gl.constexpr = gl.BlockedLayout([8, 2], [32, 1], [4, 1], [1, 0])
+            end_e, end_l = gl.split(gl.convert_layout(gl.join(a31 + HALF_SHIFT, G + HALF_SHIFT), ENDS))
+            end_e = gl.expand_dims(gl.convert_layout(end_e, COL_C), 0)
+            end_l = gl.expand_dims(gl.convert_layout(end_l, COL_C), 0)
+        else:
+            a31 = gl.expand_dims(gl.convert_layout(a31, COL_C), 0)
+            G = gl.expand_dims(gl.convert_layout(G, COL_C), 0)
             span = gl.max(gl.max(gl.maximum(-a31, a31 - G), axis=1), axis=0)
-            bad = gl.maximum(bad, gl.where(span <= 2 * HALF_SHIFT, 0, 1))
+            bad = gl.maximum(bad, gl.where(span <= 2 * HALF_SHIFT, 0, 1))     # (NaN fails it too)
+            gl.store(ws_eg + h * KS + gl.expand_dims(c_h, 0), gl.exp2(G))
+            end_e = a31 + HALF_SHIFT
+            end_l = G + HALF_SHIFT
+        gam = gl.convert_layout(gam_l, C)
         b_k = _unpack_slice(kraw, C, k.dtype.element_ty == gl.float16) * k_norm
         b_q = _unpack_slice(qraw, C, q.dtype.element_ty == gl.float16) * q_norm
         eg = gl.exp2(gam)
         qg = (b_q * eg).to(gl.bfloat16)
         kg = (b_k * eg).to(gl.bfloat16)
         # the two products of chunk_prepare.levels_halves: factors around the end of each 32-token half
-        kf, qf, kr, c = halves_operands(b_k, b_q, gam, a31, G, late, HALF_SHIFT)
+        kf, qf, kr, c = halves_operands(b_k, b_q, gam, end_e, end_l, late, False)
         # the previous slice's products read these tiles: wait for them only now
         AK, AQ = warpgroup_mma_wait(0, deps=(AK, AQ))
         rows_k1.store((kf * c * c).to(gl.bfloat16))
@@ -574,7 +598,7 @@ def kda_chunk_prepare_sm90_kernel(
         cols_2.store(gl.where(late, kr, 0.0).to(gl.bfloat16))
         # k exp(gamma_end - gamma) (exp(a31 - gamma) early, exp(G - gamma) late), early rows times exp(G - a31)
         # (exp2(G - a31) as the square of the late rows' factor c: one exponential a column less)
-        c_late = gl.exp2((G - a31) * 0.5)
+        c_late = gl.exp2((end_l - end_e) * 0.5)
         kd_s.index(h).store((kr * gl.exp2(-HALF_SHIFT) * gl.where(late, 1.0, c_late * c_late)).to(gl.bfloat16))
         fence_async_shared()
         gl.thread_barrier()
@@ -594,7 +618,6 @@ def kda_chunk_prepare_sm90_kernel(
                 bias_next = gl.load(dt_bias + i_hv * K + (h + 1) * KS + c_h)
         gl.store(ws_qg + offs_c + h * KS, qg, eviction_policy="evict_first")
         gl.store(ws_kg + offs_c + h * KS, kg, eviction_policy="evict_first")
-        gl.store(ws_eg + h * KS + gl.expand_dims(c_h, 0), gl.exp2(G))
     AK, AQ = warpgroup_mma_wait(0, deps=(AK, AQ))
     if PREFETCH:
         if READY and not IS_VARLEN:
@@ -646,7 +669,7 @@ def kda_chunk_prepare_sm90_kernel(
     s_t = gl.allocate_shared_memory(gl.float16, [64, 64], SH64)
     s_tl = gl.allocate_shared_memory(gl.float16, [64, 32], SH32)
     Tm = _invert_unit_lower(Akk, s_a, s_al, s_t, s_tl, MMA, MMA32)
-    if gl.sum(gl.sum(gl.where(gl.abs(Tm) <= 3.0e38, 0, 1), axis=1), axis=0) != 0:   # inf or NaN
+    if not (gl.reduce(gl.reduce(gl.abs(Tm), 1, _max_nan), 0, _max_nan) <= 3.0e38):   # inf or NaN
         Tm = _invert_unit_lower_tf32(Akk, MMA)
 
     # ---- the solve folded into the rows: Ku = Tb^T Kd, Mu = M Tb, with Tb = T diag(beta); Tb^T is Tb's tile read
