@@ -119,7 +119,8 @@ def _row_norms(first, second, p, s_t, valid, dep, K: gl.constexpr, C: gl.constex
     the score loop's own loads of them (first, second: _load_slice's), the key dims past 64 read at p (row stride
     s_t) in the slices' layout C, so the norms need no conversion to scale the slices' rows. Built from the slices,
     the norms wait for the loads the first slice waits for: read whole on their own, ptxas issued the slices' loads
-    only once the norms were summed, two round trips to L2 before the loop instead of one."""
+    only once the norms were summed, two round trips to L2 before the loop instead of one. dep is added to the sums:
+    the caller's exact zero that ties other start loads to the norms."""
     F16: gl.constexpr = p.dtype.element_ty == gl.float16
     x = _unpack_slice(first, C, F16)
     y = _unpack_slice(second, C, F16)
