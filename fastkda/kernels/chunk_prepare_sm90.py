@@ -526,10 +526,7 @@ def kda_chunk_prepare_sm90_kernel(
             # runtime zero): ptxas then requests them with the rows, not after the norms, a second round trip to L2
             # that the score loop's first instruction waited for (-0.3 to -1.4%; +0.8% in the other gates' program)
             zero = T >> 31
-            if g_next.dtype == gl.int32:
-                dep = gl.sum(g_next & zero, axis=1)
-            else:
-                dep = gl.sum(g_next.to(gl.int32, bitcast=True) & zero, axis=1)
+            dep = gl.sum(g_next.to(gl.int32, bitcast=True) & zero, axis=1)
             if HAS_BIAS:
                 dep += gl.sum(bias_next.to(gl.float32).to(gl.int32, bitcast=True) & zero, axis=0)
             dep = gl.convert_layout(dep, ROW_C).to(gl.float32, bitcast=True)

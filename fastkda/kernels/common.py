@@ -158,9 +158,10 @@ def gate_log2(graw, A_scale, bias, lower_bound, GATE: tl.constexpr, INTERPRET: t
 def halves_operands(b_k, b_q, gam, end_e, end_l, late, INTERPRET: tl.constexpr):
     """The factored operands of the halves' scores (chunk_prepare.levels_halves): t = gamma - (the gamma of the
     half's last token) - HALF_SHIFT, kf = k exp2(t), qf = q exp2(t), kr = k exp2(-t), and c = exp2((G - a31) / 2)
-    on late rows (1 on early ones). end_e, end_l: a31 + HALF_SHIFT and G + HALF_SHIFT, [1, KS] rows (the sm_90
-    kernel adds the shift where each thread holds 2 columns, not 8). exp2(-t) as the reciprocal of exp2(t): t is
-    within +-HALF_SHIFT wherever the factors are used, so neither flushes, and the negation of t is saved."""
+    on late rows (1 on early ones). end_e, end_l: a31 + HALF_SHIFT and G + HALF_SHIFT, [1, KS] rows (at a bounded
+    gate the sm_90 kernel adds the shift where each thread holds 2 columns, not 8). exp2(-t) as the reciprocal of
+    exp2(t): t is within +-HALF_SHIFT wherever the factors are used, so neither flushes, and the negation of t is
+    saved."""
     t = gam - tl.where(late, end_l, end_e)
     f = tl.exp2(t)
     kf = b_k * f
