@@ -6,8 +6,12 @@ cannot express is where each tile lives (docs/design.md):
   - the gate's running sum runs in a layout where each warp owns all 64 tokens of 8 key dims (L below), so the
     sum and the anchors take shuffles inside a warp instead of shared memory and barriers; the slice is loaded
     and stored in a coalesced layout (C) and converted twice;
-  - the score products are issued asynchronously and waited for only when their operand tiles are rewritten,
-    one slice later, so they overlap the next slice's gate, running sum and stores;
+  - the score products take their left operands (the factored k and q rows) from the registers that computed
+    them, read as wgmma's operand layout with the tokens and the key dims relabeled (_operand_rows): only the
+    right operand, k exp2(-t) of the slice, goes to shared memory, and the products are of 32 columns (early and
+    late tokens), so none reads zeros. They are issued asynchronously and waited for at the end of the slice,
+    after its stores; M keeps the relabeled row order (Mu's rows are stored where they belong), A_kk is put back
+    in token order once, after the loop;
   - k exp(G - gamma) and the scores M stay in shared memory until the inverse is known, instead of a round
     trip through global memory;
   - a slice's global loads and stores are issued after its fence, which would otherwise wait for them; q, k and g
@@ -203,6 +207,39 @@ def _add_product(rows, cols, acc):
 
 
 @gluon.jit
+def _operand_rows(x, OA: gl.constexpr):
+    """A [64, 32] slice in layout C as wgmma's left operand in the registers that hold it: the operand's row
+    r = 32 t4 + 16 t3 + 8 t5 + t mod 8 holds token t (bits t5..t0) and its column 16 d2 + 8 d1 + 4 d4 + 2 d3 + d0
+    holds key dim d. Both are relabelings of C's bits, so the conversion moves no data: the operand needs no tile in
+    shared memory (_dims_permuted gives the right operand the same column order; _rows_reordered undoes the rows)."""
+    y = gl.permute(gl.reshape(x, [2, 2, 2, 8, 2, 2, 2, 2, 2]), (1, 2, 0, 3, 6, 7, 4, 5, 8))
+    return gl.convert_layout(gl.reshape(y, [64, 32]), OA)
+
+
+@gluon.jit
+def _dims_permuted(x):
+    """A [64, 32] slice with its key dims in _operand_rows' column order (tokens unchanged)."""
+    return gl.reshape(gl.permute(gl.reshape(x, [64, 2, 2, 2, 2, 2]), (0, 3, 4, 1, 2, 5)), [64, 32])
+
+
+@gluon.jit
+def _row_token(r):
+    """The token of _operand_rows' row r."""
+    return 32 * ((r >> 3) & 1) + 16 * ((r >> 5) & 1) + 8 * ((r >> 4) & 1) + (r & 7)
+
+
+@gluon.jit
+def _rows_reordered(x, MMA: gl.constexpr, TO_TOKENS: gl.constexpr):
+    """[64, 64] whose rows are _operand_rows' rows -> rows in token order (TO_TOKENS), or back, in layout MMA: a
+    conversion through shared memory (row bits move between the warps and the registers)."""
+    if TO_TOKENS:
+        y = gl.permute(gl.reshape(x, [2, 2, 2, 8, 64]), (2, 0, 1, 3, 4))
+    else:
+        y = gl.permute(gl.reshape(x, [2, 2, 2, 8, 64]), (1, 2, 0, 3, 4))
+    return gl.convert_layout(gl.reshape(y, [64, 64]), MMA)
+
+
+@gluon.jit
 def _scores_quarters(p_g, m_g, p_rows, m_rows, p_k, m_k, r_norm, k_norm, dt_bias, i_hv, n_valid, A_scale, s_gate,
                      lower_bound, kd_s, K: gl.constexpr, GATE: gl.constexpr, HAS_BIAS: gl.constexpr,
                      G16: gl.constexpr, R16: gl.constexpr, K16: gl.constexpr, DIAG_FLOOR: gl.constexpr,
@@ -343,6 +380,12 @@ def _invert_blocks16(A, MMA: gl.constexpr):
     X = gl.permute(_join_registers(x000, x001, x010, x011, x100, x101, x110, x111), (0, 3, 1, 4, 2, 5))
     X7 = gl.expand_dims(gl.convert_layout(X, gl.SliceLayout(3, L7)), 3) + gl.zeros(A7.shape, gl.float32, L7)
     return gl.where(diag, gl.convert_layout(gl.reshape(X7, [64, 64]), MMA), 0.0)
+
+
+@gluon.jit
+def _join_columns(left, right):
+    """[64, 32] tiles of the same layout -> [64, 64], left's columns first (the inverse of _column_halves)."""
+    return gl.reshape(gl.permute(gl.join(left, right), (0, 2, 1)), [64, 64])
 
 
 @gluon.jit
@@ -548,17 +591,16 @@ def kda_chunk_prepare_sm90_kernel(
     b_t = gl.arange(0, 64, layout=B1)
     b_b = gl.load(beta + b_t * s_bt, mask=b_t < n_valid, other=0.0)
 
-    # ---- shared memory: the slice's product operands, k exp(G - gamma) of all slices, the scores M, the inverse
-    rows_k1 = gl.allocate_shared_memory(gl.bfloat16, [64, 32], SH32)
-    rows_q1 = gl.allocate_shared_memory(gl.bfloat16, [64, 32], SH32)
-    cols_1 = gl.allocate_shared_memory(gl.bfloat16, [64, 32], SH32)
-    rows_k2 = gl.allocate_shared_memory(gl.bfloat16, [64, 32], SH32)
-    rows_q2 = gl.allocate_shared_memory(gl.bfloat16, [64, 32], SH32)
-    cols_2 = gl.allocate_shared_memory(gl.bfloat16, [64, 32], SH32)
+    # ---- shared memory: the slice's right operand, k exp(G - gamma) of all slices, the scores M, the inverse
+    cols_s = gl.allocate_shared_memory(gl.bfloat16, [64, 32], SH32)
     kd_s = gl.allocate_shared_memory(gl.bfloat16, [NS, 64, 32], SH32)
 
-    AK = warpgroup_mma_init(gl.zeros([64, 64], gl.float32, MMA))
-    AQ = warpgroup_mma_init(gl.zeros([64, 64], gl.float32, MMA))
+    # the scores by column halves (early tokens j < 32, late ones), rows in _operand_rows' order
+    OA32: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=MMA32, k_width=2)
+    AKe = gl.zeros([64, 32], gl.float32, MMA32)
+    AQe = gl.zeros([64, 32], gl.float32, MMA32)
+    AKl = gl.zeros([64, 32], gl.float32, MMA32)
+    AQl = gl.zeros([64, 32], gl.float32, MMA32)
     l_t = gl.expand_dims(gl.arange(0, 64, layout=gl.SliceLayout(1, L)), 1)
     col_l = gl.arange(0, 32, layout=gl.SliceLayout(0, L))
     bad = pid * 0
@@ -600,24 +642,24 @@ def kda_chunk_prepare_sm90_kernel(
         kg = (b_k * eg).to(gl.bfloat16)
         # the two products of chunk_prepare.levels_halves: factors around the end of each 32-token half
         kf, qf, kr, c = halves_operands(b_k, b_q, gam, end_e, end_l, late, False)
-        # the previous slice's products read these tiles: wait for them only now
-        AK, AQ = warpgroup_mma_wait(0, deps=(AK, AQ))
-        rows_k1.store((kf * c * c).to(gl.bfloat16))
-        rows_q1.store((qf * c * c).to(gl.bfloat16))
-        cols_1.store(gl.where(late, 0.0, kr).to(gl.bfloat16))
-        rows_k2.store(kf.to(gl.bfloat16))
-        rows_q2.store(qf.to(gl.bfloat16))
-        cols_2.store(gl.where(late, kr, 0.0).to(gl.bfloat16))
+        # the left operands from registers; the right one, k exp2(-t) of all 64 tokens, is the only tile stored
+        rows_kc = _operand_rows((kf * c * c).to(gl.bfloat16), OA32)
+        rows_qc = _operand_rows((qf * c * c).to(gl.bfloat16), OA32)
+        rows_k = _operand_rows(kf.to(gl.bfloat16), OA32)
+        rows_q = _operand_rows(qf.to(gl.bfloat16), OA32)
+        cols_s.store(_dims_permuted(kr.to(gl.bfloat16)))
         # k exp(gamma_end - gamma) (exp(a31 - gamma) early, exp(G - gamma) late), early rows times exp(G - a31)
         # (exp2(G - a31) as the square of the late rows' factor c: one exponential a column less)
         c_late = gl.exp2((end_l - end_e) * 0.5)
         kd_s.index(h).store((kr * gl.exp2(-HALF_SHIFT) * gl.where(late, 1.0, c_late * c_late)).to(gl.bfloat16))
         fence_async_shared()
         gl.thread_barrier()
-        AK = warpgroup_mma(rows_k1, cols_1.permute((1, 0)), AK, is_async=True)
-        AQ = warpgroup_mma(rows_q1, cols_1.permute((1, 0)), AQ, is_async=True)
-        AK = warpgroup_mma(rows_k2, cols_2.permute((1, 0)), AK, is_async=True)
-        AQ = warpgroup_mma(rows_q2, cols_2.permute((1, 0)), AQ, is_async=True)
+        cols_e = cols_s.slice(0, 32).permute((1, 0))
+        cols_l = cols_s.slice(32, 32).permute((1, 0))
+        AKe = warpgroup_mma(rows_kc, cols_e, AKe, is_async=True)
+        AQe = warpgroup_mma(rows_qc, cols_e, AQe, is_async=True)
+        AKl = warpgroup_mma(rows_k, cols_l, AKl, is_async=True)
+        AQl = warpgroup_mma(rows_q, cols_l, AQl, is_async=True)
         g_next = g_next2
         k_next = k_next2
         q_next = q_next2
@@ -630,7 +672,15 @@ def kda_chunk_prepare_sm90_kernel(
                 bias_next = gl.load(dt_bias + i_hv * K + (h + 1) * KS + c_h)
         gl.store(ws_qg + offs_c + h * KS, qg, eviction_policy="evict_first")
         gl.store(ws_kg + offs_c + h * KS, kg, eviction_policy="evict_first")
-    AK, AQ = warpgroup_mma_wait(0, deps=(AK, AQ))
+        # the operands' registers and tile are rewritten by the next slice
+        done = warpgroup_mma_wait(0, deps=(AKe, AQe, AKl, AQl, rows_kc, rows_qc, rows_k, rows_q, cols_s))
+        AKe = done[0]
+        AQe = done[1]
+        AKl = done[2]
+        AQl = done[3]
+    # A_kk in token order for the inverse; M keeps _operand_rows' order (Mu's rows are stored where they belong)
+    AK = _rows_reordered(_join_columns(AKe, AKl), MMA, True)
+    AQ = gl.convert_layout(_join_columns(AQe, AQl), MMA)
     if PREFETCH:
         if READY and not IS_VARLEN:
             pf_n, pf_chunk, pf_hv, pf_lane = _grouped_chunk(gl.program_id(0) + ahead, group_lanes, NT, HV,
@@ -660,12 +710,13 @@ def kda_chunk_prepare_sm90_kernel(
             AQ = _scores_quarters(p_g, m_g, p_q, m_q, p_k, m_k, q_norm, k_norm, dt_bias, i_hv, n_valid, A_scale,
                                   s_gate, lower_bound, kd_s, K, GATE, HAS_BIAS, G16, Q16, K16,
                                   DIAG_FLOOR, False, C, L, MMA)
+            AQ = _rows_reordered(AQ, MMA, False)        # M keeps _operand_rows' row order
 
     # ---- M (query-key scores with the diagonal) to shared memory; T = (I + A_kk)^-1
     m_r = gl.expand_dims(gl.arange(0, 64, layout=gl.SliceLayout(1, MMA)), 1)
     m_c = gl.expand_dims(gl.arange(0, 64, layout=gl.SliceLayout(0, MMA)), 0)
     m_s = gl.allocate_shared_memory(gl.bfloat16, [64, 64], SH64)
-    m_s.store(gl.where(m_r >= m_c, AQ, 0.0).to(gl.bfloat16))
+    m_s.store(gl.where(_row_token(m_r) >= m_c, AQ, 0.0).to(gl.bfloat16))
     # beta, activated, as the rows and the columns of the MMA layout
     b_b = b_b.to(gl.float32)
     if BETA_MODE == 1:
@@ -704,7 +755,7 @@ def kda_chunk_prepare_sm90_kernel(
         Kb = warpgroup_mma(tb_s.permute((1, 0)), kd_s.index(2 * hh + 1), zero32, use_acc=False, is_async=True)
         if hh == 0:
             Mu, _, _ = warpgroup_mma_wait(2, deps=(Mu, m_s, tb_s))
-            gl.store(ws_mu + mu_t * BT + mu_c, gl.convert_layout(Mu.to(gl.bfloat16), C64),
+            gl.store(ws_mu + _row_token(mu_t) * BT + mu_c, gl.convert_layout(Mu.to(gl.bfloat16), C64),
                      eviction_policy="evict_first")
         Ka, _, _ = warpgroup_mma_wait(1, deps=(Ka, tb_s, kd_s))
         gl.store(ws_ku + offs_c + 2 * hh * KS, gl.convert_layout(Ka.to(gl.bfloat16), C), eviction_policy="evict_first")
