@@ -19,10 +19,11 @@ cannot express is where each tile lives (docs/design.md):
     views take the portable kernel), fp32 as they are;
   - after its score loop a program asks L2 for the rows of the program `ahead` programs on, so that the loads a fence
     waits for come from L2, not DRAM;
-  - the inverse's 16 x 16 diagonal blocks come from a forward substitution inside each warp, by register
-    shuffles (a block's rows are one warp's rows), and the two doubling levels after them take their left
-    operand from registers, so a level stores only T to shared memory; the last level's products are of 32
-    columns over 32 key rows (the block it adds), not 64 over 64.
+  - the inverse runs in the scores' order (_operand_rows' rows, the columns relabeled to match in registers), where
+    each natural 8-token block is 8 rows of one warp: its 8 x 8 diagonal blocks come from a forward substitution
+    inside each warp, by register shuffles, and the three doubling levels after them take their left operand from
+    registers, so a level stores only T to shared memory. Nothing is reordered to token order: M, Tb and Kd stay in
+    the scores' order, and Mu's and Ku's rows are stored at their tokens' addresses.
 Unbounded gates keep the halves' factoring where it fits; a chunk where it does not takes the portable kernel's
 16-token levels in the same program (_scores_quarters, a called function so that it costs the common path no
 registers), so every chunk is done in one launch. The key dims run as K / 32 slices of 32 columns. The portable
@@ -240,6 +241,31 @@ def _rows_reordered(x, MMA: gl.constexpr, TO_TOKENS: gl.constexpr):
 
 
 @gluon.jit
+def _cols_reordered(x, MMA: gl.constexpr, TO_TOKENS: gl.constexpr):
+    """[64, 64] in layout MMA whose columns are in _operand_rows' order -> columns in token order (TO_TOKENS), or
+    back. The column bits that move are registers of the accumulator layout: no data leaves its thread."""
+    if TO_TOKENS:
+        y = gl.permute(gl.reshape(x, [64, 2, 2, 2, 8]), (0, 3, 1, 2, 4))
+    else:
+        y = gl.permute(gl.reshape(x, [64, 2, 2, 2, 8]), (0, 2, 3, 1, 4))
+    return gl.convert_layout(gl.reshape(y, [64, 64]), MMA)
+
+
+@gluon.jit
+def _reordered(x, MMA: gl.constexpr, TO_TOKENS: gl.constexpr):
+    """A [64, 64] score or inverse tile with rows and columns in _operand_rows' order -> token order (TO_TOKENS), or
+    back (only the rare paths: the 16-token levels and the tf32 inverse work in token order)."""
+    return _cols_reordered(_rows_reordered(x, MMA, TO_TOKENS), MMA, TO_TOKENS)
+
+
+@gluon.jit
+def _slice_rows_operand(x):
+    """A [64, 32] slice in token order relabeled so that row r holds token _row_token(r) (a store to shared memory
+    then puts the tokens in _operand_rows' order)."""
+    return gl.reshape(gl.permute(gl.reshape(x, [2, 2, 2, 8, 32]), (1, 2, 0, 3, 4)), [64, 32])
+
+
+@gluon.jit
 def _scores_quarters(p_g, m_g, p_rows, m_rows, p_k, m_k, r_norm, k_norm, dt_bias, i_hv, n_valid, A_scale, s_gate,
                      lower_bound, kd_s, K: gl.constexpr, GATE: gl.constexpr, HAS_BIAS: gl.constexpr,
                      G16: gl.constexpr, R16: gl.constexpr, K16: gl.constexpr, DIAG_FLOOR: gl.constexpr,
@@ -273,7 +299,8 @@ def _scores_quarters(p_g, m_g, p_rows, m_rows, p_k, m_k, r_norm, k_norm, dt_bias
         gam = gl.convert_layout(gl.associative_scan(a_l, 0, _add), C)
         b_k = _unpack_slice(_load_slice(p_k, m_k, h), C, K16) * k_norm
         if STORE_KD:
-            kd_s.index(h).store((b_k * gl.exp2(_sum_first_rows(a_l, 64, L, COL_C) - gam)).to(gl.bfloat16))
+            kd_s.index(h).store(_slice_rows_operand((b_k * gl.exp2(_sum_first_rows(a_l, 64, L, COL_C) - gam)).to(
+                gl.bfloat16)))
         b_r = _unpack_slice(_load_slice(p_rows, m_rows, h), C, R16) * r_norm
         # late rows with early columns around token 31; rows 16-31 of each half with its columns 0-15 around token
         # 15 (47): both factors <= 1
@@ -307,127 +334,87 @@ def _shfl(x, src):
 
 
 @gluon.jit
-def _split_registers(x):
-    """[..., 2, 2, 2] (dims held in registers) -> 8 tensors [...], index 4 a + 2 b + c for [..., a, b, c]."""
-    e, o = gl.split(x)
-    e0, e1 = gl.split(e)
-    o0, o1 = gl.split(o)
-    x000, x100 = gl.split(e0)
-    x010, x110 = gl.split(e1)
-    x001, x101 = gl.split(o0)
-    x011, x111 = gl.split(o1)
-    return x000, x001, x010, x011, x100, x101, x110, x111
-
-
-@gluon.jit
-def _join_registers(x000, x001, x010, x011, x100, x101, x110, x111):
-    """The inverse of _split_registers."""
-    e = gl.join(gl.join(x000, x100), gl.join(x010, x110))
-    o = gl.join(gl.join(x001, x101), gl.join(x011, x111))
-    return gl.join(e, o)
-
-
-@gluon.jit
-def _invert_blocks16(A, MMA: gl.constexpr):
-    """The 16 x 16 diagonal blocks of (I + A)^-1 (zero elsewhere) for a strictly lower triangular [64, 64] fp32 A
-    in the MMA layout, by forward substitution in fp32 inside each warp: X[i] -= A[i, k] X[k] for k = 0..14. A
-    block's rows are one warp's rows in MMA, so no barrier or shared memory is needed (the doubling levels 2 -> 16
-    each took two products, a store, a fence and a barrier). In MMA, lane 4 i + q of warp w holds rows
-    16 w + 8 h + i and columns 16 b + 8 jj + 2 q + p, (h, b, jj, p) in its registers: the block's entries are those
-    with b = w (a masked sum over b), and each (h, jj, p) becomes a tensor of its own, so that a step shuffles only
-    the registers where row k can be non-zero (columns up to k) and takes A[i, k] from the row's own quad:
-    74 shuffles (72 in the compiled kernel) and 88 FMAs in all."""
-    i_r = gl.expand_dims(gl.arange(0, 64, layout=gl.SliceLayout(1, MMA)), 1)
-    i_c = gl.expand_dims(gl.arange(0, 64, layout=gl.SliceLayout(0, MMA)), 0)
-    diag = i_c // 16 == i_r // 16
-    A7 = gl.reshape(gl.where(diag, A, 0.0), [4, 2, 8, 4, 2, 4, 2])              # [w, h, i, b, jj, q, p]
-    L7: gl.constexpr = A7.type.layout
-    a_r = _split_registers(gl.permute(gl.sum(A7, axis=3), (0, 2, 4, 1, 3, 5)))    # [w, i, q] by (h, jj, p)
-    R3: gl.constexpr = a_r[0].type.layout
-    i = gl.expand_dims(gl.expand_dims(gl.arange(0, 8, layout=gl.SliceLayout(0, gl.SliceLayout(2, R3))), 0), 2)
-    q = gl.expand_dims(gl.expand_dims(gl.arange(0, 4, layout=gl.SliceLayout(0, gl.SliceLayout(1, R3))), 0), 1)
-    zero = gl.zeros([4, 8, 4], gl.int32, R3)
-    # X = I: row 8 h + i, column 8 jj + 2 q + p
-    x000 = gl.where(zero + i == 2 * q, 1.0, 0.0)
-    x001 = gl.where(zero + i == 2 * q + 1, 1.0, 0.0)
-    x010 = gl.zeros([4, 8, 4], gl.float32, R3)
-    x011 = gl.zeros([4, 8, 4], gl.float32, R3)
-    x100 = gl.zeros([4, 8, 4], gl.float32, R3)
-    x101 = gl.zeros([4, 8, 4], gl.float32, R3)
-    x110 = x000
-    x111 = x001
-    for k in gl.static_range(15):
-        src_a = zero + 4 * i + (k % 8) // 2                 # the lane of A[i, k] (and of A[i + 8, k])
-        a0 = _shfl(a_r[(k // 8) * 2 + k % 2], src_a)         # A[i, k]
-        a1 = _shfl(a_r[4 + (k // 8) * 2 + k % 2], src_a)     # A[i + 8, k]
-        src = zero + 4 * (k % 8) + q                        # the lane of row k with the same columns
-        if k < 8:
-            s0 = _shfl(x000, src)
-            s1 = _shfl(x001, src)
-        else:
-            s0 = _shfl(x100, src)
-            s1 = _shfl(x101, src)
-            s2 = _shfl(x110, src)
-            s3 = _shfl(x111, src)
-            x010 = x010 - a0 * s2
-            x011 = x011 - a0 * s3
-            x110 = x110 - a1 * s2
-            x111 = x111 - a1 * s3
-        x000 = x000 - a0 * s0
-        x001 = x001 - a0 * s1
-        x100 = x100 - a1 * s0
-        x101 = x101 - a1 * s1
-    X = gl.permute(_join_registers(x000, x001, x010, x011, x100, x101, x110, x111), (0, 3, 1, 4, 2, 5))
-    X7 = gl.expand_dims(gl.convert_layout(X, gl.SliceLayout(3, L7)), 3) + gl.zeros(A7.shape, gl.float32, L7)
-    return gl.where(diag, gl.convert_layout(gl.reshape(X7, [64, 64]), MMA), 0.0)
-
-
-@gluon.jit
 def _join_columns(left, right):
-    """[64, 32] tiles of the same layout -> [64, 64], left's columns first (the inverse of _column_halves)."""
+    """[64, 32] tiles of the same layout -> [64, 64], left's columns first (the halves are registers of the same
+    threads)."""
     return gl.reshape(gl.permute(gl.join(left, right), (0, 2, 1)), [64, 64])
 
 
 @gluon.jit
-def _column_halves(x):
-    """x[:, :32] and x[:, 32:] of a [64, 64] tile (the halves are registers of the same threads)."""
-    return gl.split(gl.permute(gl.reshape(x, [64, 2, 32]), (0, 2, 1)))
+def _invert_blocks8(A, MMA: gl.constexpr):
+    """The 8 x 8 diagonal blocks of (I + A)^-1 (zero elsewhere) for a [64, 64] fp32 A in the MMA layout whose 8 x 8
+    diagonal blocks are strictly lower triangular, by forward substitution in fp32 inside each warp:
+    X[i] -= A[i, k] X[k] for k = 0..6. In MMA, lane 4 i + q of warp w holds rows 16 w + 8 h + i and columns
+    8 j + 2 q + p, so a block's 8 rows are one warp's (no barrier or shared memory): the block of rows (w, h) has
+    j = 2 w + h, and each (h, p) becomes a tensor of its own; row k reaches every lane by a shuffle from lane 4 k + q,
+    A[i, k] from the row's own quad. 42 shuffles and 28 FMAs (the 16 x 16 blocks took 72 and 88)."""
+    i_r = gl.expand_dims(gl.arange(0, 64, layout=gl.SliceLayout(1, MMA)), 1)
+    i_c = gl.expand_dims(gl.arange(0, 64, layout=gl.SliceLayout(0, MMA)), 0)
+    diag = i_c // 8 == i_r // 8
+    A7 = gl.reshape(gl.where(diag, A, 0.0), [4, 2, 8, 4, 2, 4, 2])              # [w, h, i, b, jj, q, p]
+    L7: gl.constexpr = A7.type.layout
+    A5 = gl.sum(gl.sum(A7, axis=3), axis=3)                                        # [w, h, i, q, p]: b = w, jj = h
+    e, o = gl.split(gl.permute(A5, (0, 2, 3, 1, 4)))                               # [w, i, q, h] by p
+    a00, a10 = gl.split(e)                                                         # a_hp: [w, i, q]
+    a01, a11 = gl.split(o)
+    R3: gl.constexpr = a00.type.layout
+    i = gl.expand_dims(gl.expand_dims(gl.arange(0, 8, layout=gl.SliceLayout(0, gl.SliceLayout(2, R3))), 0), 2)
+    q = gl.expand_dims(gl.expand_dims(gl.arange(0, 4, layout=gl.SliceLayout(0, gl.SliceLayout(1, R3))), 0), 1)
+    zero = gl.zeros([4, 8, 4], gl.int32, R3)
+    # X = I: row i, column 2 q + p of each block
+    x00 = gl.where(zero + i == 2 * q, 1.0, 0.0)
+    x01 = gl.where(zero + i == 2 * q + 1, 1.0, 0.0)
+    x10 = x00
+    x11 = x01
+    for k in gl.static_range(7):
+        src_a = zero + 4 * i + k // 2                       # the lane of A[i, k]
+        if k % 2 == 0:
+            a0 = _shfl(a00, src_a)
+            a1 = _shfl(a10, src_a)
+        else:
+            a0 = _shfl(a01, src_a)
+            a1 = _shfl(a11, src_a)
+        src = zero + 4 * k + q                              # the lane of row k with the same columns
+        s00 = _shfl(x00, src)
+        s01 = _shfl(x01, src)
+        s10 = _shfl(x10, src)
+        s11 = _shfl(x11, src)
+        x00 = x00 - a0 * s00
+        x01 = x01 - a0 * s01
+        x10 = x10 - a1 * s10
+        x11 = x11 - a1 * s11
+    X5 = gl.permute(gl.join(gl.join(x00, x01), gl.join(x10, x11)), (0, 4, 1, 2, 3))    # [w, h, i, q, p]
+    L6: gl.constexpr = gl.SliceLayout(3, L7)
+    X6 = gl.expand_dims(gl.convert_layout(X5, gl.SliceLayout(3, L6)), 3) + gl.zeros([4, 2, 8, 2, 4, 2], gl.float32, L6)
+    X7 = gl.expand_dims(X6, 3) + gl.zeros(A7.shape, gl.float32, L7)
+    return gl.where(diag, gl.convert_layout(gl.reshape(X7, [64, 64]), MMA), 0.0)
 
 
 @gluon.jit
-def _invert_unit_lower(A, scratch_a, scratch_al, scratch_t, scratch_tl, MMA: gl.constexpr, MMA32: gl.constexpr):
-    """(I + A)^-1 for a strictly lower triangular [64, 64] fp32 A in the MMA layout: the 16 x 16 diagonal blocks in
-    fp32 (_invert_blocks16), then two doubling levels 16 -> 32 -> 64 (chunk_prepare.invert_unit_lower) with fp16
-    products: T <- T + (T (-A_off)) T, the second product accumulating into T, the left operands from registers.
-    Level 16 -> 32 takes whole [64, 64] products (T is block diagonal, so T (-A) equals T (-A_off) on the level's
-    blocks, which a mask keeps). Level 32 -> 64 adds only T[32:, :32] = T[32:, 32:] (-A)[32:, :32] T[:32, :32]:
-    products of 32 columns over 32 key rows, from the left halves of -A and T in shared memory."""
-    i_r = gl.expand_dims(gl.arange(0, 64, layout=gl.SliceLayout(1, MMA)), 1)
-    i_c = gl.expand_dims(gl.arange(0, 64, layout=gl.SliceLayout(0, MMA)), 0)
+def _invert_operand_order(A, scratch_a, scratch_t0, scratch_t1, MMA: gl.constexpr):
+    """(I + A_kk)^-1 with rows and columns in _operand_rows' order, for A = A_kk so ordered: there each natural
+    8-token block is 8 consecutive rows of one warp, so the 8 x 8 diagonal blocks come by substitution
+    (_invert_blocks8) and three doubling levels 8 -> 16 -> 32 -> 64 with fp16 products, T <- T + (T (-A)) T on the
+    level's blocks, which masks on the rows' and columns' tokens keep (T is block diagonal: T (-A) equals T (-A_off)
+    there). No reorder to token order: the scores come out of the score loop in this order."""
     OPA: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=MMA, k_width=2)
-    OPA32: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=MMA32, k_width=2)
-    neg_a = (-A).to(gl.float16)
-    scratch_a.store(neg_a)
-    scratch_al.store(_column_halves(neg_a)[0])
-    Tm = _invert_blocks16(A, MMA)
-    Tm16 = Tm.to(gl.float16)
-    scratch_t.store(Tm16)
-    fence_async_shared()
-    gl.thread_barrier()
-    P = warpgroup_mma(gl.convert_layout(Tm16, OPA), scratch_a, gl.zeros([64, 64], gl.float32, MMA), use_acc=False)
-    P = gl.where(((i_r >> 4) % 2 == 1) & (i_c >> 4 == (i_r >> 4) - 1), P, 0.0)      # -T A_off
-    Tm = warpgroup_mma(gl.convert_layout(P.to(gl.float16), OPA), scratch_t, Tm)
-    t_left, t_right = _column_halves(Tm)
-    scratch_tl.store(t_left.to(gl.float16))
-    fence_async_shared()
-    gl.thread_barrier()
-    P = warpgroup_mma(gl.convert_layout(t_right.to(gl.float16), OPA32), scratch_al.slice(32, 32),
-                      gl.zeros([64, 32], gl.float32, MMA32), use_acc=False)
-    t_left = warpgroup_mma(gl.convert_layout(P.to(gl.float16), OPA32), scratch_tl.slice(0, 32),
-                           gl.convert_layout(t_left, MMA32))
-    joined = gl.reshape(gl.permute(gl.join(t_left, gl.convert_layout(t_right, t_left.type.layout)), (0, 2, 1)),
-                        [64, 64])
-    return gl.convert_layout(joined, MMA)
+    t_r = _row_token(gl.expand_dims(gl.arange(0, 64, layout=gl.SliceLayout(1, MMA)), 1))
+    t_c = _row_token(gl.expand_dims(gl.arange(0, 64, layout=gl.SliceLayout(0, MMA)), 0))
+    scratch_a.store((-A).to(gl.float16))
+    Tm = _invert_blocks8(A, MMA)
+    for lv in gl.static_range(3):
+        Tm16 = Tm.to(gl.float16)
+        if lv % 2 == 0:                     # two buffers: a level's store needs no barrier before it
+            t_s = scratch_t0
+        else:
+            t_s = scratch_t1
+        t_s.store(Tm16)
+        fence_async_shared()
+        gl.thread_barrier()
+        P = warpgroup_mma(gl.convert_layout(Tm16, OPA), scratch_a, gl.zeros([64, 64], gl.float32, MMA), use_acc=False)
+        P = gl.where(((t_r >> (3 + lv)) % 2 == 1) & (t_c >> (3 + lv) == (t_r >> (3 + lv)) - 1), P, 0.0)   # -T A_off
+        Tm = warpgroup_mma(gl.convert_layout(P.to(gl.float16), OPA), t_s, Tm)
+    return Tm
 
 
 @gluon.jit
@@ -651,7 +638,8 @@ def kda_chunk_prepare_sm90_kernel(
         # k exp(gamma_end - gamma) (exp(a31 - gamma) early, exp(G - gamma) late), early rows times exp(G - a31)
         # (exp2(G - a31) as the square of the late rows' factor c: one exponential a column less)
         c_late = gl.exp2((end_l - end_e) * 0.5)
-        kd_s.index(h).store((kr * gl.exp2(-HALF_SHIFT) * gl.where(late, 1.0, c_late * c_late)).to(gl.bfloat16))
+        kd_s.index(h).store(_slice_rows_operand((kr * gl.exp2(-HALF_SHIFT) * gl.where(late, 1.0, c_late * c_late)).to(
+            gl.bfloat16)))
         fence_async_shared()
         gl.thread_barrier()
         cols_e = cols_s.slice(0, 32).permute((1, 0))
@@ -678,9 +666,10 @@ def kda_chunk_prepare_sm90_kernel(
         AQe = done[1]
         AKl = done[2]
         AQl = done[3]
-    # A_kk in token order for the inverse; M keeps _operand_rows' order (Mu's rows are stored where they belong)
-    AK = _rows_reordered(_join_columns(AKe, AKl), MMA, True)
-    AQ = gl.convert_layout(_join_columns(AQe, AQl), MMA)
+    # A_kk and M keep _operand_rows' order, their columns relabeled to it in registers (the inverse runs in that
+    # order; Mu's and Ku's rows are stored where they belong)
+    AK = _cols_reordered(_join_columns(AKe, AKl), MMA, False)
+    AQ = _cols_reordered(_join_columns(AQe, AQl), MMA, False)
     if PREFETCH:
         if READY and not IS_VARLEN:
             pf_n, pf_chunk, pf_hv, pf_lane = _grouped_chunk(gl.program_id(0) + ahead, group_lanes, NT, HV,
@@ -710,13 +699,16 @@ def kda_chunk_prepare_sm90_kernel(
             AQ = _scores_quarters(p_g, m_g, p_q, m_q, p_k, m_k, q_norm, k_norm, dt_bias, i_hv, n_valid, A_scale,
                                   s_gate, lower_bound, kd_s, K, GATE, HAS_BIAS, G16, Q16, K16,
                                   DIAG_FLOOR, False, C, L, MMA)
-            AQ = _rows_reordered(AQ, MMA, False)        # M keeps _operand_rows' row order
+            AK = _reordered(AK, MMA, False)
+            AQ = _reordered(AQ, MMA, False)
 
     # ---- M (query-key scores with the diagonal) to shared memory; T = (I + A_kk)^-1
     m_r = gl.expand_dims(gl.arange(0, 64, layout=gl.SliceLayout(1, MMA)), 1)
     m_c = gl.expand_dims(gl.arange(0, 64, layout=gl.SliceLayout(0, MMA)), 0)
     m_s = gl.allocate_shared_memory(gl.bfloat16, [64, 64], SH64)
-    m_s.store(gl.where(_row_token(m_r) >= m_c, AQ, 0.0).to(gl.bfloat16))
+    m_tr = _row_token(m_r)
+    m_tc = _row_token(m_c)
+    m_s.store(gl.where(m_tr >= m_tc, AQ, 0.0).to(gl.bfloat16))
     # beta, activated, as the rows and the columns of the MMA layout
     b_b = b_b.to(gl.float32)
     if BETA_MODE == 1:
@@ -724,16 +716,16 @@ def kda_chunk_prepare_sm90_kernel(
     elif BETA_MODE == 2:
         b_b = 2.0 * _rcp(1.0 + gl.exp2(b_b * -LOG2E))
     b_b = gl.where(b_t < n_valid, b_b, 0.0)
-    b_row = gl.convert_layout(b_b, gl.SliceLayout(1, MMA))
-    b_col = gl.convert_layout(b_b, gl.SliceLayout(0, MMA))
-    Akk = gl.where(m_r > m_c, AK * gl.expand_dims(b_row, 1), 0.0)
+    b_op = gl.reshape(gl.permute(gl.reshape(b_b, [2, 2, 2, 8]), (1, 2, 0, 3)), [64])   # beta of _row_token(r)
+    b_row = gl.convert_layout(b_op, gl.SliceLayout(1, MMA))
+    b_col = gl.convert_layout(b_op, gl.SliceLayout(0, MMA))
+    Akk = gl.where(m_tr > m_tc, AK * gl.expand_dims(b_row, 1), 0.0)
     s_a = gl.allocate_shared_memory(gl.float16, [64, 64], SH64)
-    s_al = gl.allocate_shared_memory(gl.float16, [64, 32], SH32)
-    s_t = gl.allocate_shared_memory(gl.float16, [64, 64], SH64)
-    s_tl = gl.allocate_shared_memory(gl.float16, [64, 32], SH32)
-    Tm = _invert_unit_lower(Akk, s_a, s_al, s_t, s_tl, MMA, MMA32)
-    if not (gl.reduce(gl.reduce(gl.abs(Tm), 1, _max_nan), 0, _max_nan) <= 3.0e38):   # inf or NaN
-        Tm = _invert_unit_lower_tf32(Akk, MMA)
+    s_t0 = gl.allocate_shared_memory(gl.float16, [64, 64], SH64)
+    s_t1 = gl.allocate_shared_memory(gl.float16, [64, 64], SH64)
+    Tm = _invert_operand_order(Akk, s_a, s_t0, s_t1, MMA)
+    if not (gl.reduce(gl.reduce(gl.abs(Tm), 1, _max_nan), 0, _max_nan) <= 3.0e38):   # inf or NaN: tf32, in token order
+        Tm = _reordered(_invert_unit_lower_tf32(_reordered(Akk, MMA, True), MMA), MMA, False)
 
     # ---- the solve folded into the rows: Ku = Tb^T Kd, Mu = M Tb, with Tb = T diag(beta); Tb^T is Tb's tile read
     # transposed by the tensor cores (a transposed copy took a store of its own)
@@ -750,17 +742,19 @@ def kda_chunk_prepare_sm90_kernel(
     mu_t = gl.expand_dims(gl.arange(0, 64, layout=gl.SliceLayout(1, C64)), 1)
     mu_c = gl.expand_dims(gl.arange(0, 64, layout=gl.SliceLayout(0, C64)), 0)
     zero32 = gl.zeros([64, 32], gl.float32, MMA32)
+    offs_ku = gl.expand_dims(_row_token(c_t) * K, 1) + gl.expand_dims(c_h, 0)      # Ku's rows: Tb's columns' tokens
     for hh in gl.static_range(NS // 2):
         Ka = warpgroup_mma(tb_s.permute((1, 0)), kd_s.index(2 * hh), zero32, use_acc=False, is_async=True)
         Kb = warpgroup_mma(tb_s.permute((1, 0)), kd_s.index(2 * hh + 1), zero32, use_acc=False, is_async=True)
         if hh == 0:
             Mu, _, _ = warpgroup_mma_wait(2, deps=(Mu, m_s, tb_s))
-            gl.store(ws_mu + _row_token(mu_t) * BT + mu_c, gl.convert_layout(Mu.to(gl.bfloat16), C64),
+            gl.store(ws_mu + _row_token(mu_t) * BT + mu_c,
+                     gl.convert_layout(_cols_reordered(Mu, MMA, True).to(gl.bfloat16), C64),
                      eviction_policy="evict_first")
         Ka, _, _ = warpgroup_mma_wait(1, deps=(Ka, tb_s, kd_s))
-        gl.store(ws_ku + offs_c + 2 * hh * KS, gl.convert_layout(Ka.to(gl.bfloat16), C), eviction_policy="evict_first")
+        gl.store(ws_ku + offs_ku + 2 * hh * KS, gl.convert_layout(Ka.to(gl.bfloat16), C), eviction_policy="evict_first")
         Kb, _, _ = warpgroup_mma_wait(0, deps=(Kb, tb_s, kd_s))
-        gl.store(ws_ku + offs_c + (2 * hh + 1) * KS, gl.convert_layout(Kb.to(gl.bfloat16), C),
+        gl.store(ws_ku + offs_ku + (2 * hh + 1) * KS, gl.convert_layout(Kb.to(gl.bfloat16), C),
                  eviction_policy="evict_first")
     if READY:
         mark_ready(ready, i_hv * flag_row(NSLOTS) + slot)
