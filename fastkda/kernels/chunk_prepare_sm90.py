@@ -230,25 +230,30 @@ def _row_token(r):
 
 
 @gluon.jit
+def _relabel_rows(x, TO_TOKENS: gl.constexpr):
+    """[64, N] whose row r holds token _row_token(r) relabeled so that row t holds token t (TO_TOKENS), or back: no
+    data moves, only which register, lane and warp bits name which row."""
+    N: gl.constexpr = x.shape[1]
+    y = gl.reshape(x, [2, 2, 2, 8, N])
+    if TO_TOKENS:
+        y = gl.permute(y, (2, 0, 1, 3, 4))
+    else:
+        y = gl.permute(y, (1, 2, 0, 3, 4))
+    return gl.reshape(y, [64, N])
+
+
+@gluon.jit
 def _rows_reordered(x, MMA: gl.constexpr, TO_TOKENS: gl.constexpr):
     """[64, 64] whose rows are _operand_rows' rows -> rows in token order (TO_TOKENS), or back, in layout MMA: a
     conversion through shared memory (row bits move between the warps and the registers)."""
-    if TO_TOKENS:
-        y = gl.permute(gl.reshape(x, [2, 2, 2, 8, 64]), (2, 0, 1, 3, 4))
-    else:
-        y = gl.permute(gl.reshape(x, [2, 2, 2, 8, 64]), (1, 2, 0, 3, 4))
-    return gl.convert_layout(gl.reshape(y, [64, 64]), MMA)
+    return gl.convert_layout(_relabel_rows(x, TO_TOKENS), MMA)
 
 
 @gluon.jit
 def _cols_reordered(x, MMA: gl.constexpr, TO_TOKENS: gl.constexpr):
-    """[64, 64] in layout MMA whose columns are in _operand_rows' order -> columns in token order (TO_TOKENS), or
-    back. The column bits that move are registers of the accumulator layout: no data leaves its thread."""
-    if TO_TOKENS:
-        y = gl.permute(gl.reshape(x, [64, 2, 2, 2, 8]), (0, 3, 1, 2, 4))
-    else:
-        y = gl.permute(gl.reshape(x, [64, 2, 2, 2, 8]), (0, 2, 3, 1, 4))
-    return gl.convert_layout(gl.reshape(y, [64, 64]), MMA)
+    """The same for the columns of a [64, 64] tile in layout MMA. The column bits that move are registers of the
+    accumulator layout: no data leaves its thread."""
+    return gl.convert_layout(gl.permute(_relabel_rows(gl.permute(x, (1, 0)), TO_TOKENS), (1, 0)), MMA)
 
 
 @gluon.jit
@@ -256,13 +261,6 @@ def _reordered(x, MMA: gl.constexpr, TO_TOKENS: gl.constexpr):
     """A [64, 64] score or inverse tile with rows and columns in _operand_rows' order -> token order (TO_TOKENS), or
     back (only the rare paths: the 16-token levels and the tf32 inverse work in token order)."""
     return _cols_reordered(_rows_reordered(x, MMA, TO_TOKENS), MMA, TO_TOKENS)
-
-
-@gluon.jit
-def _slice_rows_operand(x):
-    """A [64, 32] slice in token order relabeled so that row r holds token _row_token(r) (a store to shared memory
-    then puts the tokens in _operand_rows' order)."""
-    return gl.reshape(gl.permute(gl.reshape(x, [2, 2, 2, 8, 32]), (1, 2, 0, 3, 4)), [64, 32])
 
 
 @gluon.jit
@@ -299,8 +297,8 @@ def _scores_quarters(p_g, m_g, p_rows, m_rows, p_k, m_k, r_norm, k_norm, dt_bias
         gam = gl.convert_layout(gl.associative_scan(a_l, 0, _add), C)
         b_k = _unpack_slice(_load_slice(p_k, m_k, h), C, K16) * k_norm
         if STORE_KD:
-            kd_s.index(h).store(_slice_rows_operand((b_k * gl.exp2(_sum_first_rows(a_l, 64, L, COL_C) - gam)).to(
-                gl.bfloat16)))
+            kd_s.index(h).store(_relabel_rows((b_k * gl.exp2(_sum_first_rows(a_l, 64, L, COL_C) - gam)).to(
+                gl.bfloat16), False))
         b_r = _unpack_slice(_load_slice(p_rows, m_rows, h), C, R16) * r_norm
         # late rows with early columns around token 31; rows 16-31 of each half with its columns 0-15 around token
         # 15 (47): both factors <= 1
@@ -638,8 +636,8 @@ def kda_chunk_prepare_sm90_kernel(
         # k exp(gamma_end - gamma) (exp(a31 - gamma) early, exp(G - gamma) late), early rows times exp(G - a31)
         # (exp2(G - a31) as the square of the late rows' factor c: one exponential a column less)
         c_late = gl.exp2((end_l - end_e) * 0.5)
-        kd_s.index(h).store(_slice_rows_operand((kr * gl.exp2(-HALF_SHIFT) * gl.where(late, 1.0, c_late * c_late)).to(
-            gl.bfloat16)))
+        kd_s.index(h).store(_relabel_rows((kr * gl.exp2(-HALF_SHIFT) * gl.where(late, 1.0, c_late * c_late)).to(
+            gl.bfloat16), False))     # Kd's rows in the scores' order, as Tb's
         fence_async_shared()
         gl.thread_barrier()
         cols_e = cols_s.slice(0, 32).permute((1, 0))
