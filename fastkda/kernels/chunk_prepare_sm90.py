@@ -10,8 +10,7 @@ cannot express is where each tile lives (docs/design.md):
     them, read as wgmma's operand layout with the tokens and the key dims relabeled (_operand_rows): only the
     right operand, k exp2(-t) of the slice, goes to shared memory, and the products are of 32 columns (early and
     late tokens), so none reads zeros. They are issued asynchronously and waited for at the end of the slice,
-    after its stores; M keeps the relabeled row order (Mu's rows are stored where they belong), A_kk is put back
-    in token order once, after the loop;
+    after its stores; the scores keep the relabeled row order (below);
   - k exp(G - gamma) and the scores M stay in shared memory until the inverse is known, instead of a round
     trip through global memory;
   - a slice's global loads and stores are issued after its fence, which would otherwise wait for them; q, k and g
