@@ -388,29 +388,30 @@ def _invert_blocks8(A, MMA: gl.constexpr):
 
 
 @gluon.jit
-def _invert_operand_order(A, scratch_a, scratch_t0, scratch_t1, MMA: gl.constexpr):
+def _invert_operand_order(A, scratch_a, scratch_t, scratch_p, MMA: gl.constexpr):
     """(I + A_kk)^-1 with rows and columns in _operand_rows' order, for A = A_kk so ordered: there each natural
     8-token block is 8 consecutive rows of one warp, so the 8 x 8 diagonal blocks come by substitution
     (_invert_blocks8) and three doubling levels 8 -> 16 -> 32 -> 64 with fp16 products, T <- T + (T (-A)) T on the
     level's blocks, which masks on the rows' and columns' tokens keep (T is block diagonal: T (-A) equals T (-A_off)
-    there). No reorder to token order: the scores come out of the score loop in this order."""
-    OPA: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=MMA, k_width=2)
+    there). No reorder to token order: the scores come out of the score loop in this order. Every operand comes from
+    shared memory: with T or the product as wgmma's register operand, ptxas ran short of registers for the score
+    loop's asynchronous products in some variants (varlen among them) and serialized every wgmma of the kernel."""
     t_r = _row_token(gl.expand_dims(gl.arange(0, 64, layout=gl.SliceLayout(1, MMA)), 1))
     t_c = _row_token(gl.expand_dims(gl.arange(0, 64, layout=gl.SliceLayout(0, MMA)), 0))
     scratch_a.store((-A).to(gl.float16))
     Tm = _invert_blocks8(A, MMA)
     for lv in gl.static_range(3):
-        Tm16 = Tm.to(gl.float16)
-        if lv % 2 == 0:                     # two buffers: a level's store needs no barrier before it
-            t_s = scratch_t0
-        else:
-            t_s = scratch_t1
-        t_s.store(Tm16)
+        if lv > 0:          # the previous level's product may still read both tiles in other warps
+            gl.thread_barrier()
+        scratch_t.store(Tm.to(gl.float16))
         fence_async_shared()
         gl.thread_barrier()
-        P = warpgroup_mma(gl.convert_layout(Tm16, OPA), scratch_a, gl.zeros([64, 64], gl.float32, MMA), use_acc=False)
+        P = warpgroup_mma(scratch_t, scratch_a, gl.zeros([64, 64], gl.float32, MMA), use_acc=False)
         P = gl.where(((t_r >> (3 + lv)) % 2 == 1) & (t_c >> (3 + lv) == (t_r >> (3 + lv)) - 1), P, 0.0)   # -T A_off
-        Tm = warpgroup_mma(gl.convert_layout(P.to(gl.float16), OPA), t_s, Tm)
+        scratch_p.store(P.to(gl.float16))
+        fence_async_shared()
+        gl.thread_barrier()
+        Tm = warpgroup_mma(scratch_p, scratch_t, Tm)
     return Tm
 
 
@@ -718,9 +719,9 @@ def kda_chunk_prepare_sm90_kernel(
     b_col = gl.convert_layout(b_op, gl.SliceLayout(0, MMA))
     Akk = gl.where(m_tr > m_tc, AK * gl.expand_dims(b_row, 1), 0.0)
     s_a = gl.allocate_shared_memory(gl.float16, [64, 64], SH64)
-    s_t0 = gl.allocate_shared_memory(gl.float16, [64, 64], SH64)
-    s_t1 = gl.allocate_shared_memory(gl.float16, [64, 64], SH64)
-    Tm = _invert_operand_order(Akk, s_a, s_t0, s_t1, MMA)
+    s_t = gl.allocate_shared_memory(gl.float16, [64, 64], SH64)
+    s_p = gl.allocate_shared_memory(gl.float16, [64, 64], SH64)
+    Tm = _invert_operand_order(Akk, s_a, s_t, s_p, MMA)
     if not (gl.reduce(gl.reduce(gl.abs(Tm), 1, _max_nan), 0, _max_nan) <= 3.0e38):   # inf or NaN: tf32, in token order
         Tm = _reordered(_invert_unit_lower_tf32(_reordered(Akk, MMA, True), MMA), MMA, False)
 
