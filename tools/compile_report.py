@@ -1,12 +1,17 @@
 """Compiles the forward's kernels for sm_90 without a GPU and prints registers and spills (ptxas -v, from the
 ptxas that ships with Triton) and SASS instruction counts: in all, and in the longest loop (nvdisasm).
-Usage: python tools/compile_report.py"""
+--check-wgmma: compiles every Gluon kernel variant the launcher can build (the prepare kernel's sixteen: ready x
+varlen x bounded gate x K) and exits 1 if ptxas serialized the wgmma products of any (its warning C7511: every
+asynchronous product then waits for the one before; 10% of a call where it happened). Run with TRITON_INTERPRET
+unset. Usage: python tools/compile_report.py [--check-wgmma]"""
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import subprocess
+import sys
 import tempfile
 import time
 
@@ -56,14 +61,24 @@ def compile_kernel(fn, constexprs: dict, warps: int, stages: int, maxnreg=None):
     return ck, time.time() - t
 
 
-def ptxas_verbose(ck) -> str:
+def ptxas_log(ck) -> str:
+    """What ptxas -v says of a compiled kernel's PTX."""
     tool = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "ptxas")
     with tempfile.TemporaryDirectory() as d:
         path = os.path.join(d, "k.ptx")
         open(path, "w").write(ck.asm["ptx"])
-        res = subprocess.run([tool, "-v", "--gpu-name", "sm_90a", path, "-o", os.path.join(d, "k.o")],
-                             capture_output=True, text=True)
-    return " | ".join(ln.split("info    : ")[-1].strip() for ln in res.stderr.splitlines() if "spill" in ln or "Used" in ln)
+        return subprocess.run([tool, "-v", "--gpu-name", "sm_90a", path, "-o", os.path.join(d, "k.o")],
+                              capture_output=True, text=True, check=True).stderr
+
+
+def wgmma_serialized(log: str) -> bool:
+    return "C7511" in log
+
+
+def ptxas_verbose(ck) -> str:
+    log = ptxas_log(ck)
+    facts = [ln.split("info    : ")[-1].strip() for ln in log.splitlines() if "spill" in ln or "Used" in ln]
+    return " | ".join(facts + (["WGMMA SERIALIZED (C7511)"] if wgmma_serialized(log) else []))
 
 
 def disassemble(ck, line_info: bool = False) -> str:
@@ -182,7 +197,31 @@ def transition_sm90_variant(K=128, V=128, dtype="bf16", varlen=False):
                          {"cu_seqlens": "*i32", "seg_offsets": "*i32", "chunk_offsets": "*i32"})
 
 
+def gluon_variants():
+    """(name, compile thunk) of every Gluon kernel variant that --check-wgmma covers."""
+    for ready, varlen, bounded, K in itertools.product((True, False), (True, False), (True, False), (128, 64)):
+        kw = dict(sm90=True, ready=ready, varlen=varlen, bounded=bounded, K=K)
+        yield f"prepare {kw}", lambda kw=kw: prepare_variant(**kw)
+    for kw in (dict(K=128, V=128), dict(K=128, V=128, stages=3), dict(K=128, V=128, varlen=True),
+               dict(K=64, V=64, dtype="fp16", v_first=True), dict(K=128, V=128, stages=3, bv=32)):
+        yield f"state_sm90 {kw}", lambda kw=kw: state_sm90_variant(**kw)
+    for kw in (dict(K=128, V=128), dict(K=128, V=128, varlen=True), dict(K=64, V=64, dtype="fp16")):
+        yield f"transition_sm90 {kw}", lambda kw=kw: transition_sm90_variant(**kw)
+
+
+def check_wgmma() -> int:
+    serialized = 0
+    for name, build in gluon_variants():
+        ck, dt = build()
+        bad = wgmma_serialized(ptxas_log(ck))
+        serialized += bad
+        print(f"{name} {dt:.1f}s: {'wgmma SERIALIZED' if bad else 'ok'}", flush=True)
+    return 1 if serialized else 0
+
+
 if __name__ == "__main__":
+    if sys.argv[1:] == ["--check-wgmma"]:
+        sys.exit(check_wgmma())
     for kw in (dict(warps=4), dict(warps=4, ks=64), dict(warps=4, bounded=False), dict(sm90=True),
                dict(sm90=True, bounded=False), dict(sm90=True, ready=True), dict(sm90=True, ready=True, varlen=True)):
         ck, dt = prepare_variant(**kw)
