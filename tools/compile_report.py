@@ -34,8 +34,9 @@ UNALIGNED = {"T", "N", "NT", "NSLOTS", "NT_ALLOC", "NCS", "NSEG", "NSEARCH", "H"
              "ahead"}
 
 
-def compile_kernel(fn, constexprs: dict, warps: int, stages: int, maxnreg=None):
-    """What the launcher's specialization sees: 16-byte aligned pointers and row strides."""
+def compile_kernel(fn, constexprs: dict, warps: int, stages: int, maxnreg=None, ptr_types=None):
+    """What the launcher's specialization sees: 16-byte aligned pointers and row strides; ptr_types: pointer types
+    other than the defaults below (bf16 data)."""
     sig, attrs = {}, {}
     for i, name in enumerate(fn.arg_names):
         if name in constexprs:
@@ -51,8 +52,8 @@ def compile_kernel(fn, constexprs: dict, warps: int, stages: int, maxnreg=None):
             if name not in UNALIGNED:
                 attrs[(i,)] = [["tt.divisibility", 16]]
         else:
-            sig[name] = ("*u8" if name == "ready" else "*i32" if name in I32_PTRS else "*fp32" if name in F32_PTRS
-                         else "*bf16")
+            sig[name] = (ptr_types or {}).get(name) or ("*u8" if name == "ready" else "*i32" if name in I32_PTRS
+                                                        else "*fp32" if name in F32_PTRS else "*bf16")
             attrs[(i,)] = [["tt.divisibility", 16]]
     source = GluonASTSource if isinstance(fn, GluonJITFunction) else triton.compiler.ASTSource
     src = source(fn=fn, signature=sig, constexprs=constexprs, attrs=attrs)
@@ -126,13 +127,28 @@ def sass_counts(ck) -> str:
     return f"{len(addrs)} SASS instructions, {longest} in the longest loop"
 
 
-def prepare_variant(warps=4, K=128, bounded=True, ks=32, maxnreg=None, sm90=False, varlen=False, ready=False):
+def prepare_variant(warps=4, K=128, bounded=True, ks=32, maxnreg=None, sm90=False, varlen=False, ready=False,
+                    modes=None, ptr_types=None):
+    """The prepare kernel with the lower-bounded gate (bounded) or the softplus gate, l2norm and beta sigmoid in the
+    kernel, bf16 inputs; modes: other constant arguments (None for an absent pointer); ptr_types: other dtypes."""
     c = dict(K=K, BT=64, GATE=2 if bounded else 1, BOUNDED=bounded, HAS_A=True, HAS_BIAS=True,
              L2NORM=True, BETA_MODE=1, IS_VARLEN=varlen, DIAG_FLOOR=10.0, HALF_SHIFT=HALF_BLOCK_SHIFT,
              INTERPRET=False, KS=ks,
              **({"PREFETCH": True, "READY": ready, **({} if ready else {"ready": None})} if sm90 else {}))
+    c.update(modes or {})
     fn = kda_chunk_prepare_sm90_kernel if sm90 else kda_chunk_prepare_kernel
-    return compile_kernel(fn, c, warps, 1, maxnreg)
+    return compile_kernel(fn, c, warps, 1, maxnreg, ptr_types)
+
+
+# the other modes of the forward, by what the prepare kernel is built with
+PREPARE_MODES = {
+    "pre-gated": dict(modes=dict(GATE=0, BOUNDED=False, HAS_A=False, HAS_BIAS=False, A_log=None, dt_bias=None)),
+    "lower bound outside the fast range": dict(modes=dict(GATE=2, BOUNDED=False)),
+    "no l2norm, raw beta": dict(modes=dict(L2NORM=False, BETA_MODE=0)),
+    "beta twice the sigmoid": dict(modes=dict(BETA_MODE=2)),
+    "fp16 q, k, g": dict(ptr_types={"q": "*fp16", "k": "*fp16", "g": "*fp16", "beta": "*fp16"}),
+    "fp32 g": dict(ptr_types={"g": "*fp32"}),
+}
 
 
 def state_variant(bv=64, warps=4, stages=2, K=128, V=128, transition=False, split=False):
@@ -202,6 +218,9 @@ def gluon_variants():
     for ready, varlen, bounded, K in itertools.product((True, False), (True, False), (True, False), (128, 64)):
         kw = dict(sm90=True, ready=ready, varlen=varlen, bounded=bounded, K=K)
         yield f"prepare {kw}", lambda kw=kw: prepare_variant(**kw)
+    for i, (mode, extra) in enumerate(PREPARE_MODES.items()):
+        kw = dict(sm90=True, ready=True, varlen=i % 2 == 1, **extra)
+        yield f"prepare {mode} (varlen={i % 2 == 1})", lambda kw=kw: prepare_variant(**kw)
     for kw in (dict(K=128, V=128), dict(K=128, V=128, stages=3), dict(K=128, V=128, varlen=True),
                dict(K=64, V=64, dtype="fp16", v_first=True), dict(K=128, V=128, stages=3, bv=32)):
         yield f"state_sm90 {kw}", lambda kw=kw: state_sm90_variant(**kw)
