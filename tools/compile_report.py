@@ -1,7 +1,7 @@
 """Compiles the forward's kernels for sm_90 without a GPU and prints registers and spills (ptxas -v, from the
 ptxas that ships with Triton) and SASS instruction counts: in all, and in the longest loop (nvdisasm).
---check-wgmma: compiles every Gluon kernel variant the launcher can build (the prepare kernel's sixteen: ready x
-varlen x bounded gate x K) and exits 1 if ptxas serialized the wgmma products of any (its warning C7511: every
+--check-wgmma: compiles the Gluon kernels' variants (the prepare kernel's sixteen, ready x varlen x bounded gate x K,
+and its other modes: PREPARE_MODES; the state and transition kernels' variants below) and exits 1 if ptxas serialized the wgmma products of any (its warning C7511: every
 asynchronous product then waits for the one before; 10% of a call where it happened). Run with TRITON_INTERPRET
 unset. Usage: python tools/compile_report.py [--check-wgmma]"""
 
@@ -213,6 +213,12 @@ def transition_sm90_variant(K=128, V=128, dtype="bf16", varlen=False):
                          {"cu_seqlens": "*i32", "seg_offsets": "*i32", "chunk_offsets": "*i32"})
 
 
+STATE_SM90_VARIANTS = (dict(K=128, V=128), dict(K=128, V=128, stages=3), dict(K=128, V=128, varlen=True),
+                       dict(K=64, V=64, dtype="fp16", v_first=True), dict(K=128, V=128, stages=3, bv=32),
+                       dict(K=64, V=64, dtype="fp16", v_first=True, bv=32))
+TRANSITION_SM90_VARIANTS = (dict(K=128, V=128), dict(K=128, V=128, varlen=True), dict(K=64, V=64, dtype="fp16"))
+
+
 def gluon_variants():
     """(name, compile thunk) of every Gluon kernel variant that --check-wgmma covers."""
     for ready, varlen, bounded, K in itertools.product((True, False), (True, False), (True, False), (128, 64)):
@@ -221,10 +227,9 @@ def gluon_variants():
     for i, (mode, extra) in enumerate(PREPARE_MODES.items()):
         kw = dict(sm90=True, ready=True, varlen=i % 2 == 1, **extra)
         yield f"prepare {mode} (varlen={i % 2 == 1})", lambda kw=kw: prepare_variant(**kw)
-    for kw in (dict(K=128, V=128), dict(K=128, V=128, stages=3), dict(K=128, V=128, varlen=True),
-               dict(K=64, V=64, dtype="fp16", v_first=True), dict(K=128, V=128, stages=3, bv=32)):
+    for kw in STATE_SM90_VARIANTS:
         yield f"state_sm90 {kw}", lambda kw=kw: state_sm90_variant(**kw)
-    for kw in (dict(K=128, V=128), dict(K=128, V=128, varlen=True), dict(K=64, V=64, dtype="fp16")):
+    for kw in TRANSITION_SM90_VARIANTS:
         yield f"transition_sm90 {kw}", lambda kw=kw: transition_sm90_variant(**kw)
 
 
@@ -249,11 +254,9 @@ if __name__ == "__main__":
                dict(bv=64, warps=4, stages=3, transition=True)):
         ck, dt = state_variant(**kw)
         print(f"state {kw} {dt:.1f}s smem={ck.metadata.shared}: {ptxas_verbose(ck)}; {sass_counts(ck)}")
-    for kw in (dict(K=128, V=128), dict(K=128, V=128, stages=3), dict(K=128, V=128, varlen=True),
-               dict(K=64, V=64, dtype="fp16", v_first=True), dict(K=128, V=128, stages=3, bv=32),
-               dict(K=64, V=64, dtype="fp16", v_first=True, bv=32)):
+    for kw in STATE_SM90_VARIANTS:
         ck, dt = state_sm90_variant(**kw)
         print(f"state_sm90 {kw} {dt:.1f}s smem={ck.metadata.shared}: {ptxas_verbose(ck)}; {sass_counts(ck)}")
-    for kw in (dict(K=128, V=128), dict(K=128, V=128, varlen=True), dict(K=64, V=64, dtype="fp16")):
+    for kw in TRANSITION_SM90_VARIANTS:
         ck, dt = transition_sm90_variant(**kw)
         print(f"transition_sm90 {kw} {dt:.1f}s smem={ck.metadata.shared}: {ptxas_verbose(ck)}; {sass_counts(ck)}")
