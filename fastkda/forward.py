@@ -299,10 +299,10 @@ STEP_US, THROUGHPUT_US, PASS_TAIL_US, COMBINE_US = 1.45, 0.015, 10.0, 1.55
 # OVERLAP_STEP_PER_PROGRAM_US for each of its programs beside the prepare kernel (1.7 us with 24 programs, 2.0 with 44),
 # and its last chain ends about OVERLAP_TAIL_US after the prepare kernel (a varlen lane's sequences: overlap_chain);
 # alone, the Triton state kernel's 32-column step (where the programs are that few) takes FEW_STEP_US (perf-notes
-# v20; the steps scale with K by overlap_step_width). PREPARE_US 0.055 since v22's inverse (0.061 before; 0.052 at
-# T=32768 H=8 in v39): with 0.061 the planner took 9 groups of 29 lanes at B=8 H=32 (1.18 ms; 8 of 32: 1.13) and 7
-# of 29 at 200 heads of K=V=64 (1.45 ms; 4 of 50: 0.99, 5 of 40: 0.97), perf-notes v39.
-PREPARE_US, FEW_STEP_US = 0.055, 1.1
+# v20). PREPARE_US was measured before v22's inverse (0.055 since): kept, as 0.055 moves the group choice at B=8 H=32
+# and at 200 heads of K=V=64, which has not been timed (the swept cases' choices are the fastest measured, perf-notes
+# v22).
+PREPARE_US, FEW_STEP_US = 0.061, 1.1
 OVERLAP_STEP_US, OVERLAP_STEP_PER_PROGRAM_US, OVERLAP_TAIL_US = 1.6, 0.009, 10.0
 # A state program that takes a whole multiprocessor (a three-slot ring and a producer warp, no prepare program beside
 # it) steps at EXCLUSIVE_STEP_US (1.12-1.14 us measured with 32 programs at T=16384 H=16, T=8192 H=32 and H=96;
@@ -346,15 +346,6 @@ def prefetch_ahead(places: int) -> int:
 def step_width(K: int) -> float:
     """A chunk step's work relative to K = 128: three products over K and one over the chunk's 64 tokens."""
     return (3 * K + 64) / (3 * 128 + 64)
-
-
-def overlap_step_width(K: int) -> float:
-    """An overlapped chain step's time relative to K = 128: its products' latency more than their work, so about 0.85
-    at K = V = 64 where the work (step_width) is 0.57. 200 heads of K = V = 64 at T = 8192 step at 1.58-1.66 us with
-    25-34 programs beside prepare programs, against 1.83-1.91 priced at K = 128; priced at 0.57, the planner took 7
-    groups of 29 lanes there (1.45 ms against 0.97 for 5 of 40) and shared programs at H = 32 (0.216 ms against
-    0.186 on whole multiprocessors), perf-notes v39."""
-    return 0.65 + 0.35 * step_width(K)
 
 
 def state_pass_us(steps: int, walk: int, bv: int, slots: int, transition: bool = False, K: int = 128,
@@ -402,8 +393,8 @@ def overlap_step_us(K: int, programs: int, exclusive: bool = False, narrow: bool
     """A chunk step of the overlapped state kernel with `programs` programs beside the prepare kernel, each sharing
     its multiprocessor with a prepare program or, `exclusive`, with none; `narrow`: 32-column programs."""
     if exclusive:
-        return (NARROW_STEP_US if narrow else EXCLUSIVE_STEP_US) * overlap_step_width(K)
-    return OVERLAP_STEP_US * overlap_step_width(K) + OVERLAP_STEP_PER_PROGRAM_US * programs
+        return (NARROW_STEP_US if narrow else EXCLUSIVE_STEP_US) * step_width(K)
+    return (OVERLAP_STEP_US + OVERLAP_STEP_PER_PROGRAM_US * programs) * step_width(K)
 
 
 @functools.lru_cache(maxsize=4096)      # a search over group counts: up to 0.3 ms of host time with 4096 lanes

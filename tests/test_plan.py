@@ -96,23 +96,20 @@ def test_state_programs_take_whole_multiprocessors_where_the_chains_bound_the_ca
 
 
 @pytest.mark.parametrize("batch,heads,tokens,K,expected", [
-    (1, 32, 8192, 128, (32, 1, False)),     # T=8192 H=32: 64 programs, one chain each
-    (1, 64, 8192, 128, (32, 2, False)),     # 0.573 ms; 3 groups of 22 lanes 0.85, 4 of 16 0.99 (v39)
-    (1, 96, 8192, 128, (32, 3, False)),     # 0.847 ms; 2 of 48 0.94, 4 of 24 1.24, 5 of 20 1.37 (v39)
-    (8, 32, 4096, 128, (32, 8, False)),     # 256 lanes: 1.13 ms; 9 groups of 29 1.18, 8 of 33 1.16, 7 of 37 1.18 (v39)
-    (1, 32, 8192, 64, (32, 1, True)),       # one program per lane at V = 64, on whole multiprocessors: 0.186 ms,
-                                            # beside prepare programs 0.216 (v39)
-    (1, 200, 8192, 64, (50, 4, False)),     # one program per lane: 0.99 ms; 5 of 40 0.97, 7 of 29 1.45, 8 of 25 on
-                                            # whole multiprocessors 1.03 (v39)
+    (1, 32, 8192, 128, (32, 1)),     # T=8192 H=32: 64 programs, one chain each
+    (1, 64, 8192, 128, (32, 2)),     # 0.683 ms (3 groups of 44 programs: 0.77, the chains longer than the prepare)
+    (1, 96, 8192, 128, (32, 3)),
+    (8, 32, 4096, 128, (29, 9)),     # 256 lanes: 58 programs, the last group 24 lanes
+    (1, 32, 8192, 64, (32, 1)),      # one program per lane at V = 64
+    (1, 200, 8192, 64, (29, 7)),     # one program per lane: 29 programs, 7 chains each
 ], ids=["H32", "H64", "H96", "B8-H32", "V64-H32", "V64-H200"])
 def test_overlap_groups_leave_the_prepare_kernel_its_places(batch, heads, tokens, K, expected):
-    """Lanes per group, groups and whether each program takes a whole multiprocessor, of the overlapped state kernel:
-    at most one program per two multiprocessors (per four on whole ones), the groups of equal size but the last, and
-    none empty. The times are whole calls on an H100 with the choice forced (docs/perf-notes.md)."""
+    """Lanes per group and groups of the overlapped state kernel: at most one program per two multiprocessors, the
+    groups of equal size but the last, and none empty."""
     chunks = tokens // 64
-    assert overlap_groups(batch * heads, heads, batch * chunks, chunks, K, K, 132) == (*expected, False)
-    lanes, groups, exclusive = expected
-    assert lanes * K // 64 * (4 if exclusive else 2) <= 132 and (groups - 1) * lanes < batch * heads <= groups * lanes
+    assert overlap_groups(batch * heads, heads, batch * chunks, chunks, K, K, 132) == (*expected, False, False)
+    lanes, groups = expected
+    assert lanes * K // 64 <= 66 and (groups - 1) * lanes < batch * heads <= groups * lanes
 
 
 @pytest.mark.parametrize("kwargs", [dict(transition_stages=1), dict(block_v=48), dict(overlap="yes"),
