@@ -1,9 +1,10 @@
 """Compiles the forward's kernels for sm_90 without a GPU and prints registers and spills (ptxas -v, from the
 ptxas that ships with Triton) and SASS instruction counts: in all, and in the longest loop (nvdisasm).
 --check-wgmma: compiles the Gluon kernels' variants (the prepare kernel's sixteen, ready x varlen x bounded gate x K,
-and its other modes: PREPARE_MODES; the state and transition kernels' variants below) and exits 1 if ptxas serialized the wgmma products of any (its warning C7511: every
-asynchronous product then waits for the one before; 10% of a call where it happened). Run with TRITON_INTERPRET
-unset. Usage: python tools/compile_report.py [--check-wgmma]"""
+and its other modes: PREPARE_MODES; the state and transition kernels' variants below) and exits 1 if ptxas
+serialized the wgmma products of any (its warning C7511: every asynchronous product then waits for the one before;
+10% of a call where it happened). Run with TRITON_INTERPRET unset.
+Usage: python tools/compile_report.py [--check-wgmma]"""
 
 from __future__ import annotations
 

@@ -389,16 +389,15 @@ def _invert_blocks8(A, MMA: gl.constexpr):
 
 
 @gluon.jit
-def _invert_operand_order(A, scratch_a, scratch_t, scratch_p, MMA: gl.constexpr):
-    """(I + A_kk)^-1 with rows and columns in _operand_rows' order, for A = A_kk so ordered: there each natural
-    8-token block is 8 consecutive rows of one warp, so the 8 x 8 diagonal blocks come by substitution
+def _invert_operand_order(A, t_r, t_c, scratch_a, scratch_t, scratch_p, MMA: gl.constexpr):
+    """(I + A_kk)^-1 with rows and columns in _operand_rows' order, for A = A_kk so ordered (t_r, t_c: the tokens of
+    its rows and columns, _row_token's, [64, 1] and [1, 64] in MMA): there each natural 8-token block is 8
+    consecutive rows of one warp, so the 8 x 8 diagonal blocks come by substitution
     (_invert_blocks8) and three doubling levels 8 -> 16 -> 32 -> 64 with fp16 products, T <- T + (T (-A)) T on the
     level's blocks, which masks on the rows' and columns' tokens keep (T is block diagonal: T (-A) equals T (-A_off)
     there). No reorder to token order: the scores come out of the score loop in this order. Every operand comes from
     shared memory: with T or the product as wgmma's register operand, ptxas ran short of registers for the score
     loop's asynchronous products in some variants (varlen among them) and serialized every wgmma of the kernel."""
-    t_r = _row_token(gl.expand_dims(gl.arange(0, 64, layout=gl.SliceLayout(1, MMA)), 1))
-    t_c = _row_token(gl.expand_dims(gl.arange(0, 64, layout=gl.SliceLayout(0, MMA)), 0))
     scratch_a.store((-A).to(gl.float16))
     Tm = _invert_blocks8(A, MMA)
     for lv in gl.static_range(3):
@@ -722,7 +721,7 @@ def kda_chunk_prepare_sm90_kernel(
     s_a = gl.allocate_shared_memory(gl.float16, [64, 64], SH64)
     s_t = gl.allocate_shared_memory(gl.float16, [64, 64], SH64)
     s_p = gl.allocate_shared_memory(gl.float16, [64, 64], SH64)
-    Tm = _invert_operand_order(Akk, s_a, s_t, s_p, MMA)
+    Tm = _invert_operand_order(Akk, m_tr, m_tc, s_a, s_t, s_p, MMA)
     if not (gl.reduce(gl.reduce(gl.abs(Tm), 1, _max_nan), 0, _max_nan) <= 3.0e38):   # inf or NaN: tf32, in token order
         Tm = _reordered(_invert_unit_lower_tf32(_reordered(Akk, MMA, True), MMA), MMA, False)
 
