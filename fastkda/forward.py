@@ -299,10 +299,11 @@ STEP_US, THROUGHPUT_US, PASS_TAIL_US, COMBINE_US = 1.45, 0.015, 10.0, 1.55
 # OVERLAP_STEP_PER_PROGRAM_US for each of its programs beside the prepare kernel (1.7 us with 24 programs, 2.0 with 44),
 # and its last chain ends about OVERLAP_TAIL_US after the prepare kernel (a varlen lane's sequences: overlap_chain);
 # alone, the Triton state kernel's 32-column step (where the programs are that few) takes FEW_STEP_US (perf-notes
-# v20). PREPARE_US was measured before v22's inverse (0.055 since): kept, as 0.055 moves the group choice at B=8 H=32
-# and at 200 heads of K=V=64, which has not been timed (the swept cases' choices are the fastest measured, perf-notes
-# v22).
-PREPARE_US, FEW_STEP_US = 0.061, 1.1
+# v20; the steps scale with K by step_width, the prepare kernel by prepare_width). PREPARE_US 0.055 since v22's inverse
+# (0.061 before: with it the planner took 9 groups of 29 lanes at B=8 H=32, 1.18 ms against 1.14 for 8 of 32,
+# perf-notes v40); alone the kernel takes 0.0485 us a chunk and head at T=8192 H=96, and a program beside a state
+# program about 12% longer.
+PREPARE_US, FEW_STEP_US = 0.055, 1.1
 OVERLAP_STEP_US, OVERLAP_STEP_PER_PROGRAM_US, OVERLAP_TAIL_US = 1.6, 0.009, 10.0
 # A state program that takes a whole multiprocessor (a three-slot ring and a producer warp, no prepare program beside
 # it) steps at EXCLUSIVE_STEP_US (1.12-1.14 us measured with 32 programs at T=16384 H=16, T=8192 H=32 and H=96;
@@ -325,6 +326,9 @@ WALK_START_US = 1.5
 # 256 programs of 64 steps at T=65536 H=4, 0.153 for two waves of them at varlen [60000] + 64 x [64] H=8); the Triton
 # kernel's transition step takes half an output step's share, at STEP_US (0.115 and 0.223 ms there, perf-notes v25).
 TRANSITION_SM90_STEP_US, TRANSITION_SM90_SHARE = 1.2, 0.32
+# The split path is taken over the overlapped one only where estimated SPLIT_OVER_OVERLAP times faster: the two
+# estimates' errors differ by up to 5% where the paths meet (plan_split).
+SPLIT_OVER_OVERLAP = 1.05
 
 
 def prepare_places(slots: int, programs: int = 0, exclusive: bool = False) -> int:
@@ -344,8 +348,18 @@ def prefetch_ahead(places: int) -> int:
 
 
 def step_width(K: int) -> float:
-    """A chunk step's work relative to K = 128: three products over K and one over the chunk's 64 tokens."""
-    return (3 * K + 64) / (3 * 128 + 64)
+    """A state-kernel chunk step's time relative to K = 128. Its work (three products over K and one over the
+    chunk's 64 tokens) is 0.57 of it at K = 64, but the step is bound by its products' latency and its loads more
+    than by their work: 0.85 fits K = V = 64 (overlapped steps of 1.57-1.64 us with 32-43 programs, whole-multiprocessor
+    ones 1.01, the Triton kernel's chunk steps at 0.0169 us a step of the GPU's throughput against 0.0173 at K = 128;
+    perf-notes v40)."""
+    return 0.65 + 0.35 * (3 * K + 64) / (3 * 128 + 64)
+
+
+def prepare_width(K: int) -> float:
+    """The prepare kernel's time a program relative to K = 128: 0.65 at K = 64 (alone, 0.0315 against 0.0485 us a
+    chunk and head at T=8192, perf-notes v40)."""
+    return 0.3 + 0.7 * K / 128
 
 
 def state_pass_us(steps: int, walk: int, bv: int, slots: int, transition: bool = False, K: int = 128,
@@ -362,7 +376,7 @@ def state_pass_us(steps: int, walk: int, bv: int, slots: int, transition: bool =
 
 def prepare_us(n_heads: int, total_chunks: int, K: int, slots: int) -> float:
     """Estimated time of the prepare kernel."""
-    return PREPARE_US * total_chunks * n_heads * step_width(K) * H100_SLOTS / slots
+    return PREPARE_US * total_chunks * n_heads * prepare_width(K) * H100_SLOTS / slots
 
 
 def overlapped_us(n_heads: int, total_chunks: int, chain_chunks: int, K: int, slots: int, programs: int,
@@ -394,7 +408,7 @@ def overlap_step_us(K: int, programs: int, exclusive: bool = False, narrow: bool
     its multiprocessor with a prepare program or, `exclusive`, with none; `narrow`: 32-column programs."""
     if exclusive:
         return (NARROW_STEP_US if narrow else EXCLUSIVE_STEP_US) * step_width(K)
-    return (OVERLAP_STEP_US + OVERLAP_STEP_PER_PROGRAM_US * programs) * step_width(K)
+    return OVERLAP_STEP_US * step_width(K) + OVERLAP_STEP_PER_PROGRAM_US * programs
 
 
 @functools.lru_cache(maxsize=4096)      # a search over group counts: up to 0.3 ms of host time with 4096 lanes
@@ -463,9 +477,10 @@ def plan_split(n_heads: int, total_chunks: int, longest_chunks: int, K: int, V: 
     default longest_chunks), whether each program takes a whole multiprocessor and whether it takes 32 columns
     (overlap_groups), the walks of a lane (a varlen lane's sequences); sm90_transition: the transition pass in the
     Gluon kernel (transition_sm90). Where the overlap pays (overlap_pays), the unsplit call is priced as
-    overlapped_us, and kept where that is below the prepare kernel and the split passes (T=8192 K=V=64 H=32: 0.30 ms
-    split, 0.21 overlapped; T=16384 H=16: 0.503 split, 0.374 overlapped with whole multiprocessors; H=12: 0.231 split,
-    0.202 overlapped with whole multiprocessors)."""
+    overlapped_us, and kept unless the prepare kernel and the split passes are estimated 5% faster (T=8192 K=V=64
+    H=32: 0.252 ms split, 0.185 overlapped; T=16384 H=16: 0.503 split, 0.374 overlapped with whole multiprocessors;
+    H=12: 0.231 split, 0.202 overlapped with whole multiprocessors; H=8: 0.143 split, 0.136 overlapped where the two
+    estimates were within 1%, perf-notes v40)."""
     out_steps = total_chunks * n_heads * (V // bv)              # the output pass, split or not
     trans_steps = total_chunks * n_heads * ((V + K) // bv)      # the transition pass (an upper bound)
     unsplit = state_pass_us(out_steps, longest_chunks, bv, slots, K=K)
@@ -486,7 +501,8 @@ def plan_split(n_heads: int, total_chunks: int, longest_chunks: int, K: int, V: 
                                          overlap_groups, chain, overlap_exclusive, overlap_narrow, overlap_walks):
         overlapped = overlapped_us(n_heads, total_chunks, chain, K, slots, overlap_programs, overlap_groups,
                                    overlap_exclusive, overlap_narrow, overlap_walks)
-        return best if overlapped > prepare_us(n_heads, total_chunks, K, slots) + best_cost else 0
+        split_cost = prepare_us(n_heads, total_chunks, K, slots) + best_cost
+        return best if overlapped > SPLIT_OVER_OVERLAP * split_cost else 0
     return best if best_cost < 0.9 * unsplit else 0
 
 
