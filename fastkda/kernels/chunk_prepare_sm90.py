@@ -714,7 +714,7 @@ def kda_chunk_prepare_sm90_kernel(
     elif BETA_MODE == 2:
         b_b = 2.0 * _rcp(1.0 + gl.exp2(b_b * -LOG2E))
     b_b = gl.where(b_t < n_valid, b_b, 0.0)
-    b_op = gl.reshape(gl.permute(gl.reshape(b_b, [2, 2, 2, 8]), (1, 2, 0, 3)), [64])   # beta of _row_token(r)
+    b_op = gl.reshape(_relabel_rows(gl.reshape(b_b, [64, 1]), False), [64])          # beta of _row_token(r)
     b_row = gl.convert_layout(b_op, gl.SliceLayout(1, MMA))
     b_col = gl.convert_layout(b_op, gl.SliceLayout(0, MMA))
     Akk = gl.where(m_tr > m_tc, AK * gl.expand_dims(b_row, 1), 0.0)
