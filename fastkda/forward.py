@@ -44,7 +44,9 @@ class LaunchConfig:
     never; overlap_exclusive: whether each of its programs takes a whole multiprocessor (a three-slot ring and a
     producer warp, no prepare program beside it; `overlap_groups`), (None) where estimated faster; overlap_narrow:
     whether each takes 32 state columns (the state as it is) rather than 64 (transposed), (None) where estimated
-    faster."""
+    faster; split_head: on the split path of a single sequence, the chunks of its head segment that the overlapped
+    state kernel walks beside the prepare kernel before the split passes take the rest (`plan_head`): None where
+    estimated faster, 0 never, else that many (then split_size, if given, is the rest's segment length)."""
 
     block_v: int | None = None
     num_warps: int = 4
@@ -61,6 +63,7 @@ class LaunchConfig:
     overlap: bool | None = None
     overlap_exclusive: bool | None = None
     overlap_narrow: bool | None = None
+    split_head: int | None = None
 
     def __post_init__(self):
         # the transition pass compiled with one stage (no pipelining) and 32-column blocks made an illegal memory
@@ -74,6 +77,8 @@ class LaunchConfig:
             raise ValueError(f"combine_block_v: expected 16, 32, 64 or 128, got {self.combine_block_v}")
         if self.overlap not in (None, True, False):
             raise ValueError(f"overlap: expected None, True or False, got {self.overlap!r}")
+        if self.split_head is not None and (not isinstance(self.split_head, int) or self.split_head < 0):
+            raise ValueError(f"split_head: expected None or a non-negative int, got {self.split_head!r}")
         for name in ("overlap_exclusive", "overlap_narrow"):
             if getattr(self, name) not in (None, True, False):
                 raise ValueError(f"{name}: expected None, True or False, got {getattr(self, name)!r}")
@@ -225,12 +230,12 @@ def initial_state_tiles(h0: torch.Tensor, bv: int, state_v_first: bool) -> Tenso
 
 
 def launch_overlapped_state(fork, ws, ws_eg, v, o, h0, ht, ready, group_lanes, lanes, cu_seqlens, chunk_offsets, *,
-                            B, T, N, NT, n_slots, HV, K, V, state_v_first, exclusive, narrow):
+                            B, T, N, NT, n_slots, HV, K, V, state_v_first, exclusive, narrow) -> torch.cuda.Event:
     """The Gluon state kernel on the side stream, after `fork` (recorded on the current stream before the prepare
-    launch, so it waits for the inputs but not for the prepare kernel); the current stream then waits for it."""
+    launch, so it waits for the inputs but not for the prepare kernel). Returns the event the current stream must
+    wait for before it reads the kernel's outputs."""
     from fastkda.kernels.chunk_state_sm90 import kda_chunk_state_sm90_kernel
     bv = 32 if narrow else 64
-    main = torch.cuda.current_stream(o.device)
     side = side_stream(cuda_index(o.device))
     side.wait_event(fork)
     descs = [tile_desc(w) for w in ws] + [
@@ -248,7 +253,7 @@ def launch_overlapped_state(fork, ws, ws_eg, v, o, h0, ht, ready, group_lanes, l
             ws_qg=ws[2], ws_mu=ws[3], DISCARD=not (exclusive or narrow), num_warps=4)
         join = torch.cuda.Event()
         join.record(side)
-    main.wait_event(join)
+    return join
 
 
 def divisor_magic(d: int) -> int:
@@ -465,6 +470,47 @@ def overlap_pays(n_heads: int, total_chunks: int, longest_chunks: int, K: int, V
             < prepare_us(n_heads, total_chunks, K, slots) + after)
 
 
+# A head's chain on whole multiprocessors (plan_head) is priced at HEAD_STEP_US a step: the heads it gives (259 chunks
+# at T=32768 H=8, 241 at T=65536 H=4) measured within 1% of the fastest of the five or six tried (timelines put the
+# chain's steps at 0.9-1.1 us, the prepare kernel beside 16 such programs 18% longer; perf-notes v41).
+HEAD_STEP_US = 0.95
+# A head is taken where its estimate plus HEAD_JOIN_US (the rest's combine waits for the head's stream and goes out
+# without a dependent launch) is HEAD_OVER_SPLIT of the split path's or less: measured at 12 shapes, a head of 49
+# to 259 chunks gained 6-9% at T=16384 and 32768 H=8 (estimates 0.86-0.93 of the split path's), 3.4% at T=65536 H=4
+# (0.956) and lost up to 5% where the estimates were within 3% (T=16384 H=4, T=65536 H=1; perf-notes v41).
+HEAD_JOIN_US, HEAD_OVER_SPLIT = 8.0, 0.97
+SPLIT_LENGTHS = (16, 32, 64, 128)               # chunks per segment the planner weighs
+# behind a head segment (plan_head) the rest is weighed at every 8 chunks: its length is whatever the head leaves, and
+# the segments that fill the transition pass's places in one wave are what pays
+TAIL_LENGTHS = tuple(range(16, 129, 8))
+
+
+def split_passes_us(n_heads: int, total_chunks: int, longest_chunks: int, K: int, V: int, bv: int, slots: int,
+                    sm90_transition: bool, lengths: tuple[int, ...] = SPLIT_LENGTHS) -> tuple[int, float]:
+    """(chunks per segment, estimated time of the transition, combine and output passes) at the cheapest of
+    `lengths` shorter than the longest sequence; (0, inf) where none is."""
+    out_steps = total_chunks * n_heads * (V // bv)              # the output pass, split or not
+    trans_steps = total_chunks * n_heads * ((V + K) // bv)      # the transition pass (an upper bound)
+    best, best_cost = 0, float("inf")
+    for ncs in lengths:
+        if ncs >= longest_chunks:
+            break
+        walk = ncs
+        if sm90_transition:     # two programs a multiprocessor, in waves: (V + K) / 64 per segment with a map
+            walk *= -(-(total_chunks // ncs) * n_heads * ((V + K) // 64) // (2 * slots))
+        # the output pass: one program a multiprocessor, in waves (T=32768 H=8 behind a 160-chunk head: 9 segments
+        # of 40 chunks, 144 programs, 0.457 ms; 8 of 40 behind 192 chunks, 0.408; perf-notes v41)
+        # (segments as long as the longest sequence's, counted for as many such sequences as the chunks make)
+        long_segments = -(-longest_chunks // ncs) * max(total_chunks // longest_chunks, 1)
+        out_walk = ncs * -(-long_segments * n_heads * (V // bv) // slots)
+        cost = (state_pass_us(trans_steps, walk, bv, slots, transition=True, K=K, sm90=sm90_transition)
+                + state_pass_us(out_steps, out_walk, bv, slots, K=K)
+                + math.ceil(longest_chunks / ncs) * COMBINE_US)
+        if cost < best_cost:
+            best, best_cost = ncs, cost
+    return best, best_cost
+
+
 def plan_split(n_heads: int, total_chunks: int, longest_chunks: int, K: int, V: int, bv: int,
                slots: int = H100_SLOTS, overlap_programs: int = 0, overlap_groups: int = 1,
                overlap_chain: int | None = None, overlap_exclusive: bool = False, overlap_narrow: bool = False,
@@ -481,29 +527,64 @@ def plan_split(n_heads: int, total_chunks: int, longest_chunks: int, K: int, V: 
     H=32: 0.252 ms split, 0.185 overlapped; T=16384 H=16: 0.503 split, 0.374 overlapped with whole multiprocessors;
     H=12: 0.231 split, 0.202 overlapped with whole multiprocessors; H=8: 0.143 split, 0.136 overlapped where the two
     estimates were within 1%, perf-notes v40)."""
-    out_steps = total_chunks * n_heads * (V // bv)              # the output pass, split or not
-    trans_steps = total_chunks * n_heads * ((V + K) // bv)      # the transition pass (an upper bound)
+    return planned_path(n_heads, total_chunks, longest_chunks, K, V, bv, slots, overlap_programs, overlap_groups,
+                        overlap_chain, overlap_exclusive, overlap_narrow, sm90_transition, overlap_walks)[0]
+
+
+def planned_path(n_heads: int, total_chunks: int, longest_chunks: int, K: int, V: int, bv: int,
+                 slots: int = H100_SLOTS, overlap_programs: int = 0, overlap_groups: int = 1,
+                 overlap_chain: int | None = None, overlap_exclusive: bool = False, overlap_narrow: bool = False,
+                 sm90_transition: bool = False, overlap_walks: int = 1) -> tuple[int, float]:
+    """plan_split's choice and the estimated time of the call on the path it takes (prepare kernel included)."""
+    prepare = prepare_us(n_heads, total_chunks, K, slots)
+    out_steps = total_chunks * n_heads * (V // bv)
     unsplit = state_pass_us(out_steps, longest_chunks, bv, slots, K=K)
-    best, best_cost = 0, float("inf")
-    for ncs in (16, 32, 64, 128):
-        if ncs >= longest_chunks:
-            break
-        walk = ncs
-        if sm90_transition:     # two programs a multiprocessor, in waves: (V + K) / 64 per segment with a map
-            walk *= -(-(total_chunks // ncs) * n_heads * ((V + K) // 64) // (2 * slots))
-        cost = (state_pass_us(trans_steps, walk, bv, slots, transition=True, K=K, sm90=sm90_transition)
-                + state_pass_us(out_steps, ncs, bv, slots, K=K)
-                + math.ceil(longest_chunks / ncs) * COMBINE_US)
-        if cost < best_cost:
-            best, best_cost = ncs, cost
+    best, best_cost = split_passes_us(n_heads, total_chunks, longest_chunks, K, V, bv, slots, sm90_transition)
     chain = longest_chunks if overlap_chain is None else overlap_chain
     if overlap_programs and overlap_pays(n_heads, total_chunks, longest_chunks, K, V, slots, overlap_programs,
                                          overlap_groups, chain, overlap_exclusive, overlap_narrow, overlap_walks):
         overlapped = overlapped_us(n_heads, total_chunks, chain, K, slots, overlap_programs, overlap_groups,
                                    overlap_exclusive, overlap_narrow, overlap_walks)
-        split_cost = prepare_us(n_heads, total_chunks, K, slots) + best_cost
-        return best if overlapped > SPLIT_OVER_OVERLAP * split_cost else 0
-    return best if best_cost < 0.9 * unsplit else 0
+        if overlapped > SPLIT_OVER_OVERLAP * (prepare + best_cost):
+            return best, prepare + best_cost
+        return 0, overlapped
+    if best_cost < 0.9 * unsplit:
+        return best, prepare + best_cost
+    return 0, prepare + unsplit
+
+
+def plan_head(n_heads: int, chunks: int, K: int, V: int, bv: int, slots: int = H100_SLOTS,
+              sm90_transition: bool = False, exclusive: bool | None = None, head: int | None = None,
+              against: float = float("inf")) -> tuple[int, int, bool, float]:
+    """(head chunks, the rest's chunks per segment, exclusive, estimated time) of a single sequence of `chunks` chunks
+    whose head the overlapped state kernel walks beside the prepare kernel (a 64-column program per head and column
+    block, beside a prepare program or, exclusive, on a whole multiprocessor; the prepare kernel takes the chunks in
+    order, all heads of a chunk together) while the split passes take the rest after it. The split passes are bound
+    by their chains (T=32768 H=8: a 64-step transition pass of 80 us, a 64-step output pass of 129 us, at 2.8 TB/s),
+    so what the head takes off them shortens both; the head is as long as its chain can follow the prepare kernel.
+    head: that many chunks instead (taken whatever the estimate); exclusive: the kind of program (None: the cheaper);
+    against: the estimate of the path a planned head would replace, which it must beat by HEAD_OVER_SPLIT with
+    HEAD_JOIN_US added. (0, 0, False, inf) where no head is taken."""
+    programs = n_heads * (V // 64)
+    best = (0, 0, False, float("inf"))
+    for ex in ((False, True) if exclusive is None else (exclusive,)):
+        if programs > slots // 2 or ex and programs * EXCLUSIVE_SHARE > slots:
+            continue
+        beside = prepare_us(n_heads, chunks, K, slots) * 2 * slots / max(prepare_places(slots, programs, ex), 1)
+        step = HEAD_STEP_US * step_width(K) if ex else overlap_step_us(K, programs)
+        n = int((beside - OVERLAP_TAIL_US) / step) if head is None else head
+        n = min(n, chunks - 1)
+        if n < 16 and head is None or n < 1:
+            continue
+        ncs, rest = split_passes_us(n_heads, chunks - n, chunks - n, K, V, bv, slots, sm90_transition, TAIL_LENGTHS)
+        if not ncs:         # the rest too short to split: the state kernel after the prepare kernel
+            rest = state_pass_us((chunks - n) * n_heads * (V // bv), chunks - n, bv, slots, K=K)
+        cost = max(beside, n * step + OVERLAP_TAIL_US) + rest
+        if cost < best[3]:
+            best = (n, ncs, ex, cost)
+    if head is None and not best[3] + HEAD_JOIN_US < HEAD_OVER_SPLIT * against:
+        return 0, 0, False, float("inf")
+    return best
 
 
 def kda_forward(
@@ -558,12 +639,25 @@ def kda_forward(
                                                                 cfg.overlap_exclusive, cfg.overlap_narrow, walks)
         programs = group_lanes * (V // (32 if narrow else 64))
     gluon_transition = transition_sm90(cfg, device, K, V, v)
-    if split_chunks is None:
-        split_chunks = plan_split(HV, n_slots, longest_chunks, K, V, bv, slots, programs, groups,
-                                  chain if can_overlap else None, exclusive, narrow, gluon_transition, walks)
-    split = 0 < split_chunks < max(longest_chunks, 1)
-    overlap = can_overlap and not split and (cfg.overlap is not None or overlap_pays(
-        HV, n_slots, longest_chunks, K, V, slots, programs, groups, chain, exclusive, narrow, walks))
+    planned = split_chunks is None
+    if planned:
+        split_chunks, path_cost = planned_path(HV, n_slots, longest_chunks, K, V, bv, slots, programs, groups,
+                                               chain if can_overlap else None, exclusive, narrow, gluon_transition,
+                                               walks)
+    # a single sequence: its head walked beside the prepare kernel, the rest after it (plan_head)
+    head = 0
+    if can_overlap and cu_seqlens is None and B == 1 and cfg.split_head != 0 and (planned and split_chunks
+                                                                                  or cfg.split_head):
+        head, tail_ncs, head_exclusive, _ = plan_head(HV, NT, K, V, bv, slots, gluon_transition, cfg.overlap_exclusive,
+                                                      cfg.split_head, path_cost if planned else float("inf"))
+        if head:
+            if planned:
+                split_chunks = tail_ncs
+            group_lanes, groups, exclusive, narrow = HV, 1, head_exclusive, False
+            programs = HV * (V // 64)
+    split = 0 < split_chunks < max(longest_chunks - head, 1)
+    overlap = can_overlap and (head > 0 or not split and (cfg.overlap is not None or overlap_pays(
+        HV, n_slots, longest_chunks, K, V, slots, programs, groups, chain, exclusive, narrow, walks)))
     ncs = split_chunks if split else NO_SPLIT
     nsearch = max(1, math.ceil(math.log2(N + 1)))
     interp = interpreting()
@@ -625,11 +719,25 @@ def kda_forward(
             prepare[(grid,)](*prepare_args, **prepare_consts, KS=32, PREFETCH=ahead > 0, ahead=ahead, ready=ready,
                              READY=overlap, **order)
 
-    if overlap:
-        launch_overlapped_state(fork, ws, ws_eg, v, o, initial_state, ht, ready, group_lanes, lanes, cu_seqlens,
-                                chunk_offsets, B=B, T=T, N=N, NT=NT, n_slots=n_slots, HV=HV, K=K, V=V,
-                                state_v_first=state_v_first, exclusive=exclusive, narrow=narrow)
+    main = torch.cuda.current_stream(device) if overlap else None
+    if overlap and not head:
+        main.wait_event(launch_overlapped_state(
+            fork, ws, ws_eg, v, o, initial_state, ht, ready, group_lanes, lanes, cu_seqlens, chunk_offsets, B=B, T=T,
+            N=N, NT=NT, n_slots=n_slots, HV=HV, K=K, V=V, state_v_first=state_v_first, exclusive=exclusive,
+            narrow=narrow))
         return o, ht, hi
+    o_all = o
+    joined = None
+    if head:
+        # the head's chain ends in h_mid, the rest's initial state; the rest is the same call on views past the head
+        h_mid = torch.empty((1, *state_shape), dtype=torch.float32, device=device)
+        hb = head * BT
+        joined = launch_overlapped_state(
+            fork, ws, ws_eg, v[:, :hb], o[:, :hb], initial_state, h_mid, ready, HV, HV, None, None, B=1, T=hb, N=1,
+            NT=head, n_slots=n_slots, HV=HV, K=K, V=V, state_v_first=state_v_first, exclusive=exclusive,
+            narrow=False)
+        ws, ws_eg, v, o, initial_state = [w[head:] for w in ws], ws_eg[head:], v[:, hb:], o[:, hb:], h_mid
+        T, NT, n_slots, longest_chunks = T - hb, NT - head, n_slots - head, longest_chunks - head
 
     state_args = dict(
         ws_kg=tile_desc(ws[0]), ws_ku=tile_desc(ws[1]), ws_qg=tile_desc(ws[2]), ws_mu=tile_desc(ws[3]), ws_eg=ws_eg,
@@ -643,10 +751,13 @@ def kda_forward(
     v_desc = v_tile_desc(v, bv)
     v_args = dict(v=v, V_DESC=False) if v_desc is None else dict(v=v_desc, V_DESC=True)
     if not split:
+        if joined is not None:      # the state kernel reads h_mid before its wait: a whole dependency on the head
+            main.wait_event(joined)
+            state_args.update(PDL=False, launch_pdl=False)
         kda_chunk_state_kernel[(V // bv * HV * N,)](
             seg_start=None, seg_trans=None, BV=bv, NCOL=V // bv, STORE_HT=ht is not None, STORE_HI=hi is not None,
             SPLIT=False, TRANSITION=False, **state_args, **v_args)
-        return o, ht, hi
+        return o_all, ht, hi
 
     if cu_seqlens is None:
         n_seg = N * max(1, triton.cdiv(NT, ncs))
@@ -667,12 +778,17 @@ def kda_forward(
             SPLIT=True, TRANSITION=True, v=v, V_DESC=False, **{**state_args, "num_stages": cfg.transition_stages})
     bvc = min(cfg.combine_block_v, V)
     rows = seg_trans.view(-1, V + K)
+    combine_pdl = pdl
+    if joined is not None:          # the combine reads h_mid before its wait: a whole dependency on the head
+        main.wait_event(joined)
+        combine_pdl = False
     kda_combine_kernel[(V // bvc * HV * n_long,)](
         initial_state, TensorDescriptor.from_tensor(rows, [K, K]), TensorDescriptor.from_tensor(rows, [K, bvc]),
         seg_start, seg_offsets, long_seqs, T, ncs, n_seg, n_long, HV=HV, K=K, V=V, BV=bvc,
-        HAS_H0=initial_state is not None, STATE_V_FIRST=state_v_first, IS_VARLEN=cu_seqlens is not None, PDL=pdl,
-        launch_pdl=pdl, INTERPRET=interp, num_warps=4, num_stages=3)  # P of the next two segments in flight (v22)
+        HAS_H0=initial_state is not None, STATE_V_FIRST=state_v_first, IS_VARLEN=cu_seqlens is not None,
+        PDL=combine_pdl, launch_pdl=combine_pdl, INTERPRET=interp, num_warps=4,
+        num_stages=3)  # P of the next two segments in flight (v22)
     kda_chunk_state_kernel[(V // bv * HV * n_seg,)](
         seg_start=seg_start, seg_trans=None, BV=bv, NCOL=V // bv, STORE_HT=ht is not None, STORE_HI=hi is not None,
         SPLIT=True, TRANSITION=False, **state_args, **v_args)
-    return o, ht, hi
+    return o_all, ht, hi

@@ -4,6 +4,8 @@ K = 64 and 128 take the Gluon prepare kernel; the portable one is tested there a
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -211,6 +213,38 @@ def test_split_equals_unsplit_gpu(split_size, g_fill):
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("case,head,exclusive", [
+    (with_(G, T=8192, H=2, HV=2, split_size=1024), 40, True),
+    (with_(G, T=8000, H=2, HV=2, split_size=512, g_fill="bias=-8"), 40, False),   # a partial last chunk; P matters
+    (with_(G, T=6000, K=64, V=64, dtype="fp16", v_first=True, h0="bf16", gate="softplus", g_fill="bias=-8",
+           split_size=1024), 30, True),
+    (with_(G, T=4096, H=2, HV=4, strided=True, h0=None, final=False, split_size=0), 20, False),  # GVA; rest unsplit
+    (with_(G, T=5000, gate="pre", g_fill="g=-1000", split_size=256), 16, True),
+], ids=lambda c: c.id if isinstance(c, Case) else str(c))
+def test_split_head(case, head, exclusive, monkeypatch):
+    """A single sequence's head walked beside the prepare kernel and the split passes (or the state kernel) on the
+    rest (LaunchConfig.split_head): the float64 reference's bars, errors within 1.5x of the unsplit path's, and the
+    same outputs to the bit without dependent launches (the rest's first reader of the head's state waits for it)."""
+    dev = torch.device("cuda")
+    if not fwd.is_sm90(torch.cuda.current_device()):
+        pytest.skip("the head runs beside the prepare kernel on sm_90 only")
+    launches = []
+    real = fwd.launch_overlapped_state
+    monkeypatch.setattr(fwd, "launch_overlapped_state", lambda *a, **kw: (launches.append(kw["NT"]), real(*a, **kw))[1])
+    config = fwd.LaunchConfig(split_head=head, overlap_exclusive=exclusive)
+    monkeypatch.setattr(fwd, "DEFAULT_CONFIG", config)
+    errs = run_case(case, dev)
+    assert launches == [head], "the case should take a head of the forced length"
+    check(errs, TOL_RANDOM if case.g_fill is None else TOL_EXTREME)
+    monkeypatch.setattr(fwd, "DEFAULT_CONFIG", fwd.LaunchConfig(split_head=0))
+    unsplit = run_case(with_(case, split_size=0), dev)
+    for name in errs:
+        assert errs[name] <= 1.5 * unsplit[name] + 1e-4, (name, errs, unsplit)
+    monkeypatch.setattr(fwd, "DEFAULT_CONFIG", config)
+    assert_equal_under(make_inputs(case, dev), dataclasses.replace(config, pdl=False), monkeypatch)
+
+
+@pytest.mark.gpu
 @pytest.mark.parametrize("split_size", [0, 1024], ids=["unsplit", "split"])
 def test_dependent_launches_change_nothing(split_size, monkeypatch):
     """Programmatic dependent launches (sm_90 and later) reorder nothing a kernel reads: the outputs equal those of
@@ -250,7 +284,7 @@ def test_overlapped_state_kernel_equals_plain(case, exclusive, narrow, monkeypat
         pytest.skip("the overlapped state kernel runs on sm_90 only")
     launches = []
     real = fwd.launch_overlapped_state
-    monkeypatch.setattr(fwd, "launch_overlapped_state", lambda *a, **kw: (launches.append(1), real(*a, **kw)))
+    monkeypatch.setattr(fwd, "launch_overlapped_state", lambda *a, **kw: (launches.append(1), real(*a, **kw))[1])
     # forced: at these lengths the chain is long against the prepare kernel, where the default keeps it after it
     monkeypatch.setattr(fwd, "DEFAULT_CONFIG", fwd.LaunchConfig(overlap=True, overlap_exclusive=exclusive,
                                                                 overlap_narrow=narrow))

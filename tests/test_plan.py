@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from fastkda.forward import (LaunchConfig, divisor_magic, overlap_chain, overlap_groups, overlap_pays, overlaps_prepare,
-                             plan_split, prefetch_ahead, prepare_kernel, prepare_places, sm90_reads, state_block_v,
-                             v_tile_desc)
+                             plan_head, plan_split, planned_path, prefetch_ahead, prepare_kernel, prepare_places,
+                             sm90_reads, state_block_v, v_tile_desc)
 
 
 def plan(heads: int, tokens: int, slots: int = 132, sm90_transition: bool = False) -> int:
@@ -244,3 +244,48 @@ def test_prefetch_ahead_follows_the_prepare_kernels_places(programs, exclusive, 
     """Three quarters of the prepare programs' places on an H100: alone (T=32768 H=8, split), beside 64 shared state
     programs (T=8192 H=96) or 32 whole-multiprocessor ones (T=16384 H=16), beside 48 narrow ones (T=8192 H=12)."""
     assert prefetch_ahead(prepare_places(132, programs, exclusive)) == expected
+
+
+def head_plan(heads: int, tokens: int, K: int = 128) -> tuple[int, int, bool, float]:
+    """plan_head as the forward asks it for one sequence of `tokens` (a head only where the planner splits)."""
+    chunks = tokens // 64
+    lanes, groups, exclusive, narrow = overlap_groups(heads, heads, chunks, chunks, K, K, 132)
+    programs = lanes * K // (32 if narrow else 64)
+    split, cost = planned_path(heads, chunks, chunks, K, K, 64, 132, programs, groups, chunks, exclusive, narrow, True)
+    return plan_head(heads, chunks, K, K, 64, 132, True, against=cost) if split else (0, 0, False, float("inf"))
+
+
+@pytest.mark.parametrize("heads,tokens,K,taken", [
+    (8, 32768, 128, True),      # 0.437 -> 0.396 ms (H100, perf-notes v41)
+    (4, 65536, 128, True),      # 0.452 -> 0.437
+    (8, 16384, 128, True),      # 0.243 -> 0.228
+    (8, 32768, 64, True),       # 0.270 -> 0.248
+    (8, 65536, 128, True),      # 0.820 -> 0.754
+    (4, 16384, 128, False),     # 0.154 -> 0.157 with a head
+    (1, 65536, 128, False),     # 0.197 -> 0.207
+    (2, 32768, 64, False),      # 0.108 -> 0.111
+    (2, 65536, 128, False),     # 0.279 -> 0.278
+    (2, 131072, 128, False),    # 0.474 either way
+    (16, 16384, 128, False),    # overlapped, 0.297 ms: no split to take a head from
+    (8, 8192, 128, False),      # overlapped, 0.135 ms (a head: 0.148)
+])
+def test_head_where_measured_faster(heads, tokens, K, taken):
+    assert (head_plan(heads, tokens, K)[0] > 0) == taken
+
+
+@pytest.mark.parametrize("heads,tokens", [(8, 32768), (4, 65536), (8, 16384), (8, 65536)])
+def test_head_rest_in_one_wave(heads, tokens):
+    """Behind a head the rest's segments fill each split pass in one wave: the output pass's programs (one a
+    multiprocessor) and the transition pass's (two). T=32768 H=8 behind 160 chunks in 9 segments of 40: 0.457 ms;
+    behind 192 in 8: 0.408 (perf-notes v41)."""
+    head, ncs, _, _ = head_plan(heads, tokens)
+    segments = -(-(tokens // 64 - head) // ncs)
+    assert segments * heads * 2 <= 132 and (segments - 1) * heads * 4 <= 264
+
+
+def test_head_forced():
+    assert plan_head(8, 512, 128, 128, 64, head=100)[0] == 100
+    assert plan_head(8, 512, 128, 128, 64, head=600)[0] == 511          # at least a chunk is left to the rest
+    assert plan_head(8, 512, 128, 128, 64, exclusive=False)[2] is False
+    with pytest.raises(ValueError, match="split_head"):
+        LaunchConfig(split_head=-1)
