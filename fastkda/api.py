@@ -134,6 +134,10 @@ def normalize_call(q, k, v, g, beta, scale, initial_state, output_final_state, u
         N = check_cu_seqlens(cu_seqlens, cu_seqlens_cpu, B, T, device)
         lengths = _host_lengths(cu_seqlens, cu_seqlens_cpu)
         cu_seqlens = cu_seqlens.to(device)
+        if lengths is not None and N == 1:
+            # one sequence over all of q, known on the host: the fixed-length path (B = 1) computes the same into the
+            # same shapes, and its planner can walk the sequence's head beside the prepare kernel (forward.plan_head)
+            cu_seqlens = lengths = None
     else:
         if cu_seqlens_cpu is not None:
             raise ValueError("cu_seqlens_cpu: given without cu_seqlens")

@@ -75,12 +75,16 @@ def test_compile_fullgraph_gpu():
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("seqlens,overlap", [(None, None), ((700, 0, 300, 2100), None), (None, True)],
-                         ids=["fixed", "varlen", "overlapped"])
-def test_cuda_graph_replay_matches_eager(seqlens, overlap, monkeypatch):
-    """overlapped: the state kernel on a second stream beside the prepare kernel (sm_90), captured with it."""
-    monkeypatch.setattr(fwd, "DEFAULT_CONFIG", fwd.LaunchConfig(overlap=overlap))
-    case = Case(T=3100, H=2, HV=4, K=128, V=128, seqlens=seqlens, intermediate=overlap is None)
+@pytest.mark.parametrize("seqlens,config", [
+    (None, fwd.LaunchConfig()), ((700, 0, 300, 2100), fwd.LaunchConfig()), (None, fwd.LaunchConfig(overlap=True)),
+    (None, fwd.LaunchConfig(split_head=20))], ids=["fixed", "varlen", "overlapped", "head"])
+def test_cuda_graph_replay_matches_eager(seqlens, config, monkeypatch):
+    """overlapped: the state kernel on a second stream beside the prepare kernel (sm_90), captured with it; head: a
+    head of 20 chunks beside the prepare kernel, the rest split after it (split_size 512)."""
+    monkeypatch.setattr(fwd, "DEFAULT_CONFIG", config)
+    plain = config == fwd.LaunchConfig()
+    case = Case(T=3100, H=2, HV=4, K=128, V=128, seqlens=seqlens, intermediate=plain,
+                split_size=512 if config.split_head else 0)
     args = make_inputs(case, torch.device("cuda"))
     eager = fastkda.chunk_kda(**args)
     static = {n: (x.clone() if isinstance(x, torch.Tensor) else x) for n, x in args.items()}
@@ -101,3 +105,10 @@ def test_cuda_graph_replay_matches_eager(seqlens, overlap, monkeypatch):
     for a, b in zip(out, want, strict=True):
         assert torch.equal(a, b)
     assert not torch.equal(out[0], eager[0])
+
+
+def test_one_host_known_sequence_takes_the_fixed_length_path():
+    """cu_seqlens of one sequence over all of q, known on the host, is the fixed-length call with B = 1 (whose planner
+    can give the sequence a head beside the prepare kernel); several sequences stay varlen."""
+    assert op_args(small_args("cpu", seqlens=(100,), host_lengths=True))[8] is None
+    assert op_args(small_args("cpu", seqlens=(40, 60), host_lengths=True))[8] is not None
