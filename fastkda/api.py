@@ -10,10 +10,22 @@ import triton
 from fastkda.forward import (BETA_RAW, BETA_SIGMOID, BETA_SIGMOID2, GATE_LOWER_BOUND, GATE_PRE,
                              GATE_SOFTPLUS)
 from fastkda.kernels.chunk_prepare import CHUNK, MAX_ROW_STRIDE
-from fastkda.op import NONE, chunk_kda_fwd
+from fastkda.op import NONE, chunk_kda_fwd, run_forward
 from fastkda.validation import SAFE_LOWER_BOUND, check_cu_seqlens, check_gate, check_inputs, check_state
 
 _ACCEPTED_KWARGS = {"transpose_state_layout", "chunk_size"}
+_PLAIN = (torch.Tensor, torch.nn.Parameter)
+
+
+def _eager(tensors) -> bool:
+    """Whether a call may run the forward directly rather than through the custom operator, whose dispatch took
+    0.1-0.2 ms of host time a call (an H100 host, docs/perf-notes.md v42): not traced by torch.compile, plain tensors
+    or parameters (not fake or other subclasses), and no autograd graph to record (through the operator the
+    backward raises a clear error)."""
+    if torch.compiler.is_compiling():
+        return False
+    grad = torch.is_grad_enabled()
+    return all(x is None or type(x) in _PLAIN and not (grad and x.requires_grad) for x in tensors)
 
 
 def _host_lengths(cu_seqlens, cu_seqlens_cpu) -> torch.Tensor | None:
@@ -97,7 +109,8 @@ def chunk_kda(
         q, k, v, g, beta, scale, initial_state, output_final_state, use_qk_l2norm_in_kernel, use_gate_in_kernel,
         use_beta_sigmoid_in_kernel, allow_neg_eigval, safe_gate, lower_bound, return_intermediate_states,
         state_v_first, cu_seqlens, cu_seqlens_cpu, cp_context, A_log, dt_bias, split_size, kwargs)
-    o, ht, hi = chunk_kda_fwd(*call)
+    # q, k, v, g, beta, A_log, dt_bias, initial_state, cu_seqlens
+    o, ht, hi = (run_forward if _eager(call[:9]) else chunk_kda_fwd)(*call)
     final_state = ht if output_final_state else None
     if return_intermediate_states:
         return o, final_state, hi

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 import triton
@@ -205,28 +206,37 @@ def side_stream(device_index: int) -> torch.cuda.Stream:
     return torch.cuda.Stream(device=device_index, priority=-1)
 
 
-def gluon_desc(td: TensorDescriptor):
-    """A Gluon tensor descriptor with the tensor, shape, strides and tile of td, in the shared-memory layout the
-    tensor cores read: 128-byte swizzle for tiles of 64 rows of 128 bytes or more, none for a one-row tile (exp(G))."""
+@functools.cache
+def nvmma_layout(swizzle: int, bits: int):
+    """The shared-memory layout the tensor cores read, with `swizzle` bytes of swizzle, for `bits`-bit elements."""
     from triton.experimental.gluon.language import NVMMASharedLayout
+    return NVMMASharedLayout(swizzle_byte_width=swizzle, element_bitwidth=bits, rank=2)
+
+
+def gluon_tiles(base: torch.Tensor, shape, strides, block_shape):
+    """A Gluon tensor descriptor over the matrix (shape, strides) at base in tiles of block_shape, in the
+    shared-memory layout the tensor cores read: 128-byte swizzle for tiles of 64 rows of 128 bytes or more, none for
+    a one-row tile (exp(G))."""
     from triton.experimental.gluon.nvidia.hopper import TensorDescriptor as GluonDescriptor
-    swizzle = min(128, td.block_shape[1] * td.base.element_size()) if td.block_shape[0] > 1 else 0
-    layout = NVMMASharedLayout(swizzle_byte_width=swizzle, element_bitwidth=8 * td.base.element_size(), rank=2)
-    return GluonDescriptor(td.base, td.shape, td.strides, td.block_shape, layout)
+    size = base.element_size()
+    swizzle = min(128, block_shape[1] * size) if block_shape[0] > 1 else 0
+    return GluonDescriptor(base, shape, strides, block_shape, nvmma_layout(swizzle, 8 * size))
+
+
+def gluon_rows(x: torch.Tensor, block_shape):
+    """gluon_tiles over x [..., D] as rows of D."""
+    rows = x.view(-1, x.shape[-1])
+    return gluon_tiles(rows, rows.shape, rows.stride(), block_shape)
+
+
+def gluon_desc(td: TensorDescriptor):
+    """gluon_tiles with the tensor, shape, strides and tile of td."""
+    return gluon_tiles(td.base, td.shape, td.strides, td.block_shape)
 
 
 def flag_row_bytes(n_slots: int) -> int:
     """Bytes per value head of the ready flags (common.flag_row, on the host)."""
     return -(-n_slots // FLAG_GROUP.value) * FLAG_GROUP.value
-
-
-def initial_state_tiles(h0: torch.Tensor, bv: int, state_v_first: bool) -> TensorDescriptor:
-    """The initial state [N, HV, K, V] as rows of V in [K, bv] tiles ([N, HV, V, K]: rows of K in [bv, K] tiles): the
-    overlapped state kernel requests the next walk's state into shared memory while a walk runs (chunk_state_sm90._walk;
-    16-byte aligned data, and only for programs beside a prepare program: the tile's 16 or 32 KB do not fit beside a
-    three-slot ring)."""
-    rows = h0.view(-1, h0.shape[-1])
-    return TensorDescriptor.from_tensor(rows, [bv, h0.shape[-1]] if state_v_first else [h0.shape[-2], bv])
 
 
 def launch_overlapped_state(fork, ws, ws_eg, v, o, h0, ht, ready, group_lanes, lanes, cu_seqlens, chunk_offsets, *,
@@ -238,15 +248,18 @@ def launch_overlapped_state(fork, ws, ws_eg, v, o, h0, ht, ready, group_lanes, l
     bv = 32 if narrow else 64
     side = side_stream(cuda_index(o.device))
     side.wait_event(fork)
-    descs = [tile_desc(w) for w in ws] + [
-        v_tile_desc(v, bv), eg_tile_desc(ws_eg),
-        TensorDescriptor.from_tensor(o.view(B * T, HV * V), [CHUNK, bv])]
+    # built as Gluon descriptors directly (each through a Triton one first took twice the host time)
+    descs = [gluon_rows(w, list(w.shape[-2:])) for w in ws] + [
+        gluon_desc(v_tile_desc(v, bv)), gluon_rows(ws_eg, [1, K]), gluon_rows(o.view(B * T, HV * V), [CHUNK, bv])]
+    # the initial state as rows of V in [K, bv] tiles ([bv, K] with state_v_first): the next walk's state is requested
+    # into shared memory while a walk runs (chunk_state_sm90._walk; 16-byte aligned data, and only for programs beside
+    # a prepare program: the tile's 16 or 32 KB do not fit beside a three-slot ring)
     h0_d = None
     if h0 is not None and not (exclusive or narrow) and h0.data_ptr() % 16 == 0:
-        h0_d = gluon_desc(initial_state_tiles(h0, bv, state_v_first))
+        h0_d = gluon_rows(h0, [bv, K] if state_v_first else [K, bv])
     with torch.cuda.stream(side):
         kda_chunk_state_sm90_kernel[(V // bv * group_lanes,)](
-            *(gluon_desc(d) for d in descs), h0, h0_d, ht, ready, cu_seqlens, chunk_offsets, T, N, NT, n_slots, HV,
+            *descs, h0, h0_d, ht, ready, cu_seqlens, chunk_offsets, T, N, NT, n_slots, HV,
             v.stride(2), lanes, group_lanes, K=K, V=V, BV=bv, BT=CHUNK, IS_VARLEN=cu_seqlens is not None,
             HAS_H0=h0 is not None, STORE_HT=ht is not None, STATE_V_FIRST=state_v_first,
             STAGES=3 if exclusive else 2, H0_TMA=h0_d is not None, PRODUCER=exclusive, ws_kg=ws[0], ws_ku=ws[1],
@@ -587,6 +600,67 @@ def plan_head(n_heads: int, chunks: int, K: int, V: int, bv: int, slots: int = H
     return best
 
 
+class CallPlan(NamedTuple):
+    """What kda_forward launches (plan_call)."""
+
+    overlap: bool       # the unsplit state pass, or a head, beside the prepare kernel (launch_overlapped_state)
+    split: bool         # the split passes after the prepare kernel (the rest after a head)
+    ncs: int            # chunks per segment (NO_SPLIT where not split)
+    head: int           # chunks of a single sequence's head walked beside the prepare kernel (plan_head)
+    lanes: int          # the overlapped state kernel's lanes: a fixed-length batch's (sequence, head) pairs, or
+    group_lanes: int    # a varlen batch's heads; by groups of group_lanes (overlap_groups)
+    groups: int
+    programs: int       # overlapped state programs
+    exclusive: bool     # each on a whole multiprocessor
+    narrow: bool        # 32 state columns each
+    bv: int             # state columns per program of the state kernel's passes after the prepare kernel
+
+
+@functools.lru_cache(maxsize=4096)     # a pure function of the call's shape: 30-150 us of host time a call
+def plan_call(cfg: LaunchConfig, *, B: int, N: int, T: int, HV: int, K: int, V: int, varlen: bool, n_slots: int,
+              longest_chunks: int, split_chunks: int | None, intermediate: bool, dtype: torch.dtype,
+              sm90_prepare: bool, v_tiles: bool, gluon_transition: bool, slots: int) -> CallPlan:
+    """The launches of a call of N sequences (B rows of T tokens, or varlen), n_slots chunk slots, the longest
+    sequence longest_chunks chunks (or a bound); split_chunks: chunks per segment (None: planned, 0: no split);
+    intermediate: states at every chunk requested; sm90_prepare: the Gluon prepare kernel runs; v_tiles: v is
+    readable in tiles (v_token_rows); gluon_transition: transition_sm90; slots: multiprocessors."""
+    bv = state_block_v(cfg.block_v, N * HV, V, slots, split=True)   # the planner's and the split passes'
+    can_overlap = overlaps_prepare(cfg, sm90_prepare=sm90_prepare, varlen=varlen, intermediate=intermediate, B=B,
+                                   T=T, K=K, V=V, dtype=dtype, v_tiles=v_tiles, slots=slots)
+    lanes = programs = groups = group_lanes = chain = 0
+    exclusive = narrow = False
+    walks = N if varlen else 1          # the walks of a lane: a varlen lane walks every sequence
+    if can_overlap:
+        lanes = HV if varlen else B * HV
+        chain = overlap_chain(longest_chunks, n_slots, varlen)
+        group_lanes, groups, exclusive, narrow = overlap_groups(lanes, HV, n_slots, chain, K, V, slots,
+                                                                cfg.overlap_exclusive, cfg.overlap_narrow, walks)
+        programs = group_lanes * (V // (32 if narrow else 64))
+    planned = split_chunks is None
+    if planned:
+        split_chunks, path_cost = planned_path(HV, n_slots, longest_chunks, K, V, bv, slots, programs, groups,
+                                               chain if can_overlap else None, exclusive, narrow, gluon_transition,
+                                               walks)
+    # a single sequence: its head walked beside the prepare kernel, the rest after it (plan_head)
+    head = 0
+    if can_overlap and not varlen and B == 1 and cfg.split_head != 0 and (planned and split_chunks or cfg.split_head):
+        NT = triton.cdiv(T, CHUNK)
+        head, tail_ncs, head_exclusive, _ = plan_head(HV, NT, K, V, bv, slots, gluon_transition, cfg.overlap_exclusive,
+                                                      cfg.split_head, path_cost if planned else float("inf"))
+        if head:
+            if planned:
+                split_chunks = tail_ncs
+            group_lanes, groups, exclusive, narrow = HV, 1, head_exclusive, False
+            programs = HV * (V // 64)
+    split = 0 < split_chunks < max(longest_chunks - head, 1)
+    overlap = can_overlap and (head > 0 or not split and (cfg.overlap is not None or overlap_pays(
+        HV, n_slots, longest_chunks, K, V, slots, programs, groups, chain, exclusive, narrow, walks)))
+    if not split:
+        bv = state_block_v(cfg.block_v, N * HV, V, slots, split=False)
+    return CallPlan(overlap, split, split_chunks if split else NO_SPLIT, head, lanes, group_lanes, groups, programs,
+                    exclusive, narrow, bv)
+
+
 def kda_forward(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: torch.Tensor, beta: torch.Tensor, *,
     scale: float, gate: GateSpec, A_log: torch.Tensor | None, dt_bias: torch.Tensor | None,
@@ -609,7 +683,6 @@ def kda_forward(
     cfg = config or DEFAULT_CONFIG
     BT = CHUNK
     slots = parallel_slots(device)
-    bv = state_block_v(cfg.block_v, N * HV, V, slots, split=True)   # the planner's and the split passes'
     state_shape = (HV, V, K) if state_v_first else (HV, K, V)
     o = new_output((B, T, HV, V), q.dtype, device) if out is None else out
     ht = None
@@ -624,41 +697,14 @@ def kda_forward(
     NT = triton.cdiv(T, BT)
     n_slots = B * NT if cu_seqlens is None else NT + max(N - 1, 0)
     prepare = prepare_kernel(device, K, cfg, (q, k, g)) if n_slots else None
-    sm90_prepare = prepare not in (None, kda_chunk_prepare_kernel)       # the Gluon kernel
-    can_overlap = overlaps_prepare(
-        cfg, sm90_prepare=sm90_prepare, varlen=cu_seqlens is not None, intermediate=hi is not None, B=B, T=T, K=K,
-        V=V, dtype=q.dtype, v_tiles=v_token_rows(v), slots=slots)
-    programs = groups = group_lanes = 0
-    exclusive = narrow = False
-    walks = N if cu_seqlens is not None else 1          # the walks of a lane: a varlen lane walks every sequence
-    if can_overlap:
-        # the overlapped state kernel's lanes: a fixed-length batch's (sequence, head) pairs, or a varlen batch's heads
-        lanes = HV if cu_seqlens is not None else B * HV
-        chain = overlap_chain(longest_chunks, n_slots, cu_seqlens is not None)
-        group_lanes, groups, exclusive, narrow = overlap_groups(lanes, HV, n_slots, chain, K, V, slots,
-                                                                cfg.overlap_exclusive, cfg.overlap_narrow, walks)
-        programs = group_lanes * (V // (32 if narrow else 64))
     gluon_transition = transition_sm90(cfg, device, K, V, v)
-    planned = split_chunks is None
-    if planned:
-        split_chunks, path_cost = planned_path(HV, n_slots, longest_chunks, K, V, bv, slots, programs, groups,
-                                               chain if can_overlap else None, exclusive, narrow, gluon_transition,
-                                               walks)
-    # a single sequence: its head walked beside the prepare kernel, the rest after it (plan_head)
-    head = 0
-    if can_overlap and cu_seqlens is None and B == 1 and cfg.split_head != 0 and (planned and split_chunks
-                                                                                  or cfg.split_head):
-        head, tail_ncs, head_exclusive, _ = plan_head(HV, NT, K, V, bv, slots, gluon_transition, cfg.overlap_exclusive,
-                                                      cfg.split_head, path_cost if planned else float("inf"))
-        if head:
-            if planned:
-                split_chunks = tail_ncs
-            group_lanes, groups, exclusive, narrow = HV, 1, head_exclusive, False
-            programs = HV * (V // 64)
-    split = 0 < split_chunks < max(longest_chunks - head, 1)
-    overlap = can_overlap and (head > 0 or not split and (cfg.overlap is not None or overlap_pays(
-        HV, n_slots, longest_chunks, K, V, slots, programs, groups, chain, exclusive, narrow, walks)))
-    ncs = split_chunks if split else NO_SPLIT
+    plan = plan_call(cfg, B=B, N=N, T=T, HV=HV, K=K, V=V, varlen=cu_seqlens is not None, n_slots=n_slots,
+                     longest_chunks=longest_chunks, split_chunks=split_chunks, intermediate=hi is not None,
+                     dtype=q.dtype, sm90_prepare=prepare not in (None, kda_chunk_prepare_kernel),
+                     v_tiles=v_token_rows(v), gluon_transition=gluon_transition, slots=slots)
+    overlap, split, ncs, head = plan.overlap, plan.split, plan.ncs, plan.head
+    group_lanes, groups, programs, exclusive, narrow, bv = (plan.group_lanes, plan.groups, plan.programs,
+                                                            plan.exclusive, plan.narrow, plan.bv)
     nsearch = max(1, math.ceil(math.log2(N + 1)))
     interp = interpreting()
 
@@ -681,14 +727,15 @@ def kda_forward(
     # without a prepare launch the state kernel would be the call's first: it reads the initial state before its
     # wait, which only a normal launch orders after the caller's kernels
     pdl = n_slots > 0 and uses_pdl(device, cfg)
-    ready = fork = None
+    ready = fork = main = None
     if overlap:
         # the flag rows, then STEP_WORDS int32 step counts per lane of a group (the state kernel's dropped lines),
         # zeroed together
         ready = torch.zeros(HV * flag_row_bytes(n_slots) + 4 * STEP_WORDS.value * group_lanes, dtype=torch.uint8,
                             device=device)
+        main = torch.cuda.current_stream(device)
         fork = torch.cuda.Event()
-        fork.record(torch.cuda.current_stream(device))
+        fork.record(main)
     if n_slots:
         prepare_args = (
             q, k, g, beta, A_log, dt_bias, *ws, ws_eg, cu_seqlens, chunk_offsets, chunk_seq,
@@ -719,11 +766,10 @@ def kda_forward(
             prepare[(grid,)](*prepare_args, **prepare_consts, KS=32, PREFETCH=ahead > 0, ahead=ahead, ready=ready,
                              READY=overlap, **order)
 
-    main = torch.cuda.current_stream(device) if overlap else None
     if overlap and not head:
         main.wait_event(launch_overlapped_state(
-            fork, ws, ws_eg, v, o, initial_state, ht, ready, group_lanes, lanes, cu_seqlens, chunk_offsets, B=B, T=T,
-            N=N, NT=NT, n_slots=n_slots, HV=HV, K=K, V=V, state_v_first=state_v_first, exclusive=exclusive,
+            fork, ws, ws_eg, v, o, initial_state, ht, ready, group_lanes, plan.lanes, cu_seqlens, chunk_offsets,
+            B=B, T=T, N=N, NT=NT, n_slots=n_slots, HV=HV, K=K, V=V, state_v_first=state_v_first, exclusive=exclusive,
             narrow=narrow))
         return o, ht, hi
     o_all = o
@@ -746,8 +792,6 @@ def kda_forward(
         NSLOTS=n_slots, NT_ALLOC=num_intermediate or 0, NCS=ncs, NSEARCH=nsearch, HV=HV, K=K, V=V, BT=BT,
         HAS_H0=initial_state is not None, STATE_V_FIRST=state_v_first, IS_VARLEN=cu_seqlens is not None,
         PDL=pdl, launch_pdl=pdl, INTERPRET=interp, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
-    if not split:
-        bv = state_block_v(cfg.block_v, N * HV, V, slots, split=False)
     v_desc = v_tile_desc(v, bv)
     v_args = dict(v=v, V_DESC=False) if v_desc is None else dict(v=v_desc, V_DESC=True)
     if not split:

@@ -112,3 +112,27 @@ def test_one_host_known_sequence_takes_the_fixed_length_path():
     can give the sequence a head beside the prepare kernel); several sequences stay varlen."""
     assert op_args(small_args("cpu", seqlens=(100,), host_lengths=True))[8] is None
     assert op_args(small_args("cpu", seqlens=(40, 60), host_lengths=True))[8] is not None
+
+
+def test_eager_calls_skip_the_operator_unless_autograd_records(monkeypatch):
+    """Without an autograd graph to record and outside torch.compile, chunk_kda runs the forward directly (the
+    operator's dispatch cost 0.1-0.2 ms of host time a call); with an input that requires grad it goes through the
+    operator, whose backward raises. Same outputs either way."""
+    import fastkda.api as api
+    args = small_args("cpu")
+    args.pop("return_intermediate_states", None)
+    through = []
+    monkeypatch.setattr(api, "chunk_kda_fwd", lambda *a: through.append(1) or torch.ops.fastkda.chunk_kda_fwd(*a))
+    direct = fastkda.chunk_kda(**args)
+    assert not through
+    args["A_log"] = torch.nn.Parameter(args["A_log"], requires_grad=False)     # a model's parameters: still direct
+    fastkda.chunk_kda(**args)
+    assert not through
+    args["q"] = args["q"].clone().requires_grad_(True)
+    recorded = fastkda.chunk_kda(**args)
+    assert through
+    with torch.no_grad():
+        fastkda.chunk_kda(**args)
+    assert len(through) == 1
+    for a, b in zip(direct, recorded, strict=True):
+        assert torch.equal(a, b.detach())

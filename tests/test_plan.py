@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from fastkda.forward import (LaunchConfig, divisor_magic, overlap_chain, overlap_groups, overlap_pays, overlaps_prepare,
-                             plan_head, plan_split, planned_path, prefetch_ahead, prepare_kernel, prepare_places,
+                             plan_call, plan_head, plan_split, prefetch_ahead, prepare_kernel, prepare_places,
                              sm90_reads, state_block_v, v_tile_desc)
 
 
@@ -246,13 +246,12 @@ def test_prefetch_ahead_follows_the_prepare_kernels_places(programs, exclusive, 
     assert prefetch_ahead(prepare_places(132, programs, exclusive)) == expected
 
 
-def head_plan(heads: int, tokens: int, K: int = 128) -> tuple[int, int, bool, float]:
-    """plan_head as the forward asks it for one sequence of `tokens` (a head only where the planner splits)."""
-    chunks = tokens // 64
-    lanes, groups, exclusive, narrow = overlap_groups(heads, heads, chunks, chunks, K, K, 132)
-    programs = lanes * K // (32 if narrow else 64)
-    split, cost = planned_path(heads, chunks, chunks, K, K, 64, 132, programs, groups, chunks, exclusive, narrow, True)
-    return plan_head(heads, chunks, K, K, 64, 132, True, against=cost) if split else (0, 0, False, float("inf"))
+def head_plan(heads: int, tokens: int, K: int = 128) -> tuple[int, int]:
+    """(head chunks, the rest's chunks per segment) as the forward plans one bf16 sequence of `tokens` on an H100."""
+    plan = plan_call(LaunchConfig(), B=1, N=1, T=tokens, HV=heads, K=K, V=K, varlen=False, n_slots=tokens // 64,
+                     longest_chunks=tokens // 64, split_chunks=None, intermediate=False, dtype=torch.bfloat16,
+                     sm90_prepare=True, v_tiles=True, gluon_transition=True, slots=132)
+    return plan.head, plan.ncs
 
 
 @pytest.mark.parametrize("heads,tokens,K,taken", [
@@ -278,7 +277,7 @@ def test_head_rest_in_one_wave(heads, tokens):
     """Behind a head the rest's segments fill each split pass in one wave: the output pass's programs (one a
     multiprocessor) and the transition pass's (two). T=32768 H=8 behind 160 chunks in 9 segments of 40: 0.457 ms;
     behind 192 in 8: 0.408 (perf-notes v41)."""
-    head, ncs, _, _ = head_plan(heads, tokens)
+    head, ncs = head_plan(heads, tokens)
     segments = -(-(tokens // 64 - head) // ncs)
     assert segments * heads * 2 <= 132 and (segments - 1) * heads * 4 <= 264
 

@@ -189,7 +189,7 @@ def state_sm90_variant(K=128, V=128, dtype="bf16", v_first=False, varlen=False, 
     """The Gluon state kernel run beside the prepare kernel (forward.overlaps_prepare), as the launcher builds it
     (bv = 32: narrow programs; v and o tiles swizzled over their 2 bv bytes, as forward.gluon_desc does; three stages:
     a whole multiprocessor, with the producer warp)."""
-    h0_tma = stages == 2 and bv == 64           # the initial state by TMA (forward.initial_state_tiles)
+    h0_tma = stages == 2 and bv == 64           # the initial state by TMA (forward.launch_overlapped_state)
     c = dict(K=K, V=V, BV=bv, BT=64, HAS_H0=True, STORE_HT=True, STATE_V_FIRST=v_first, IS_VARLEN=varlen,
              STAGES=stages, H0_TMA=h0_tma, PRODUCER=stages == 3, DISCARD=h0_tma, **({} if h0_tma else {"h0_d": None}))
     descs = {"kg_d": (f"bf16[64, {K}]", 128, 16), "ku_d": (f"bf16[64, {K}]", 128, 16),
