@@ -20,9 +20,9 @@ _PLAIN = (torch.Tensor, torch.nn.Parameter)
 def _eager(tensors) -> bool:
     """Whether a call may run the forward directly rather than through the custom operator, whose dispatch took
     0.1-0.2 ms of host time a call (an H100 host, docs/perf-notes.md v42): not traced by torch.compile, plain tensors
-    or parameters (not fake or other subclasses), and no autograd graph to record (through the operator the
-    backward raises a clear error)."""
-    if torch.compiler.is_compiling():
+    or parameters (not fake or other subclasses) on a CUDA device or the CPU (meta tensors take the operator's fake
+    implementation), and no autograd graph to record (through the operator the backward raises a clear error)."""
+    if torch.compiler.is_compiling() or tensors[0].device.type not in ("cuda", "cpu"):
         return False
     grad = torch.is_grad_enabled()
     return all(x is None or type(x) in _PLAIN and not (grad and x.requires_grad) for x in tensors)

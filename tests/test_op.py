@@ -136,3 +136,7 @@ def test_eager_calls_skip_the_operator_unless_autograd_records(monkeypatch):
     assert len(through) == 1
     for a, b in zip(direct, recorded, strict=True):
         assert torch.equal(a, b.detach())
+    meta = {n: x.to("meta") if isinstance(x, torch.Tensor) and n != "cu_seqlens_cpu" else x for n, x in args.items()}
+    with torch.no_grad():
+        o, ht = fastkda.chunk_kda(**meta)   # shapes from the operator's fake implementation
+    assert o.device.type == "meta" and o.shape == direct[0].shape and ht.shape == direct[1].shape
