@@ -140,3 +140,24 @@ def test_eager_calls_skip_the_operator_unless_autograd_records(monkeypatch):
     with torch.no_grad():
         o, ht = fastkda.chunk_kda(**meta)   # shapes from the operator's fake implementation
     assert o.device.type == "meta" and o.shape == direct[0].shape and ht.shape == direct[1].shape
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA devices")
+@pytest.mark.parametrize("case", [
+    Case(T=4096, H=4, HV=4, K=128, V=128, split_size=None),      # planned: the overlapped state kernel (side stream)
+    Case(T=8192, H=2, HV=2, K=128, V=128, split_size=None),      # planned: the split passes
+    Case(T=16384, H=8, HV=8, K=128, V=128, split_size=None),     # planned: a head beside the prepare kernel, the rest split
+    Case(T=1000, H=2, HV=4, seqlens=(300, 0, 700), host_lengths=True, split_size=128),
+    Case(T=256, H=2, HV=2, intermediate=True),
+], ids=["overlapped", "split", "head", "varlen-split", "intermediate"])
+def test_inputs_on_a_device_other_than_the_current(case):
+    """Triton launches on the current device: a model spread over several GPUs in one process (the current device
+    the first) calls each layer with its own device's tensors. The same outputs on either device."""
+    with torch.cuda.device(0):
+        on0 = fastkda.chunk_kda(**make_inputs(case, torch.device("cuda:0")))
+        on1 = fastkda.chunk_kda(**make_inputs(case, torch.device("cuda:1")))
+        torch.cuda.synchronize(1)
+    for a, b in zip(on0, on1, strict=True):
+        assert b.device == torch.device("cuda:1")
+        assert torch.equal(a.cpu(), b.cpu())
