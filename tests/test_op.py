@@ -147,7 +147,7 @@ def test_eager_calls_skip_the_operator_unless_autograd_records(monkeypatch):
 @pytest.mark.parametrize("case", [
     Case(T=4096, H=4, HV=4, K=128, V=128, split_size=None),      # planned: the overlapped state kernel (side stream)
     Case(T=8192, H=2, HV=2, K=128, V=128, split_size=None),      # planned: the split passes
-    Case(T=16384, H=8, HV=8, K=128, V=128, split_size=None),     # planned: a head beside the prepare kernel, the rest split
+    Case(T=16384, H=8, HV=8, K=128, V=128, split_size=None),     # planned: a head, the rest split
     Case(T=1000, H=2, HV=4, seqlens=(300, 0, 700), host_lengths=True, split_size=128),
     Case(T=256, H=2, HV=2, intermediate=True),
 ], ids=["overlapped", "split", "head", "varlen-split", "intermediate"])
