@@ -146,7 +146,10 @@ def normalize_call(q, k, v, g, beta, scale, initial_state, output_final_state, u
     if cu_seqlens is not None:
         N = check_cu_seqlens(cu_seqlens, cu_seqlens_cpu, B, T, device)
         lengths = _host_lengths(cu_seqlens, cu_seqlens_cpu)
-        cu_seqlens = cu_seqlens.to(device)
+        if cu_seqlens.device != device:
+            # from pageable host memory the copy is staged at once and waits for no kernel (a blocking copy waited for
+            # everything queued on the stream); a pinned tensor, which the caller may rewrite, is copied blocking
+            cu_seqlens = cu_seqlens.to(device, non_blocking=not cu_seqlens.is_pinned())
         if lengths is not None and N == 1:
             # one sequence over all of q, known on the host: the fixed-length path (B = 1) computes the same into the
             # same shapes, and its planner can walk the sequence's head beside the prepare kernel (forward.plan_head)

@@ -161,3 +161,30 @@ def test_inputs_on_a_device_other_than_the_current(case):
     for a, b in zip(on0, on1, strict=True):
         assert b.device == torch.device("cuda:1")
         assert torch.equal(a.cpu(), b.cpu())
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("case,where", [
+    (Case(T=4096, H=4, HV=4, K=128, V=128, split_size=None), "device"),         # the overlapped state kernel
+    (Case(T=8192, H=2, HV=2, K=128, V=128, split_size=None), "device"),         # the split passes
+    (Case(T=16384, H=8, HV=8, K=128, V=128, split_size=None), "device"),        # a head, the rest split
+    (Case(T=1000, H=2, HV=4, seqlens=(300, 0, 700), host_lengths=True, split_size=None), "device"),
+    (Case(T=1000, H=2, HV=4, seqlens=(300, 0, 700), split_size=128), "device"),
+    (Case(T=1000, H=2, HV=4, seqlens=(300, 0, 700), split_size=None), "host"),  # cu_seqlens given on the CPU
+    (Case(T=256, H=2, HV=2, intermediate=True, seqlens=(56, 200)), "device"),
+], ids=["overlapped", "split", "head", "varlen-host-lengths", "varlen-split", "varlen-cpu-offsets", "intermediate"])
+def test_no_host_synchronization(case, where):
+    """The forward never waits for the GPU: under torch's synchronization debug mode set to error, a call raises
+    at any operation that would (a copy to or from pageable memory that waits, .item(), ...)."""
+    args = make_inputs(case, torch.device("cuda"))
+    if where == "host":
+        args["cu_seqlens"] = args["cu_seqlens"].cpu()
+    want = fastkda.chunk_kda(**args)            # compiled first
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        got = fastkda.chunk_kda(**args)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    for a, b in zip(want, got, strict=True):
+        assert torch.equal(a, b)
