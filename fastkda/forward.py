@@ -345,7 +345,7 @@ WALK_START_US = 1.5
 # kernel's transition step takes half an output step's share, at STEP_US (0.115 and 0.223 ms there, perf-notes v25).
 TRANSITION_SM90_STEP_US, TRANSITION_SM90_SHARE = 1.2, 0.32
 # The split path is taken over the overlapped one only where estimated SPLIT_OVER_OVERLAP times faster: the two
-# estimates' errors differ by up to 5% where the paths meet (plan_split).
+# estimates' errors differ by up to 5% where the paths meet (planned_path).
 SPLIT_OVER_OVERLAP = 1.05
 
 
@@ -524,12 +524,13 @@ def split_passes_us(n_heads: int, total_chunks: int, longest_chunks: int, K: int
     return best, best_cost
 
 
-def plan_split(n_heads: int, total_chunks: int, longest_chunks: int, K: int, V: int, bv: int,
-               slots: int = H100_SLOTS, overlap_programs: int = 0, overlap_groups: int = 1,
-               overlap_chain: int | None = None, overlap_exclusive: bool = False, overlap_narrow: bool = False,
-               sm90_transition: bool = False, overlap_walks: int = 1) -> int:
-    """64-token chunks per segment for the split path, or 0 when one program per sequence is as fast:
-    the cheapest segment length, taken when it beats the unsplit path by 10%. total_chunks: chunks of all
+def planned_path(n_heads: int, total_chunks: int, longest_chunks: int, K: int, V: int, bv: int,
+                 slots: int = H100_SLOTS, overlap_programs: int = 0, overlap_groups: int = 1,
+                 overlap_chain: int | None = None, overlap_exclusive: bool = False, overlap_narrow: bool = False,
+                 sm90_transition: bool = False, overlap_walks: int = 1) -> tuple[int, float]:
+    """(64-token chunks per segment for the split path, or 0 when one program per sequence is as fast; the
+    estimated time of the call on the path taken, prepare kernel included): the cheapest segment length, taken when
+    it beats the unsplit path by 10%. total_chunks: chunks of all
     sequences; slots: multiprocessors of the device. overlap_programs, overlap_groups, overlap_chain,
     overlap_exclusive, overlap_narrow, overlap_walks: where the unsplit path could run its state kernel beside the
     prepare kernel (overlaps_prepare), its programs, the groups each walks, a lane's chunk steps (overlap_chain;
@@ -540,15 +541,6 @@ def plan_split(n_heads: int, total_chunks: int, longest_chunks: int, K: int, V: 
     H=32: 0.252 ms split, 0.185 overlapped; T=16384 H=16: 0.503 split, 0.374 overlapped with whole multiprocessors;
     H=12: 0.231 split, 0.202 overlapped with whole multiprocessors; H=8: 0.143 split, 0.136 overlapped where the two
     estimates were within 1%, perf-notes v40)."""
-    return planned_path(n_heads, total_chunks, longest_chunks, K, V, bv, slots, overlap_programs, overlap_groups,
-                        overlap_chain, overlap_exclusive, overlap_narrow, sm90_transition, overlap_walks)[0]
-
-
-def planned_path(n_heads: int, total_chunks: int, longest_chunks: int, K: int, V: int, bv: int,
-                 slots: int = H100_SLOTS, overlap_programs: int = 0, overlap_groups: int = 1,
-                 overlap_chain: int | None = None, overlap_exclusive: bool = False, overlap_narrow: bool = False,
-                 sm90_transition: bool = False, overlap_walks: int = 1) -> tuple[int, float]:
-    """plan_split's choice and the estimated time of the call on the path it takes (prepare kernel included)."""
     prepare = prepare_us(n_heads, total_chunks, K, slots)
     out_steps = total_chunks * n_heads * (V // bv)
     unsplit = state_pass_us(out_steps, longest_chunks, bv, slots, K=K)
@@ -644,9 +636,9 @@ def plan_call(cfg: LaunchConfig, *, B: int, N: int, T: int, HV: int, K: int, V: 
     # a single sequence: its head walked beside the prepare kernel, the rest after it (plan_head)
     head = 0
     if can_overlap and not varlen and B == 1 and cfg.split_head != 0 and (planned and split_chunks or cfg.split_head):
-        NT = triton.cdiv(T, CHUNK)
-        head, tail_ncs, head_exclusive, _ = plan_head(HV, NT, K, V, bv, slots, gluon_transition, cfg.overlap_exclusive,
-                                                      cfg.split_head, path_cost if planned else float("inf"))
+        head, tail_ncs, head_exclusive, _ = plan_head(HV, n_slots, K, V, bv, slots, gluon_transition,
+                                                      cfg.overlap_exclusive, cfg.split_head,
+                                                      path_cost if planned else float("inf"))
         if head:
             if planned:
                 split_chunks = tail_ncs

@@ -7,7 +7,7 @@ float64)."""
 
 from __future__ import annotations
 
-import functools
+import contextlib
 
 import torch
 
@@ -57,19 +57,17 @@ def run_forward(q, k, v, g, beta, A_log, dt_bias, initial_state, cu_seqlens, sca
         if final_out is not None and output_final_state:
             ht = final_out.copy_(ht)
         return o, (ht if output_final_state else None), (hi if num_intermediate != NONE else None)
-    forward = functools.partial(
-        kda_forward, q, k, v, g, beta, scale=scale, gate=GateSpec(gate_mode, bounded, lower_bound), A_log=A_log,
-        dt_bias=dt_bias, beta_mode=beta_mode, l2norm=l2norm, initial_state=initial_state,
-        output_final_state=output_final_state, final_state_dtype=torch.bfloat16 if final_bf16 else torch.float32,
-        state_v_first=state_v_first, cu_seqlens=cu_seqlens,
-        num_intermediate=None if num_intermediate == NONE else num_intermediate, longest_chunks=longest_chunks,
-        split_chunks=None if split_chunks == NONE else split_chunks, out=out, final_out=final_out)
-    if q.is_cuda and q.device.index != torch.cuda.current_device():
-        # Triton launches on the current device (and its current stream): the inputs' device is made current for
-        # the call, as a model spread over several GPUs in one process calls each layer on its own device
-        with torch.cuda.device(q.device):
-            return forward()
-    return forward()
+    # Triton launches on the current device (and its current stream): the inputs' device is made current for the
+    # call where it is not, as a model spread over several GPUs in one process calls each layer on its own device
+    other = q.is_cuda and q.device.index != torch.cuda.current_device()
+    with torch.cuda.device(q.device) if other else contextlib.nullcontext():
+        return kda_forward(
+            q, k, v, g, beta, scale=scale, gate=GateSpec(gate_mode, bounded, lower_bound), A_log=A_log,
+            dt_bias=dt_bias, beta_mode=beta_mode, l2norm=l2norm, initial_state=initial_state,
+            output_final_state=output_final_state, final_state_dtype=torch.bfloat16 if final_bf16 else torch.float32,
+            state_v_first=state_v_first, cu_seqlens=cu_seqlens,
+            num_intermediate=None if num_intermediate == NONE else num_intermediate, longest_chunks=longest_chunks,
+            split_chunks=None if split_chunks == NONE else split_chunks, out=out, final_out=final_out)
 
 
 @torch.library.custom_op("fastkda::chunk_kda_fwd", mutates_args=())

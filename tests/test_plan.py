@@ -7,13 +7,13 @@ import pytest
 import torch
 
 from fastkda.forward import (LaunchConfig, divisor_magic, overlap_chain, overlap_groups, overlap_pays, overlaps_prepare,
-                             plan_call, plan_head, plan_split, prefetch_ahead, prepare_kernel, prepare_places,
+                             plan_call, plan_head, planned_path, prefetch_ahead, prepare_kernel, prepare_places,
                              sm90_reads, state_block_v, v_tile_desc)
 
 
 def plan(heads: int, tokens: int, slots: int = 132, sm90_transition: bool = False) -> int:
     chunks = tokens // 64
-    return plan_split(heads, chunks, chunks, 128, 128, 64, slots, sm90_transition=sm90_transition)
+    return planned_path(heads, chunks, chunks, 128, 128, 64, slots, sm90_transition=sm90_transition)[0]
 
 
 @pytest.mark.parametrize("heads,tokens", [(4, 65536), (8, 32768), (12, 8192), (16, 16384)])
@@ -33,7 +33,7 @@ def test_choices_measured_best_on_h100(sm90_transition):
     assert [plan(h, t, sm90_transition=sm90_transition) * 64
             for h, t in ((4, 65536), (8, 32768), (16, 16384), (12, 8192))] == [4096, 4096, 4096, 2048]
     # varlen [60000] + 64 x [64], 8 heads: one long sequence among short ones
-    assert plan_split(8, 938 + 64 + 64, 938, 128, 128, 64, sm90_transition=sm90_transition) * 64 == 8192
+    assert planned_path(8, 938 + 64 + 64, 938, 128, 128, 64, sm90_transition=sm90_transition)[0] * 64 == 8192
 
 
 def test_fewer_multiprocessors_split_less():
@@ -44,8 +44,8 @@ def test_fewer_multiprocessors_split_less():
 def test_head_dim_64_splits_where_its_steps_are_cheaper():
     """K = V = 64, 32 heads, T = 8192: on an H100 the state kernel took 0.21 ms unsplit and 0.14-0.15 ms in
     1024- or 2048-token segments (docs/perf-notes.md, v7)."""
-    assert plan_split(32, 128, 128, 64, 64, 64) * 64 in (1024, 2048)
-    assert plan_split(32, 128, 128, 128, 128, 64) == 0
+    assert planned_path(32, 128, 128, 64, 64, 64)[0] * 64 in (1024, 2048)
+    assert planned_path(32, 128, 128, 128, 128, 64)[0] == 0
 
 
 @pytest.mark.parametrize("heads,tokens,K,split", [
@@ -63,9 +63,9 @@ def test_split_against_the_overlapped_path(heads, tokens, K, split):
     chunks = tokens // 64
     lanes, groups, exclusive, narrow = overlap_groups(heads, heads, chunks, chunks, K, K, 132)
     programs = lanes * K // (32 if narrow else 64)
-    assert (plan_split(heads, chunks, chunks, K, K, 64, 132, programs, groups, chunks, exclusive, narrow,
-                       sm90_transition=True) > 0) is split
-    assert plan_split(heads, chunks, chunks, K, K, 64, 132) > 0                     # without the overlap: all split
+    assert (planned_path(heads, chunks, chunks, K, K, 64, 132, programs, groups, chunks, exclusive, narrow,
+                         sm90_transition=True)[0] > 0) is split
+    assert planned_path(heads, chunks, chunks, K, K, 64, 132)[0] > 0           # without the overlap: all split
 
 
 @pytest.mark.parametrize("heads,tokens,K,pays", [
