@@ -28,13 +28,6 @@ def _eager(tensors) -> bool:
     return all(x is None or type(x) in _PLAIN and not (grad and x.requires_grad) for x in tensors)
 
 
-def _host_lengths(cu_seqlens, cu_seqlens_cpu) -> torch.Tensor | None:
-    host = cu_seqlens_cpu if cu_seqlens_cpu is not None else cu_seqlens
-    if host is None or host.device.type != "cpu" or torch.compiler.is_compiling():
-        return None
-    return host.long().diff()
-
-
 def chunk_kda(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -142,18 +135,17 @@ def normalize_call(q, k, v, g, beta, scale, initial_state, output_final_state, u
     B, T, H, K, HV, V = check_inputs(q, k, v, g, beta)
     device = q.device
     check_gate(use_gate_in_kernel, safe_gate, lower_bound, A_log, dt_bias, HV, K, device)
-    lengths = None
+    host_chunks = None
     if cu_seqlens is not None:
-        N = check_cu_seqlens(cu_seqlens, cu_seqlens_cpu, B, T, device)
-        lengths = _host_lengths(cu_seqlens, cu_seqlens_cpu)
+        N, host_chunks = check_cu_seqlens(cu_seqlens, cu_seqlens_cpu, B, T, device)
         if cu_seqlens.device != device:
             # from pageable host memory the copy is staged at once and waits for no kernel (a blocking copy waited for
             # everything queued on the stream); a pinned tensor, which the caller may rewrite, is copied blocking
             cu_seqlens = cu_seqlens.to(device, non_blocking=not cu_seqlens.is_pinned())
-        if lengths is not None and N == 1:
+        if host_chunks is not None and N == 1:
             # one sequence over all of q, known on the host: the fixed-length path (B = 1) computes the same into the
             # same shapes, and its planner can walk the sequence's head beside the prepare kernel (forward.plan_head)
-            cu_seqlens = lengths = None
+            cu_seqlens = host_chunks = None
     else:
         if cu_seqlens_cpu is not None:
             raise ValueError("cu_seqlens_cpu: given without cu_seqlens")
@@ -172,9 +164,8 @@ def normalize_call(q, k, v, g, beta, scale, initial_state, output_final_state, u
 
     if cu_seqlens is None:
         longest = num_chunks = triton.cdiv(T, CHUNK)
-    elif lengths is not None:
-        longest = triton.cdiv(int(lengths.max()), CHUNK)
-        num_chunks = int(((lengths + CHUNK - 1) // CHUNK).sum())
+    elif host_chunks is not None:
+        longest, num_chunks = host_chunks
     else:
         longest = triton.cdiv(T, CHUNK)
         num_chunks = triton.cdiv(T, CHUNK) + N - 1

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import torch
 
+from fastkda.kernels.chunk_prepare import CHUNK
 from fastkda.kernels.common import BOUNDED_STEP
 
 SUPPORTED_HEAD_DIMS = (64, 128)
 INPUT_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 STATE_DTYPES = (torch.float32, torch.bfloat16)
 SAFE_LOWER_BOUND = (-BOUNDED_STEP, 0.0)
+HOST_LIST_SEQUENCES = 512   # cu_seqlens's content checked as a list up to this many sequences
 
 
 def _dtype_name(dtype: torch.dtype) -> str:
@@ -95,8 +97,9 @@ def check_gate(use_gate_in_kernel: bool, safe_gate: bool, lower_bound, A_log, dt
         check_device(name, x, device)
 
 
-def check_cu_seqlens(cu_seqlens, cu_seqlens_cpu, B: int, T: int, device: torch.device) -> int:
-    """Returns the number of sequences N."""
+def check_cu_seqlens(cu_seqlens, cu_seqlens_cpu, B: int, T: int, device: torch.device):
+    """Returns (N, chunks): the number of sequences, and where the offsets are on the host, (the longest sequence's
+    64-token chunks, all sequences' chunks), else None."""
     if not isinstance(cu_seqlens, torch.Tensor):
         raise TypeError(f"cu_seqlens: expected a torch.Tensor [N + 1], got {type(cu_seqlens).__name__}")
     if cu_seqlens.ndim != 1 or cu_seqlens.shape[0] < 2:
@@ -111,15 +114,27 @@ def check_cu_seqlens(cu_seqlens, cu_seqlens_cpu, B: int, T: int, device: torch.d
         if not isinstance(cu_seqlens_cpu, torch.Tensor) or tuple(cu_seqlens_cpu.shape) != tuple(cu_seqlens.shape):
             raise ValueError(f"cu_seqlens_cpu: expected a tensor of the shape of cu_seqlens {tuple(cu_seqlens.shape)}, "
                              f"got {getattr(cu_seqlens_cpu, 'shape', type(cu_seqlens_cpu).__name__)}")
-    if host is not None and not torch.compiler.is_compiling():
-        vals = host.detach().cpu().long()
-        if int(vals[0]) != 0:
-            raise ValueError(f"cu_seqlens: expected to start at 0, got {int(vals[0])}")
-        if bool((vals[1:] < vals[:-1]).any()):
-            raise ValueError(f"cu_seqlens: expected non-decreasing offsets, got {vals.tolist()[:16]}")
-        if int(vals[-1]) != T:
-            raise ValueError(f"cu_seqlens: expected to end at T = {T} (the length of q), got {int(vals[-1])}")
-    return cu_seqlens.shape[0] - 1
+    N = cu_seqlens.shape[0] - 1
+    if host is None or torch.compiler.is_compiling():
+        return N, None
+    host = host.detach().cpu()
+    if N <= HOST_LIST_SEQUENCES:    # in plain Python: below about 500 sequences faster than a few torch calls
+        offsets = host.tolist()
+        lengths = [b - a for a, b in zip(offsets, offsets[1:])]
+        first, last = offsets[0], offsets[-1]
+        shortest, longest, chunks = min(lengths), max(lengths), sum(-(-n // CHUNK) for n in lengths)
+    else:
+        lengths = host.long().diff()
+        first, last, shortest, longest, chunks = torch.stack([
+            host[0].long(), host[-1].long(), lengths.min(), lengths.max(),
+            lengths.add(CHUNK - 1).div(CHUNK, rounding_mode="floor").sum()]).tolist()
+    if first != 0:
+        raise ValueError(f"cu_seqlens: expected to start at 0, got {first}")
+    if shortest < 0:
+        raise ValueError(f"cu_seqlens: expected non-decreasing offsets, got {host.tolist()[:16]}")
+    if last != T:
+        raise ValueError(f"cu_seqlens: expected to end at T = {T} (the length of q), got {last}")
+    return N, (-(-longest // CHUNK), chunks)
 
 
 def check_state(initial_state, N: int, HV: int, K: int, V: int, state_v_first: bool, device: torch.device) -> None:

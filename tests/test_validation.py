@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import fastkda
+from fastkda.validation import HOST_LIST_SEQUENCES, check_cu_seqlens
 
 
 def base(B=1, T=8, H=2, HV=2, K=64, V=64, dtype=torch.bfloat16):
@@ -114,3 +115,24 @@ def test_token_stride_past_int32_rows_is_copied():
     o_view, _ = fastkda.chunk_kda(**dict(args, q=view))
     o, _ = fastkda.chunk_kda(**args)
     assert torch.equal(o_view, o)
+
+
+@pytest.mark.parametrize("n", [1, 7, HOST_LIST_SEQUENCES, HOST_LIST_SEQUENCES + 1, 3000])
+def test_cu_seqlens_host_chunks(n):
+    """The host offsets' summary (longest sequence and all sequences in 64-token chunks) is the same whether it is
+    computed as a list (up to HOST_LIST_SEQUENCES sequences) or by torch; so are the content errors."""
+    gen = torch.Generator().manual_seed(n)
+    lengths = torch.randint(0, 300, (n,), generator=gen) * torch.randint(0, 2, (n,), generator=gen)  # many empty
+    cu = torch.cat([torch.zeros(1, dtype=torch.int64), lengths.cumsum(0)])
+    T = int(cu[-1])
+    want = (-(-int(lengths.max()) // 64), int((lengths + 63).div(64, rounding_mode="floor").sum()))
+    for dtype in (torch.int32, torch.int64):
+        assert check_cu_seqlens(cu.to(dtype), None, 1, T, torch.device("cpu")) == (n, want)
+        assert check_cu_seqlens(cu.to(dtype), cu, 1, T, torch.device("cpu")) == (n, want)
+    for bad, pattern in [(cu + 1, "expected to start at 0, got 1"),
+                         (torch.cat([cu[:1], cu[1:].flip(0)]), "expected non-decreasing offsets"),
+                         (torch.cat([cu[:-1], cu[-1:] + 1]), f"expected to end at T = {T}")]:
+        if n == 1 and "non-decreasing" in pattern:
+            continue
+        with pytest.raises(ValueError, match=pattern):
+            check_cu_seqlens(bad, None, 1, T, torch.device("cpu"))
