@@ -1,7 +1,9 @@
 """Host time per call of `fastkda.chunk_kda` on the benchmark's cases: the GPU runs a sleep kernel queued before each
 call, so no launch waits for it, and the time is the host's alone. With --base DIR, the fastkda package of another
 checkout (DIR/fastkda) is timed in the same process, in alternating rounds: a host's speed drifts by up to 2x between
-runs (docs/perf-notes.md v42), the ratio of two medians taken one after the other much less. Writes JSON.
+runs (docs/perf-notes.md v42), the ratio of two medians taken one after the other much less. The JSON gives the
+median of the rounds' ratios and their spread; --base pointing at this same checkout measures the tool's own spread
+(about 10% per case on an H100's host, perf-notes v43). Writes JSON.
 
 Usage: python tools/host_time.py OUT.json [--base DIR] [--rounds N] [case ...]"""
 
@@ -93,7 +95,10 @@ def main():
                 rounds[k].append(round_ms(calls[k]))
         row = {f"{k}_ms": round(statistics.median(v), 4) for k, v in rounds.items()}
         if base:
-            row["ratio"] = round(statistics.median(a / b for a, b in zip(rounds["fastkda"], rounds[BASE])), 3)
+            ratios = sorted(a / b for a, b in zip(rounds["fastkda"], rounds[BASE]))
+            row["ratio"] = round(statistics.median(ratios), 3)
+            if len(ratios) > 1:
+                row["ratio_quartiles"] = [round(q, 3) for q in statistics.quantiles(ratios, n=4)[::2]]
             row["bit_equal"] = all(torch.equal(a, b) for a, b in zip(outputs["fastkda"], outputs[BASE]))
         result["cases"][name] = row
         print(name, row, flush=True)
