@@ -96,7 +96,10 @@ def _seen(words):
     lane's 128 words, by a relaxed load (an acquire would hold the warp until it returns, a weak load may hit a stale
     line in L1). One word for all, ptxas took the value for uniform and moved it to a uniform register right after
     the load, so the chain waited for the load's round trip there (late, behind the drops: T=8192 H=96 0.88 ->
-    1.2 ms); a thread's own copy stays in its register until the drops' predicate a step later."""
+    1.2 ms); a thread's own copy stays in its register until the drops' predicate at the step's end. Loaded right
+    after the step's fence (_o_flush): loaded at a step's end, the next step's fence (MEMBAR.ALL.CTA, which waits
+    for the thread's loads in flight) waited for its round trip (perf-notes v44: T=8192 H=96 with the chains
+    bounding the call, 24 lanes x 4 groups, 1.25 -> 1.11 ms)."""
     return gl.inline_asm_elementwise("ld.relaxed.gpu.global.b32 $0, [$1];", "=r,l",
                                      [words + gl.arange(0, STEP_WORDS, layout=LANE_WORD)], dtype=gl.int32,
                                      is_pure=False, pack=1)
@@ -328,7 +331,7 @@ def _issue_at(j, step, n_chunks, n_next, slot0, i_hv, tok0, v_col, slot0_n, hv_n
 
 
 @gluon.jit
-def _chunk(c, S, seen, done, n_chunks, n_next, known, known_n, T_n, tok0, o_col, slot0, i_hv, v_col, row, slot0_n,
+def _chunk(c, S, done, n_chunks, n_next, known, known_n, T_n, tok0, o_col, slot0, i_hv, v_col, row, slot0_n,
            hv_n, tok0_n, v_col_n, row_n, HV, kg_d, ku_d, qg_d, mu_d, v_d, eg_d, o_d, kg_s, ku_s, qg_s,
            mu_s, v_s, eg_s, o_s, s_sm, r_sm, bars, o_tc, zero_t, K: gl.constexpr, V: gl.constexpr, BT: gl.constexpr,
            MMA_K: gl.constexpr, MMA_T: gl.constexpr, STAGES: gl.constexpr, NARROW: gl.constexpr,
@@ -336,14 +339,22 @@ def _chunk(c, S, seen, done, n_chunks, n_next, known, known_n, T_n, tok0, o_col,
     """Step c of a walk. CROSS: one of its last STAGES steps, whose requests and flag checks may be the next walk's
     (the others' are the walk's own: no selects in the chain's loop). DISCARD: drop = (the workspace's Kg, Ku, Qg and
     Mu pointers, the step word of the lane's programs, i_v): the last of a lane's column programs drops a read
-    chunk's workspace lines from L2 once every program of the lane has its tiles (_discard_chunk). With two, the
-    first publishes its steps, and the second reads them at the end of a step (seen, returned) and drops chunk c - 2
-    a step later where the first had the tiles of step - 2 by then (a predicate of the drops, so nothing waits for
-    the load)."""
+    chunk's workspace lines from L2 once every program of the lane has its tiles (_discard_chunk). With two, each
+    step starts, after its fence, with the first publishing how many of its steps' tiles have arrived (step) and the
+    second loading that count; at the step's end the second drops chunk c - 2 where the first had the tiles of
+    step - 2 by then (a predicate of the drops, so nothing waits for the load). Both after the fence, so that the
+    next step's fence does not wait for them (_seen)."""
     step = done + c
     slot = step % STAGES
     NCOL: gl.constexpr = V // 64
     _o_flush(o_d, o_s, tok0, o_col, c, BT)         # slot (step - 1) % STAGES is free: it takes chunk c + STAGES - 1
+    seen = gl.zeros([STEP_WORDS], gl.int32, LANE_WORD)
+    if DISCARD:
+        if NCOL > 1:
+            if drop[5] == 0:
+                _publish(drop[4], step)
+            elif drop[5] == NCOL - 1:
+                seen = _seen(drop[4])
     if CROSS:
         _issue_at(c + STAGES - 1, step + STAGES - 1, n_chunks, n_next, slot0, i_hv, tok0, v_col, slot0_n, hv_n,
                   tok0_n, v_col_n, kg_d, ku_d, qg_d, mu_d, v_d, eg_d, kg_s, ku_s, qg_s, mu_s, v_s, eg_s, bars, HV, BT,
@@ -357,12 +368,9 @@ def _chunk(c, S, seen, done, n_chunks, n_next, known, known_n, T_n, tok0, o_col,
         if NCOL == 1:
             if c > 0:
                 _discard_chunk(drop, (slot0 + c - 1) * HV + i_hv, K, BT, step * 0)
-        elif drop[5] == 0:
-            _publish(drop[4], step + 1)
         elif drop[5] == NCOL - 1:
             if c > 1:
                 _discard_chunk(drop, (slot0 + c - 2) * HV + i_hv, K, BT, seen - (step - 1))
-            seen = _seen(drop[4])
     # the flag of the chunk the next step requests, while these products run: waited for where the request is made,
     # its load's round trip to L2 stood in the chain (1.65-1.85 us a step beside the prepare kernel)
     if CROSS:
@@ -371,7 +379,7 @@ def _chunk(c, S, seen, done, n_chunks, n_next, known, known_n, T_n, tok0, o_col,
         known = _wait_ready(row, slot0 + c + STAGES, known)
     O, S = warpgroup_mma_wait(0, deps=(O, S))
     _o_stash(O, o_s, c, NARROW)
-    return S, seen, known, known_n
+    return S, known, known_n
 
 
 @gluon.jit
@@ -432,19 +440,18 @@ def _walk(w, lane0, n_walks, lanes_step, i_v, cur, done, known, h0, h0_d, h0_s, 
                           kg_d, ku_d, qg_d, mu_d, v_d, eg_d, kg_s, ku_s, qg_s, mu_s, v_s, eg_s, bars, HV, BT, STAGES)
     o_tc, zero_t = _token_rows(BT, BV, MMA_T, NARROW)
     n_own = gl.maximum(n_chunks - STAGES, 0)          # steps whose requests and checks are all this walk's
-    seen = gl.zeros([STEP_WORDS], gl.int32, LANE_WORD)    # (DISCARD) the steps the lane's first program has published
     for c in range(n_own):
-        S, seen, known, known_n = _chunk(c, S, seen, done, n_chunks, n_next, known, known_n, T_n, tok0, o_col,
-                                         slot0, i_hv, v_col, row, slot0_n, hv_n, tok0_n, v_col_n, row_n, HV, kg_d,
-                                         ku_d, qg_d, mu_d, v_d, eg_d, o_d, kg_s, ku_s, qg_s, mu_s, v_s, eg_s, o_s,
-                                         s_sm, r_sm, bars, o_tc, zero_t, K, V, BT, MMA_K, MMA_T, STAGES, NARROW,
-                                         False, drop, DISCARD)
+        S, known, known_n = _chunk(c, S, done, n_chunks, n_next, known, known_n, T_n, tok0, o_col,
+                                   slot0, i_hv, v_col, row, slot0_n, hv_n, tok0_n, v_col_n, row_n, HV, kg_d,
+                                   ku_d, qg_d, mu_d, v_d, eg_d, o_d, kg_s, ku_s, qg_s, mu_s, v_s, eg_s, o_s,
+                                   s_sm, r_sm, bars, o_tc, zero_t, K, V, BT, MMA_K, MMA_T, STAGES, NARROW,
+                                   False, drop, DISCARD)
     for c in range(n_own, n_chunks):
-        S, seen, known, known_n = _chunk(c, S, seen, done, n_chunks, n_next, known, known_n, T_n, tok0, o_col,
-                                         slot0, i_hv, v_col, row, slot0_n, hv_n, tok0_n, v_col_n, row_n, HV, kg_d,
-                                         ku_d, qg_d, mu_d, v_d, eg_d, o_d, kg_s, ku_s, qg_s, mu_s, v_s, eg_s, o_s,
-                                         s_sm, r_sm, bars, o_tc, zero_t, K, V, BT, MMA_K, MMA_T, STAGES, NARROW,
-                                         True, drop, DISCARD)
+        S, known, known_n = _chunk(c, S, done, n_chunks, n_next, known, known_n, T_n, tok0, o_col,
+                                   slot0, i_hv, v_col, row, slot0_n, hv_n, tok0_n, v_col_n, row_n, HV, kg_d,
+                                   ku_d, qg_d, mu_d, v_d, eg_d, o_d, kg_s, ku_s, qg_s, mu_s, v_s, eg_s, o_s,
+                                   s_sm, r_sm, bars, o_tc, zero_t, K, V, BT, MMA_K, MMA_T, STAGES, NARROW,
+                                   True, drop, DISCARD)
     _o_last(o_d, o_s, tok0, o_col, n_chunks, BT)
     if STORE_HT:
         gl.store(ht + st_base + st_off, S.to(ht.dtype.element_ty))
