@@ -700,17 +700,17 @@ def kda_forward(
     nsearch = max(1, math.ceil(math.log2(N + 1)))
     interp = interpreting()
 
-    seg_offsets = chunk_offsets = chunk_seq = long_seqs = None
+    seg_offsets = chunk_offsets = chunk_rows = long_seqs = None
     # the sequences the combine walks: all of a fixed-length batch; of a varlen one, at most those with more chunks
     # than a segment (kda_schedule_kernel lists them on the device)
     n_long = N if cu_seqlens is None else (n_slots // (ncs + 1) if split else 0)
     if cu_seqlens is not None:
         # one allocation, each part 16-byte aligned (the kernels are specialized on their pointers' alignment)
-        sizes = (N + 1, N + 1, n_long + 1, max(n_slots, 1))
+        sizes = (N + 1, N + 1, n_long + 1, 2 * max(n_slots, 1))
         padded = [-(-n // 4) * 4 for n in sizes]
         parts = torch.empty(sum(padded), dtype=torch.int32, device=device).split(padded)
-        seg_offsets, chunk_offsets, long_seqs, chunk_seq = (p[:n] for p, n in zip(parts, sizes))
-        kda_schedule_kernel[(1,)](cu_seqlens, seg_offsets, chunk_offsets, chunk_seq, long_seqs, N, T, ncs, n_slots,
+        seg_offsets, chunk_offsets, long_seqs, chunk_rows = (p[:n] for p, n in zip(parts, sizes))
+        kda_schedule_kernel[(1,)](cu_seqlens, seg_offsets, chunk_offsets, chunk_rows, long_seqs, N, T, ncs, n_slots,
                                   n_long, BLOCK=1024)
 
     # at least one slot: a tensor descriptor needs a nonempty tensor (no slot past n_slots is read)
@@ -730,7 +730,7 @@ def kda_forward(
         fork.record(main)
     if n_slots:
         prepare_args = (
-            q, k, g, beta, A_log, dt_bias, *ws, ws_eg, cu_seqlens, chunk_offsets, chunk_seq,
+            q, k, g, beta, A_log, dt_bias, *ws, ws_eg, cu_seqlens, chunk_offsets, chunk_rows,
             q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
             g.stride(0), g.stride(1), g.stride(2), beta.stride(0), beta.stride(1), beta.stride(2),
             T, N, NT, n_slots, scale, gate.lower_bound)

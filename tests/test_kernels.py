@@ -342,8 +342,8 @@ def test_malformed_device_cu_seqlens_stays_in_bounds(overlap, split_size, monkey
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
 def test_varlen_schedule(device):
     """The varlen schedule over more sequences and chunk slots than one block of the kernel (1024), with empty
-    sequences, including at both ends: prefix sums, the sequence of every chunk slot, and the list of sequences of
-    more than one segment."""
+    sequences, including at both ends: prefix sums, the first token row and the sequence's end of every chunk slot
+    (an empty range past the last chunk), and the list of sequences of more than one segment."""
     if device == "cpu" and torch.cuda.is_available():
         pytest.skip("the interpreter cases run on CPU-only machines")
     from fastkda.kernels.split import kda_schedule_kernel
@@ -356,15 +356,18 @@ def test_varlen_schedule(device):
     chunks = (lengths + 63) // 64
     n_slots = T // 64 + 1 + N - 1
     n_long = n_slots // (ncs + 1)
-    seg, off, seq, long_seqs = (torch.full((n,), -7, dtype=torch.int32, device=device)
-                                for n in (N + 1, N + 1, n_slots, n_long + 1))
-    kda_schedule_kernel[(1,)](cu.to(device), seg, off, seq, long_seqs, N, T, ncs, n_slots, n_long, BLOCK=1024)
+    seg, off, rows, long_seqs = (torch.full((n,), -7, dtype=torch.int32, device=device)
+                                 for n in (N + 1, N + 1, 2 * n_slots, n_long + 1))
+    kda_schedule_kernel[(1,)](cu.to(device), seg, off, rows, long_seqs, N, T, ncs, n_slots, n_long, BLOCK=1024)
     exp_off = torch.cat([torch.zeros(1, dtype=torch.int64), chunks.cumsum(0)])
     exp_seg = torch.cat([torch.zeros(1, dtype=torch.int64), ((chunks + ncs - 1) // ncs).clamp_min(1).cumsum(0)])
     assert torch.equal(off.cpu().long(), exp_off) and torch.equal(seg.cpu().long(), exp_seg)
     exp_seq = torch.repeat_interleave(torch.arange(N), chunks)
     total = int(exp_off[-1])
-    assert total > 1024 and torch.equal(seq.cpu()[:total].long(), exp_seq)
+    first, end = rows.cpu().long().view(n_slots, 2).unbind(1)
+    exp_first = cu.long()[exp_seq] + 64 * (torch.arange(total) - exp_off[exp_seq])
+    assert total > 1024 and torch.equal(first[:total], exp_first) and torch.equal(end[:total], cu.long()[exp_seq + 1])
+    assert n_slots > total and bool((first[total:] >= end[total:]).all())
     exp_long = torch.nonzero(chunks > ncs).flatten()          # the combine's sequences: more than one segment
     assert len(exp_long) <= n_long and exp_long[-1] > 1024 and int(long_seqs[-1]) == len(exp_long)
     assert torch.equal(long_seqs.cpu()[:len(exp_long)].long(), exp_long)

@@ -27,7 +27,7 @@ from fastkda.kernels.chunk_state_sm90 import kda_chunk_state_sm90_kernel
 from fastkda.kernels.common import HALF_BLOCK_SHIFT
 from fastkda.kernels.split_sm90 import kda_transition_sm90_kernel
 
-I32_PTRS = {"cu_seqlens", "seg_offsets", "chunk_offsets", "chunk_seq"}
+I32_PTRS = {"cu_seqlens", "seg_offsets", "chunk_offsets", "chunk_rows"}
 F32_PTRS = {"A_log", "dt_bias", "h0", "ht", "seg_start", "seg_trans", "ws_eg"}
 # the state kernel's workspace arguments are tensor descriptors with one chunk (64 rows) as a tile
 TILE_DESCS = {"ws_kg": "K", "ws_ku": "K", "ws_qg": "K", "ws_mu": "BT"}

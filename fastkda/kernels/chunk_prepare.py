@@ -36,8 +36,8 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from fastkda.kernels.common import (LOG2E, bf16, gate_log2, halves_operands, mm, mm_acc, mm_f32, sequence_bounds,
-                                   sigmoid_fast, slot_chunk, slots_in_use)
+from fastkda.kernels.common import (LOG2E, bf16, gate_log2, halves_operands, mm, mm_acc, mm_f32,
+                                   sigmoid_fast, varlen_chunk_rows)
 
 CHUNK = 64
 # rows of a chunk are int32 offsets from its first row: 64 of any token stride must fit
@@ -152,7 +152,7 @@ def invert_unit_lower(A, FP16: tl.constexpr, INTERPRET: tl.constexpr):
 
 @triton.jit(do_not_specialize=["H", "HV"])  # one compilation for every head count
 def kda_chunk_prepare_kernel(
-    q, k, g, beta, A_log, dt_bias, ws_kg, ws_ku, ws_qg, ws_mu, ws_eg, cu_seqlens, chunk_offsets, chunk_seq,
+    q, k, g, beta, A_log, dt_bias, ws_kg, ws_ku, ws_qg, ws_mu, ws_eg, cu_seqlens, chunk_offsets, chunk_rows,
     s_qb, s_qt, s_qh, s_kb, s_kt, s_kh, s_gb, s_gt, s_gh, s_bb, s_bt, s_bh,
     T, N, NT, NSLOTS, scale, lower_bound,
     H, HV, K: tl.constexpr, BT: tl.constexpr,
@@ -161,19 +161,23 @@ def kda_chunk_prepare_kernel(
     HALF_SHIFT: tl.constexpr, INTERPRET: tl.constexpr, KS: tl.constexpr = 32,
 ):
     """Grid: one program per (chunk slot, value head). Fixed length: slot = b * NT + chunk; varlen: slots
-    number the chunks of all sequences in order (chunk_offsets; chunk_seq gives each slot's sequence), and
-    programs past the last chunk, or past the NSLOTS slots of the workspace (a malformed cu_seqlens), exit."""
+    number the chunks of all sequences in order (chunk_offsets; chunk_rows gives each slot's first token row and its
+    sequence's end), and programs past the last chunk exit."""
     pid = tl.program_id(0)
     i_hv = pid % HV
     slot = pid // HV
     i_h = i_hv // (HV // H)
-    # at fixed length never taken (the grid has NSLOTS slots), but with this exit ptxas schedules the program as it
-    # does the varlen one, which measured 7% faster (docs/perf-notes.md, v9)
-    if slot >= slots_in_use(chunk_offsets, N, NSLOTS, IS_VARLEN):
+    if IS_VARLEN:
+        t0, eos = varlen_chunk_rows(chunk_rows, slot)
+        i_b = t0 * 0
+    else:
+        i_b = (slot // NT).to(tl.int64)
+        t0 = (slot - i_b * NT) * BT
+        eos = t0 * 0 + T
+    # at fixed length never taken, but with this exit ptxas schedules the program as it does the varlen one, which
+    # measured 7% faster (docs/perf-notes.md, v9)
+    if t0 >= eos:
         return
-    i_n, i_chunk, i_b = slot_chunk(slot, chunk_offsets, chunk_seq, NT, IS_VARLEN)
-    bos, eos = sequence_bounds(cu_seqlens, i_n, T, IS_VARLEN)
-    t0 = (bos + i_chunk * BT).to(tl.int64)
     tl.static_assert(BT == 64, "the anchoring levels assume 64-token chunks")
     o_t = tl.arange(0, BT)
     o_k = tl.arange(0, K)

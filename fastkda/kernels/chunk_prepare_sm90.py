@@ -40,8 +40,7 @@ from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared
                                                              warpgroup_mma_wait)
 from triton.language import PropagateNan
 
-from fastkda.kernels.common import (LOG2E, flag_row, halves_operands, mark_ready, prefetch_l2, sequence_bounds,
-                                   slot_chunk, slots_in_use)
+from fastkda.kernels.common import LOG2E, flag_row, halves_operands, mark_ready, prefetch_l2, varlen_chunk_rows
 
 
 @gluon.jit
@@ -96,13 +95,17 @@ def _grouped_chunk(pid, group_lanes, NT, HV, div_span, div_group, div_heads):
 
 
 @gluon.jit
-def _slot_chunk(slot, chunk_offsets, chunk_seq, NT, div_nt, IS_VARLEN: gl.constexpr):
-    """common.slot_chunk, a fixed-length batch's slot divided by NT through its magic number div_nt."""
+def _slot_rows(slot, chunk_rows, NT, T, div_nt, BT: gl.constexpr, IS_VARLEN: gl.constexpr):
+    """(batch row as int64, first token row, end of its sequence's rows) of a workspace slot: varlen, from the pairs
+    of kda_schedule_kernel (common.varlen_chunk_rows); fixed length, slot = b NT + chunk, divided by NT through its
+    magic number div_nt."""
     if IS_VARLEN:
-        return slot_chunk(slot, chunk_offsets, chunk_seq, NT, IS_VARLEN)
+        t0, eos = varlen_chunk_rows(chunk_rows, slot)
+        return t0 * 0, t0, eos
     else:
         i_n = _div(slot, div_nt)
-        return i_n, slot - i_n * NT, i_n.to(gl.int64)
+        t0 = ((slot - i_n * NT) * BT).to(gl.int64)
+        return i_n.to(gl.int64), t0, t0 * 0 + T
 
 
 @gluon.jit
@@ -436,7 +439,7 @@ def _invert_unit_lower_tf32(A, MMA: gl.constexpr):
 @gluon.jit(do_not_specialize=["H", "HV", "ahead", "group_lanes", "div_span", "div_group", "div_heads", "div_gva",
                                "div_nt"])
 def kda_chunk_prepare_sm90_kernel(
-    q, k, g, beta, A_log, dt_bias, ws_kg, ws_ku, ws_qg, ws_mu, ws_eg, cu_seqlens, chunk_offsets, chunk_seq,
+    q, k, g, beta, A_log, dt_bias, ws_kg, ws_ku, ws_qg, ws_mu, ws_eg, cu_seqlens, chunk_offsets, chunk_rows,
     s_qb, s_qt, s_qh, s_kb, s_kt, s_kh, s_gb, s_gt, s_gh, s_bb, s_bt, s_bh,
     T, N, NT, NSLOTS, scale, lower_bound,
     H, HV, K: gl.constexpr, BT: gl.constexpr,
@@ -479,23 +482,21 @@ def kda_chunk_prepare_sm90_kernel(
             return
         slot = i_n * NT + i_chunk
         i_b = i_n.to(gl.int64)
-    elif READY:     # varlen: the lanes are the heads, each walking the chunk slots in order
-        _, slot, i_hv, lane = _grouped_chunk(pid, group_lanes, NSLOTS, HV, div_span, div_group, div_heads)
-        if lane >= HV:
-            return
-        if slot >= slots_in_use(chunk_offsets, N, NSLOTS, IS_VARLEN):
-            return
-        i_n, i_chunk, i_b = slot_chunk(slot, chunk_offsets, chunk_seq, NT, IS_VARLEN)
+        t0 = (i_chunk * BT).to(gl.int64)
+        eos = t0 * 0 + T
     else:
-        slot = _div(pid, div_heads)
-        i_hv = pid - slot * HV
-        if IS_VARLEN:
-            if slot >= slots_in_use(chunk_offsets, N, NSLOTS, IS_VARLEN):
+        if READY:   # varlen: the lanes are the heads, each walking the chunk slots in order
+            _, slot, i_hv, lane = _grouped_chunk(pid, group_lanes, NSLOTS, HV, div_span, div_group, div_heads)
+            if lane >= HV:
                 return
-        i_n, i_chunk, i_b = _slot_chunk(slot, chunk_offsets, chunk_seq, NT, div_nt, IS_VARLEN)
+        else:
+            slot = _div(pid, div_heads)
+            i_hv = pid - slot * HV
+        i_b, t0, eos = _slot_rows(slot, chunk_rows, NT, T, div_nt, BT, IS_VARLEN)
+        if IS_VARLEN:
+            if t0 >= eos:   # past the last chunk
+                return
     i_h = _div(i_hv, div_gva)
-    bos, eos = sequence_bounds(cu_seqlens, i_n, T, IS_VARLEN)
-    t0 = bos + i_chunk * BT
     n_valid = eos - t0                      # tokens of the chunk inside its sequence
     if PREFETCH:
         # the program `ahead` programs on (one that starts while this one runs its inverse or soon after): its rows
@@ -505,15 +506,14 @@ def kda_chunk_prepare_sm90_kernel(
             if READY:
                 _, pf_slot, pf_hv, pf_lane = _grouped_chunk(pid + ahead, group_lanes, NSLOTS, HV, div_span,
                                                             div_group, div_heads)
-                pf_live = (pf_lane < HV) & (pf_slot < slots_in_use(chunk_offsets, N, NSLOTS, IS_VARLEN))
+                pf_live = pf_lane < HV
             else:
                 pf_slot = _div(pid + ahead, div_heads)
-                pf_live = pf_slot < slots_in_use(chunk_offsets, N, NSLOTS, IS_VARLEN)
-            pf_n, pf_chunk, pf_b = _slot_chunk(gl.minimum(pf_slot, NSLOTS - 1), chunk_offsets, chunk_seq, NT, div_nt,
-                                               IS_VARLEN)
-            pf_bos, pf_eos = sequence_bounds(cu_seqlens, pf_n, T, IS_VARLEN)
-            pf_t0 = pf_bos + pf_chunk * BT
+                pf_live = pf_slot < NSLOTS
+            pf_b, pf_t0, pf_eos = _slot_rows(gl.minimum(pf_slot, NSLOTS - 1), chunk_rows, NT, T, div_nt, BT,
+                                             IS_VARLEN)
             pf_valid = pf_eos - pf_t0
+            pf_live = pf_live & (pf_valid > 0)      # past the last chunk: nothing to ask for
 
     k_c = k + i_b * s_kb + i_h * s_kh + t0 * s_kt      # this chunk's rows (k, q and g stay the tensors' starts)
     q_c = q + i_b * s_qb + i_h * s_qh + t0 * s_qt

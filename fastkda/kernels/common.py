@@ -172,29 +172,13 @@ def halves_operands(b_k, b_q, gam, end_e, end_l, late, INTERPRET: tl.constexpr):
 
 
 @triton.jit
-def slots_in_use(chunk_offsets, N, NSLOTS, IS_VARLEN: tl.constexpr):
-    """Workspace slots that hold a chunk: all NSLOTS for a fixed-length batch; for varlen, the chunks of all
-    sequences (kda_schedule_kernel), at most NSLOTS (a malformed cu_seqlens can ask for more)."""
-    if IS_VARLEN:
-        n = tl.minimum(tl.load(chunk_offsets + N), NSLOTS)
-    else:
-        n = NSLOTS
-    return n
-
-
-@triton.jit
-def slot_chunk(slot, chunk_offsets, chunk_seq, NT, IS_VARLEN: tl.constexpr):
-    """(sequence, chunk within it, batch row as int64) of a workspace slot below slots_in_use. Fixed length:
-    slot = b * NT + chunk; varlen: chunk_seq gives each slot's sequence, and the batch row is 0."""
-    if IS_VARLEN:
-        i_n = tl.load(chunk_seq + slot)
-        i_chunk = slot - tl.load(chunk_offsets + i_n)
-        i_b = (slot * 0).to(tl.int64)   # no tl.zeros: the sm_90 (Gluon) kernel calls this too
-    else:
-        i_n = slot // NT
-        i_chunk = slot % NT
-        i_b = i_n.to(tl.int64)
-    return i_n, i_chunk, i_b
+def varlen_chunk_rows(chunk_rows, slot):
+    """(first token row, end of its sequence's rows), as int64, of a varlen batch's workspace slot, from the pairs
+    kda_schedule_kernel wrote: one load's round trip where finding the sequence and then its bounds took two. A slot
+    past the last chunk has first >= end."""
+    t0 = tl.load(chunk_rows + 2 * slot).to(tl.int64)
+    eos = tl.load(chunk_rows + 2 * slot + 1).to(tl.int64)
+    return t0, eos
 
 
 @triton.jit

@@ -17,17 +17,18 @@ def _max(a, b):
 
 
 @triton.jit
-def kda_schedule_kernel(cu_seqlens, seg_offsets, chunk_offsets, chunk_seq, long_seqs, N, T, NCS, NSLOTS, NLONG,
+def kda_schedule_kernel(cu_seqlens, seg_offsets, chunk_offsets, chunk_rows, long_seqs, N, T, NCS, NSLOTS, NLONG,
                         BLOCK: tl.constexpr):
     """Exclusive prefix sums over the N sequences of cu_seqlens, each of length N + 1:
     seg_offsets of the segment counts (at least one a sequence) and chunk_offsets of the 64-token chunk
-    counts; chunk_seq [NSLOTS], the sequence of each chunk slot (slots past the last chunk: the last
-    non-empty sequence), so that the chunk programs find theirs with one load instead of a search; and long_seqs
-    [NLONG + 1], the sequences of more than one segment in order (the combine's, at most NLONG of them: the host's
-    bound), then their count. One program; reads cu_seqlens on the device, so the host never waits."""
+    counts; chunk_rows [NSLOTS, 2], each chunk slot's first token row and the end of its sequence's rows (slots past
+    the last chunk: an empty range), so that a prepare program finds its rows with one load (common.varlen_chunk_rows)
+    instead of a search; and long_seqs [NLONG + 1], the sequences of more than one segment in order (the combine's,
+    at most NLONG of them: the host's bound), then their count. One program; reads cu_seqlens on the device, so the
+    host never waits."""
     for start in range(0, NSLOTS, BLOCK):
         idx = start + tl.arange(0, BLOCK)
-        tl.store(chunk_seq + idx, tl.zeros([BLOCK], dtype=tl.int32), mask=idx < NSLOTS)
+        tl.store(chunk_rows + 2 * idx, tl.zeros([BLOCK], dtype=tl.int32), mask=idx < NSLOTS)
     tl.debug_barrier()  # the zeros are in place before any thread marks a slot
     seg_carry = tl.zeros([], dtype=tl.int32)
     chunk_carry = tl.zeros([], dtype=tl.int32)
@@ -42,7 +43,7 @@ def kda_schedule_kernel(cu_seqlens, seg_offsets, chunk_offsets, chunk_seq, long_
         tl.store(seg_offsets + idx, seg_carry + tl.cumsum(n_segs, 0) - n_segs, mask=idx <= N)
         tl.store(chunk_offsets + idx, first_chunk, mask=idx <= N)
         # each non-empty sequence marks its first slot (no two share one); a running maximum fills the rest
-        tl.store(chunk_seq + first_chunk, idx, mask=inside & (n_chunks > 0) & (first_chunk < NSLOTS))
+        tl.store(chunk_rows + 2 * first_chunk, idx, mask=inside & (n_chunks > 0) & (first_chunk < NSLOTS))
         if NLONG > 0:   # a split call (NLONG = 0 else): its list, whose running sum costs a microsecond
             multi = (n_segs > 1).to(tl.int32)
             at = long_carry + tl.cumsum(multi, 0) - multi
@@ -50,14 +51,18 @@ def kda_schedule_kernel(cu_seqlens, seg_offsets, chunk_offsets, chunk_seq, long_
             long_carry += tl.sum(multi, 0)
         seg_carry += tl.sum(n_segs, 0)
         chunk_carry += tl.sum(n_chunks, 0)
-    tl.debug_barrier()  # the marks were written by other threads of this program
+    tl.debug_barrier()  # the marks and chunk_offsets were written by other threads of this program
     seq_carry = tl.zeros([], dtype=tl.int32)
     for start in range(0, NSLOTS, BLOCK):
         idx = start + tl.arange(0, BLOCK)
         inside = idx < NSLOTS
-        marks = tl.load(chunk_seq + idx, mask=inside, other=0)
+        marks = tl.load(chunk_rows + 2 * idx, mask=inside, other=0)
         tl.debug_barrier()  # every thread has read its marks before any is overwritten
-        tl.store(chunk_seq + idx, tl.maximum(tl.associative_scan(marks, 0, _max), seq_carry), mask=inside)
+        seq = tl.maximum(tl.associative_scan(marks, 0, _max), seq_carry)
+        bos, eos = sequence_bounds(cu_seqlens, seq, T, True)
+        first = bos + (idx - tl.load(chunk_offsets + seq, mask=inside, other=0)) * 64
+        tl.store(chunk_rows + 2 * idx, first.to(tl.int32), mask=inside)
+        tl.store(chunk_rows + 2 * idx + 1, eos.to(tl.int32), mask=inside)
         seq_carry = tl.maximum(seq_carry, tl.max(marks, 0))
     tl.store(long_seqs + NLONG, tl.minimum(long_carry, NLONG))
 
