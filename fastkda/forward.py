@@ -254,16 +254,18 @@ def launch_overlapped_state(fork, ws, ws_eg, v, o, h0, ht, ready, group_lanes, l
     # the initial state as rows of V in [K, bv] tiles ([bv, K] with state_v_first): the next walk's state is requested
     # into shared memory while a walk runs (chunk_state_sm90._walk; 16-byte aligned data, and only for programs beside
     # a prepare program: the tile's 16 or 32 KB do not fit beside a three-slot ring)
-    h0_d = None
-    if h0 is not None and not (exclusive or narrow) and h0.data_ptr() % 16 == 0:
-        h0_d = gluon_rows(h0, [bv, K] if state_v_first else [K, bv])
+    shared = not (exclusive or narrow)
+    state_tile = [bv, K] if state_v_first else [K, bv]
+    h0_d = gluon_rows(h0, state_tile) if shared and h0 is not None and h0.data_ptr() % 16 == 0 else None
+    # the final state the same way, from shared memory by TMA (chunk_state_sm90._ht_stash)
+    ht_d = gluon_rows(ht, state_tile) if shared and ht is not None and ht.data_ptr() % 16 == 0 else None
     with torch.cuda.stream(side):
         kda_chunk_state_sm90_kernel[(V // bv * group_lanes,)](
-            *descs, h0, h0_d, ht, ready, cu_seqlens, chunk_offsets, T, N, NT, n_slots, HV,
+            *descs, h0, h0_d, ht, ht_d, ready, cu_seqlens, chunk_offsets, T, N, NT, n_slots, HV,
             v.stride(2), lanes, group_lanes, K=K, V=V, BV=bv, BT=CHUNK, IS_VARLEN=cu_seqlens is not None,
             HAS_H0=h0 is not None, STORE_HT=ht is not None, STATE_V_FIRST=state_v_first,
             STAGES=3 if exclusive else 2, H0_TMA=h0_d is not None, PRODUCER=exclusive, ws_kg=ws[0], ws_ku=ws[1],
-            ws_qg=ws[2], ws_mu=ws[3], DISCARD=not (exclusive or narrow), num_warps=4)
+            ws_qg=ws[2], ws_mu=ws[3], DISCARD=shared, HT_TMA=ht_d is not None, num_warps=4)
         join = torch.cuda.Event()
         join.record(side)
     return join

@@ -272,6 +272,7 @@ def test_dependent_launches_change_nothing(split_size, monkeypatch):
     with_(G, T=4000, seqlens=(1300, 0, 547, 2048, 105)),               # varlen: a head's sequences in turn
     with_(G, T=3000, H=2, HV=8, K=64, V=128, seqlens=(0, 1000, 1999, 1), v_first=True, gate="softplus"),
     with_(G, T=3000, seqlens=tuple([64] * 30 + [1080])),
+    with_(G, T=2000, H=2, HV=4, seqlens=(0, 0, 700, 0, 0, 1300, 0), h0="bf16"),   # empty walks in a row
 ], ids=lambda c: c.id)
 @pytest.mark.parametrize("exclusive,narrow", [(False, False), (True, False), (True, True), (False, True)],
                          ids=["shared", "whole", "narrow-whole", "narrow-shared"])

@@ -191,13 +191,14 @@ def state_sm90_variant(K=128, V=128, dtype="bf16", v_first=False, varlen=False, 
     a whole multiprocessor, with the producer warp)."""
     h0_tma = stages == 2 and bv == 64           # the initial state by TMA (forward.launch_overlapped_state)
     c = dict(K=K, V=V, BV=bv, BT=64, HAS_H0=True, STORE_HT=True, STATE_V_FIRST=v_first, IS_VARLEN=varlen,
-             STAGES=stages, H0_TMA=h0_tma, PRODUCER=stages == 3, DISCARD=h0_tma, **({} if h0_tma else {"h0_d": None}))
+             STAGES=stages, H0_TMA=h0_tma, PRODUCER=stages == 3, DISCARD=h0_tma, HT_TMA=h0_tma,
+             **({} if h0_tma else {"h0_d": None, "ht_d": None}))
     descs = {"kg_d": (f"bf16[64, {K}]", 128, 16), "ku_d": (f"bf16[64, {K}]", 128, 16),
              "qg_d": (f"bf16[64, {K}]", 128, 16), "mu_d": ("bf16[64, 64]", 128, 16),
              "v_d": (f"{dtype}[64, {bv}]", min(128, 2 * bv), 16), "o_d": (f"{dtype}[64, {bv}]", min(128, 2 * bv), 16),
              "eg_d": (f"fp32[1, {K}]", 0, 32)}
     if h0_tma:      # 128-byte swizzle, as forward.gluon_desc gives a tile of 64 rows of 128 bytes or more
-        descs["h0_d"] = (f"fp32[{bv}, {K}]" if v_first else f"fp32[{K}, {bv}]", 128, 32)
+        descs["h0_d"] = descs["ht_d"] = (f"fp32[{bv}, {K}]" if v_first else f"fp32[{K}, {bv}]", 128, 32)
     return compile_gluon(kda_chunk_state_sm90_kernel, c, descs, ("T", "N", "NT", "NSLOTS", "HV", "s_vh", "lanes",
                                                                  "group_lanes"),
                          {"ready": "*u8", "cu_seqlens": "*i32", "chunk_offsets": "*i32",

@@ -13,8 +13,10 @@ the chain's left operands come from registers and nothing is staged in shared me
     O^T = S^T Qg^T + R^T Mu^T                                                (off the chain)
 with the same bf16 operands and fp32 accumulation, so the outputs equal the Triton kernel's to the bit. The
 workspace tiles, exp(G) and v arrive by TMA into a ring of STAGES slots; o leaves by TMA from a transposed store into
-one of two shared-memory buffers. Two slots and the next walk's initial state take 181 KB of shared memory at
-K = 128: room for a prepare program on the same multiprocessor. Three slots take 214 KB, the whole multiprocessor:
+one of two shared-memory buffers, and (beside a prepare program) a walk's final state by TMA from the ring slot its
+last step has read: stored through pointers, the next step's fence waited for the stores (perf-notes v45). Two slots
+and the next walk's initial state take 181 KB of shared memory at K = 128: room for a prepare program on the same
+multiprocessor. Three slots take 214 KB, the whole multiprocessor:
 the chain then shares it with no prepare program (forward.overlap_groups takes that where the chains bound the call,
 perf-notes v21), and a producer warp checks the flags and requests the tiles (_produce), so the chain's warpgroup
 (_consume) only waits for them. Issued by the chain's warps, each request is followed by a barrier of the whole
@@ -139,15 +141,27 @@ def _discard_tile(p, line, D: gl.constexpr, margin):
 
 
 @gluon.jit
-def _issue(c, slot, slot0, i_hv, v_row, v_col, kg_d, ku_d, qg_d, mu_d, v_d, eg_d, kg_s, ku_s, qg_s, mu_s, v_s, eg_s,
+def _kg_tile(kgku_s, slot):
+    """Ring slot `slot`'s Kg tile: the first half of the slot's Kg and Ku."""
+    return kgku_s.index(slot).slice(0, kgku_s.shape[1] // 2)
+
+
+@gluon.jit
+def _ku_tile(kgku_s, slot):
+    """Ring slot `slot`'s Ku tile: the second half of the slot's Kg and Ku."""
+    return kgku_s.index(slot).slice(kgku_s.shape[1] // 2, kgku_s.shape[1] // 2)
+
+
+@gluon.jit
+def _issue(c, slot, slot0, i_hv, v_row, v_col, kg_d, ku_d, qg_d, mu_d, v_d, eg_d, kgku_s, qg_s, mu_s, v_s, eg_s,
            bars, HV, BT: gl.constexpr):
     """Requests chunk c's tiles into ring slot `slot` (its ready flag already waited for)."""
     bar = bars.index(slot)
     mbarrier.expect(bar, kg_d.block_type.nbytes * 3 + mu_d.block_type.nbytes + v_d.block_type.nbytes
                     + eg_d.block_type.nbytes)
     row = ((slot0 + c) * HV + i_hv) * BT
-    tma.async_copy_global_to_shared(kg_d, [row, 0], bar, kg_s.index(slot))
-    tma.async_copy_global_to_shared(ku_d, [row, 0], bar, ku_s.index(slot))
+    tma.async_copy_global_to_shared(kg_d, [row, 0], bar, _kg_tile(kgku_s, slot))
+    tma.async_copy_global_to_shared(ku_d, [row, 0], bar, _ku_tile(kgku_s, slot))
     tma.async_copy_global_to_shared(qg_d, [row, 0], bar, qg_s.index(slot))
     tma.async_copy_global_to_shared(mu_d, [row, 0], bar, mu_s.index(slot))
     tma.async_copy_global_to_shared(v_d, [v_row + c * BT, v_col], bar, v_s.index(slot))
@@ -155,7 +169,7 @@ def _issue(c, slot, slot0, i_hv, v_row, v_col, kg_d, ku_d, qg_d, mu_d, v_d, eg_d
 
 
 @gluon.jit
-def _step_wide(S, c, T_n, slot, step, o_tc, zero_t, kg_s, ku_s, qg_s, mu_s, v_s, eg_s, bars, MMA_K: gl.constexpr,
+def _step_wide(S, c, T_n, slot, step, o_tc, zero_t, kgku_s, qg_s, mu_s, v_s, eg_s, bars, MMA_K: gl.constexpr,
                MMA_T: gl.constexpr, BT: gl.constexpr, STAGES: gl.constexpr):
     """One chunk step with the state transposed, S^T [64, K]: X^T = S^T Kg^T, R^T = v^T - X^T,
     S^T <- S^T diag(exp(G)) + R^T Ku, O^T = S^T Qg^T + R^T Mu^T, the left operands from registers. Returns (S, O),
@@ -164,7 +178,7 @@ def _step_wide(S, c, T_n, slot, step, o_tc, zero_t, kg_s, ku_s, qg_s, mu_s, v_s,
     OPA_K: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=MMA_K, k_width=2)
     Sa = gl.convert_layout(S.to(gl.bfloat16), OPA_T)
     mbarrier.wait(bars.index(slot), (step // STAGES) & 1)
-    X = warpgroup_mma(Sa, kg_s.index(slot).permute((1, 0)), zero_t, use_acc=False, is_async=True)
+    X = warpgroup_mma(Sa, _kg_tile(kgku_s, slot).permute((1, 0)), zero_t, use_acc=False, is_async=True)
     O = warpgroup_mma(Sa, qg_s.index(slot).permute((1, 0)), zero_t, use_acc=False, is_async=True)
     eg = eg_s.index(slot).load(MMA_K)
     vt = v_s.index(slot).permute((1, 0)).load(MMA_T).to(gl.float32)
@@ -173,13 +187,13 @@ def _step_wide(S, c, T_n, slot, step, o_tc, zero_t, kg_s, ku_s, qg_s, mu_s, v_s,
         R = gl.where(gl.expand_dims(c * BT + o_tc < T_n, 0), vt - X, 0.0).to(gl.bfloat16)
     else:
         R = (vt - X).to(gl.bfloat16)
-    S = warpgroup_mma(gl.convert_layout(R, OPA_K), ku_s.index(slot), S * eg, is_async=True)
+    S = warpgroup_mma(gl.convert_layout(R, OPA_K), _ku_tile(kgku_s, slot), S * eg, is_async=True)
     O = warpgroup_mma(gl.convert_layout(R, OPA_T), mu_s.index(slot).permute((1, 0)), O, is_async=True)
     return S, O
 
 
 @gluon.jit
-def _step_narrow(S, c, T_n, slot, step, o_tc, zero_t, kg_s, ku_s, qg_s, mu_s, v_s, eg_s, s_sm, r_sm, bars,
+def _step_narrow(S, c, T_n, slot, step, o_tc, zero_t, kgku_s, qg_s, mu_s, v_s, eg_s, s_sm, r_sm, bars,
                  MMA: gl.constexpr, BT: gl.constexpr, STAGES: gl.constexpr):
     """One chunk step with the state as it is, S [K, BV] (BV = 32): X = Kg S, R = v - X, S <- diag(exp(G)) S + Ku^T R,
     O = Qg S + Mu R, the bf16 S and R staged in shared memory for the products (the tensor cores read B there).
@@ -188,7 +202,7 @@ def _step_narrow(S, c, T_n, slot, step, o_tc, zero_t, kg_s, ku_s, qg_s, mu_s, v_
     fence_async_shared()
     gl.thread_barrier()
     mbarrier.wait(bars.index(slot), (step // STAGES) & 1)
-    X = warpgroup_mma(kg_s.index(slot), s_sm, zero_t, use_acc=False, is_async=True)
+    X = warpgroup_mma(_kg_tile(kgku_s, slot), s_sm, zero_t, use_acc=False, is_async=True)
     O = warpgroup_mma(qg_s.index(slot), s_sm, zero_t, use_acc=False, is_async=True)
     eg = eg_s.index(slot).permute((1, 0)).load(MMA)
     vt = v_s.index(slot).load(MMA).to(gl.float32)
@@ -200,20 +214,20 @@ def _step_narrow(S, c, T_n, slot, step, o_tc, zero_t, kg_s, ku_s, qg_s, mu_s, v_
     r_sm.store(R)
     fence_async_shared()
     gl.thread_barrier()
-    S = warpgroup_mma(ku_s.index(slot).permute((1, 0)), r_sm, S * eg, is_async=True)
+    S = warpgroup_mma(_ku_tile(kgku_s, slot).permute((1, 0)), r_sm, S * eg, is_async=True)
     O = warpgroup_mma(mu_s.index(slot), r_sm, O, is_async=True)
     return S, O
 
 
 @gluon.jit
-def _step(S, c, T_n, slot, step, o_tc, zero_t, kg_s, ku_s, qg_s, mu_s, v_s, eg_s, s_sm, r_sm, bars,
+def _step(S, c, T_n, slot, step, o_tc, zero_t, kgku_s, qg_s, mu_s, v_s, eg_s, s_sm, r_sm, bars,
           MMA_K: gl.constexpr, MMA_T: gl.constexpr, BT: gl.constexpr, STAGES: gl.constexpr, NARROW: gl.constexpr):
     """Chunk step c of the program's kind (_step_narrow or _step_wide): (S, O), both products in flight."""
     if NARROW:
-        S, O = _step_narrow(S, c, T_n, slot, step, o_tc, zero_t, kg_s, ku_s, qg_s, mu_s, v_s, eg_s, s_sm, r_sm, bars,
+        S, O = _step_narrow(S, c, T_n, slot, step, o_tc, zero_t, kgku_s, qg_s, mu_s, v_s, eg_s, s_sm, r_sm, bars,
                             MMA_K, BT, STAGES)
     else:
-        S, O = _step_wide(S, c, T_n, slot, step, o_tc, zero_t, kg_s, ku_s, qg_s, mu_s, v_s, eg_s, bars, MMA_K, MMA_T,
+        S, O = _step_wide(S, c, T_n, slot, step, o_tc, zero_t, kgku_s, qg_s, mu_s, v_s, eg_s, bars, MMA_K, MMA_T,
                           BT, STAGES)
     return S, O
 
@@ -318,7 +332,7 @@ def _wait_at(j, n_chunks, n_next, row, row_n, slot0, slot0_n, known, known_n):
 
 @gluon.jit
 def _issue_at(j, step, n_chunks, n_next, slot0, i_hv, tok0, v_col, slot0_n, hv_n, tok0_n, v_col_n, kg_d, ku_d,
-              qg_d, mu_d, v_d, eg_d, kg_s, ku_s, qg_s, mu_s, v_s, eg_s, bars, HV, BT: gl.constexpr,
+              qg_d, mu_d, v_d, eg_d, kgku_s, qg_s, mu_s, v_s, eg_s, bars, HV, BT: gl.constexpr,
               STAGES: gl.constexpr):
     """Requests the tiles of chunk j of the walk, or past its end, of chunk j - n_chunks of the next walk, into the
     ring slot of the program's step `step` (its flag already waited for)."""
@@ -326,13 +340,13 @@ def _issue_at(j, step, n_chunks, n_next, slot0, i_hv, tok0, v_col, slot0_n, hv_n
     jj = gl.where(own, j, j - n_chunks)
     if own | (jj < n_next):
         _issue(jj, step % STAGES, gl.where(own, slot0, slot0_n), gl.where(own, i_hv, hv_n),
-               gl.where(own, tok0, tok0_n), gl.where(own, v_col, v_col_n), kg_d, ku_d, qg_d, mu_d, v_d, eg_d, kg_s,
-               ku_s, qg_s, mu_s, v_s, eg_s, bars, HV, BT)
+               gl.where(own, tok0, tok0_n), gl.where(own, v_col, v_col_n), kg_d, ku_d, qg_d, mu_d, v_d, eg_d, kgku_s,
+               qg_s, mu_s, v_s, eg_s, bars, HV, BT)
 
 
 @gluon.jit
 def _chunk(c, S, done, n_chunks, n_next, known, known_n, T_n, tok0, o_col, slot0, i_hv, v_col, row, slot0_n,
-           hv_n, tok0_n, v_col_n, row_n, HV, kg_d, ku_d, qg_d, mu_d, v_d, eg_d, o_d, kg_s, ku_s, qg_s,
+           hv_n, tok0_n, v_col_n, row_n, HV, kg_d, ku_d, qg_d, mu_d, v_d, eg_d, o_d, kgku_s, qg_s,
            mu_s, v_s, eg_s, o_s, s_sm, r_sm, bars, o_tc, zero_t, K: gl.constexpr, V: gl.constexpr, BT: gl.constexpr,
            MMA_K: gl.constexpr, MMA_T: gl.constexpr, STAGES: gl.constexpr, NARROW: gl.constexpr,
            CROSS: gl.constexpr, drop, DISCARD: gl.constexpr):
@@ -357,12 +371,12 @@ def _chunk(c, S, done, n_chunks, n_next, known, known_n, T_n, tok0, o_col, slot0
                 seen = _seen(drop[4])
     if CROSS:
         _issue_at(c + STAGES - 1, step + STAGES - 1, n_chunks, n_next, slot0, i_hv, tok0, v_col, slot0_n, hv_n,
-                  tok0_n, v_col_n, kg_d, ku_d, qg_d, mu_d, v_d, eg_d, kg_s, ku_s, qg_s, mu_s, v_s, eg_s, bars, HV, BT,
+                  tok0_n, v_col_n, kg_d, ku_d, qg_d, mu_d, v_d, eg_d, kgku_s, qg_s, mu_s, v_s, eg_s, bars, HV, BT,
                   STAGES)
     else:
         _issue(c + STAGES - 1, (step + STAGES - 1) % STAGES, slot0, i_hv, tok0, v_col, kg_d, ku_d, qg_d, mu_d, v_d,
-               eg_d, kg_s, ku_s, qg_s, mu_s, v_s, eg_s, bars, HV, BT)
-    S, O = _step(S, c, T_n, slot, step, o_tc, zero_t, kg_s, ku_s, qg_s, mu_s, v_s, eg_s, s_sm, r_sm, bars, MMA_K, MMA_T,
+               eg_d, kgku_s, qg_s, mu_s, v_s, eg_s, bars, HV, BT)
+    S, O = _step(S, c, T_n, slot, step, o_tc, zero_t, kgku_s, qg_s, mu_s, v_s, eg_s, s_sm, r_sm, bars, MMA_K, MMA_T,
                  BT, STAGES, NARROW)
     if DISCARD:     # this step's tiles have arrived (_step waited for them)
         if NCOL == 1:
@@ -383,24 +397,46 @@ def _chunk(c, S, done, n_chunks, n_next, known, known_n, T_n, tok0, o_col, slot0
 
 
 @gluon.jit
-def _h0_request(h0_d, h0_s, h0_bar, n, i_hv, i_v, HV, K: gl.constexpr, V: gl.constexpr, BV: gl.constexpr,
-                STATE_V_FIRST: gl.constexpr):
-    """Requests state columns i_v BV.. of (sequence n, head i_hv)'s initial state into h0_s by TMA (h0_d: the state
-    [N, HV, K, V] as rows of V in [K, BV] tiles, or [N, HV, V, K] as rows of K in [BV, K] tiles)."""
-    mbarrier.expect(h0_bar, h0_d.block_type.nbytes)
+def _state_tile(n, i_hv, i_v, HV, K: gl.constexpr, V: gl.constexpr, BV: gl.constexpr, STATE_V_FIRST: gl.constexpr):
+    """Coordinates of state columns i_v BV.. of (sequence n, head i_hv) in a state descriptor: the state [N, HV, K, V]
+    as rows of V in [K, BV] tiles, or [N, HV, V, K] as rows of K in [BV, K] tiles."""
     if STATE_V_FIRST:
-        tma.async_copy_global_to_shared(h0_d, [((n * HV + i_hv) * V + i_v * BV).to(gl.int32), 0], h0_bar, h0_s)
+        return ((n * HV + i_hv) * V + i_v * BV).to(gl.int32), i_v * 0
     else:
-        tma.async_copy_global_to_shared(h0_d, [((n * HV + i_hv) * K).to(gl.int32), i_v * BV], h0_bar, h0_s)
+        return ((n * HV + i_hv) * K).to(gl.int32), i_v * BV
 
 
 @gluon.jit
-def _walk(w, lane0, n_walks, lanes_step, i_v, cur, done, known, h0, h0_d, h0_s, h0_bar, ht, ready, cu_seqlens,
-          chunk_offsets, T, N, NT, NSLOTS, HV, s_vh, st_off, kg_d, ku_d, qg_d, mu_d, v_d, eg_d, o_d, kg_s, ku_s, qg_s,
-          mu_s, v_s, eg_s, o_s, s_sm, r_sm, bars, K: gl.constexpr, V: gl.constexpr, BV: gl.constexpr,
+def _h0_request(h0_d, h0_s, h0_bar, n, i_hv, i_v, HV, K: gl.constexpr, V: gl.constexpr, BV: gl.constexpr,
+                STATE_V_FIRST: gl.constexpr):
+    """Requests state columns i_v BV.. of (sequence n, head i_hv)'s initial state into h0_s by TMA."""
+    mbarrier.expect(h0_bar, h0_d.block_type.nbytes)
+    r, c = _state_tile(n, i_hv, i_v, HV, K, V, BV, STATE_V_FIRST)
+    tma.async_copy_global_to_shared(h0_d, [r, c], h0_bar, h0_s)
+
+
+@gluon.jit
+def _ht_stash(S, ht_d, kgku_s, slot, n_chunks, STATE_V_FIRST: gl.constexpr):
+    """A walk's final state into the ring's slot `slot` (the walk's last step's: every product that read it is waited
+    for, and the next request into it follows the next step's store_wait), for a TMA store. After a walk of no
+    chunks, that slot may be the one the walk before stored its final state from: its store must have read it."""
+    if n_chunks == 0:
+        tma.store_wait(0)
+    buf = kgku_s.index(slot)._reinterpret(ht_d.dtype, ht_d.block_type.shape, ht_d.layout)
+    if STATE_V_FIRST:
+        buf.store(S.to(ht_d.dtype))
+    else:
+        buf.permute((1, 0)).store(S.to(ht_d.dtype))
+    return buf
+
+
+@gluon.jit
+def _walk(w, lane0, n_walks, lanes_step, i_v, cur, done, known, h0, h0_d, h0_s, h0_bar, ht, ht_d, ready,
+          cu_seqlens, chunk_offsets, T, N, NT, NSLOTS, HV, s_vh, st_off, kg_d, ku_d, qg_d, mu_d, v_d, eg_d, o_d,
+          kgku_s, qg_s, mu_s, v_s, eg_s, o_s, s_sm, r_sm, bars, K: gl.constexpr, V: gl.constexpr, BV: gl.constexpr,
           BT: gl.constexpr, HAS_H0: gl.constexpr, H0_TMA: gl.constexpr, STORE_HT: gl.constexpr,
           STATE_V_FIRST: gl.constexpr, IS_VARLEN: gl.constexpr, MMA_K: gl.constexpr, MMA_T: gl.constexpr,
-          STAGES: gl.constexpr, NARROW: gl.constexpr, drop, DISCARD: gl.constexpr):
+          STAGES: gl.constexpr, NARROW: gl.constexpr, drop, DISCARD: gl.constexpr, HT_TMA: gl.constexpr):
     """The program's walk w: the chain of one (sequence, head, BV columns), cur = _walk_at(w); done: chunks the
     program walked before (the ring's position); known: the _wait_ready bound of its flag row. The ring runs on into
     the next walk: its first chunks' flags are waited for and their tiles requested during this walk's last steps,
@@ -437,23 +473,28 @@ def _walk(w, lane0, n_walks, lanes_step, i_v, cur, done, known, h0, h0_d, h0_s, 
         if j < STAGES - 1:
             if j >= pre:
                 _issue_at(j, done + j, n_chunks, n_next, slot0, i_hv, tok0, v_col, slot0_n, hv_n, tok0_n, v_col_n,
-                          kg_d, ku_d, qg_d, mu_d, v_d, eg_d, kg_s, ku_s, qg_s, mu_s, v_s, eg_s, bars, HV, BT, STAGES)
+                          kg_d, ku_d, qg_d, mu_d, v_d, eg_d, kgku_s, qg_s, mu_s, v_s, eg_s, bars, HV, BT, STAGES)
     o_tc, zero_t = _token_rows(BT, BV, MMA_T, NARROW)
     n_own = gl.maximum(n_chunks - STAGES, 0)          # steps whose requests and checks are all this walk's
     for c in range(n_own):
         S, known, known_n = _chunk(c, S, done, n_chunks, n_next, known, known_n, T_n, tok0, o_col,
                                    slot0, i_hv, v_col, row, slot0_n, hv_n, tok0_n, v_col_n, row_n, HV, kg_d,
-                                   ku_d, qg_d, mu_d, v_d, eg_d, o_d, kg_s, ku_s, qg_s, mu_s, v_s, eg_s, o_s,
+                                   ku_d, qg_d, mu_d, v_d, eg_d, o_d, kgku_s, qg_s, mu_s, v_s, eg_s, o_s,
                                    s_sm, r_sm, bars, o_tc, zero_t, K, V, BT, MMA_K, MMA_T, STAGES, NARROW,
                                    False, drop, DISCARD)
     for c in range(n_own, n_chunks):
         S, known, known_n = _chunk(c, S, done, n_chunks, n_next, known, known_n, T_n, tok0, o_col,
                                    slot0, i_hv, v_col, row, slot0_n, hv_n, tok0_n, v_col_n, row_n, HV, kg_d,
-                                   ku_d, qg_d, mu_d, v_d, eg_d, o_d, kg_s, ku_s, qg_s, mu_s, v_s, eg_s, o_s,
+                                   ku_d, qg_d, mu_d, v_d, eg_d, o_d, kgku_s, qg_s, mu_s, v_s, eg_s, o_s,
                                    s_sm, r_sm, bars, o_tc, zero_t, K, V, BT, MMA_K, MMA_T, STAGES, NARROW,
                                    True, drop, DISCARD)
-    _o_last(o_d, o_s, tok0, o_col, n_chunks, BT)
-    if STORE_HT:
+    if HT_TMA:      # the final state leaves by TMA from the ring slot the walk's last step has read (_ht_stash)
+        ht_buf = _ht_stash(S, ht_d, kgku_s, (done + n_chunks + STAGES - 1) % STAGES, n_chunks, STATE_V_FIRST)
+    _o_last(o_d, o_s, tok0, o_col, n_chunks, BT)    # its fence and barrier cover the final state's tile too
+    if HT_TMA:
+        r, cc = _state_tile(i_n, i_hv, i_v, HV, K, V, BV, STATE_V_FIRST)
+        tma.async_copy_shared_to_global(ht_d, [r, cc], ht_buf)
+    elif STORE_HT:
         gl.store(ht + st_base + st_off, S.to(ht.dtype.element_ty))
     return nxt, done + n_chunks, known_n
 
@@ -473,7 +514,7 @@ def _state_offsets(i_v, BV: gl.constexpr, K: gl.constexpr, V: gl.constexpr, STAT
 
 @gluon.jit
 def _produce(lane0, n_walks, group_lanes, ready, cu_seqlens, chunk_offsets, T, N, NT, NSLOTS, HV, s_vh, i_v, kg_d,
-             ku_d, qg_d, mu_d, v_d, eg_d, kg_s, ku_s, qg_s, mu_s, v_s, eg_s, full, empty, BV: gl.constexpr,
+             ku_d, qg_d, mu_d, v_d, eg_d, kgku_s, qg_s, mu_s, v_s, eg_s, full, empty, BV: gl.constexpr,
              BT: gl.constexpr, IS_VARLEN: gl.constexpr, STAGES: gl.constexpr):
     """The producer warp of a whole-multiprocessor program: walks the program's chunks in the chain's order and, for
     each, waits until its ring slot is free (empty) and its ready flag is set, then requests its tiles into the slot
@@ -490,14 +531,14 @@ def _produce(lane0, n_walks, group_lanes, ready, cu_seqlens, chunk_offsets, T, N
             slot = step % STAGES
             mbarrier.wait(empty.index(slot), ((step // STAGES) & 1) ^ 1)
             known = _wait_ready(row, slot0 + c, known)
-            _issue(c, slot, slot0, i_hv, tok0, v_col, kg_d, ku_d, qg_d, mu_d, v_d, eg_d, kg_s, ku_s, qg_s, mu_s, v_s,
+            _issue(c, slot, slot0, i_hv, tok0, v_col, kg_d, ku_d, qg_d, mu_d, v_d, eg_d, kgku_s, qg_s, mu_s, v_s,
                    eg_s, full, HV, BT)
         done += n_chunks
 
 
 @gluon.jit
 def _consume(lane0, n_walks, group_lanes, i_v, h0, ht, cu_seqlens, chunk_offsets, T, N, NT, NSLOTS, HV, st_off, o_d,
-             kg_s, ku_s, qg_s, mu_s, v_s, eg_s, o_s, s_sm, r_sm, full, empty, K: gl.constexpr, V: gl.constexpr,
+             kgku_s, qg_s, mu_s, v_s, eg_s, o_s, s_sm, r_sm, full, empty, K: gl.constexpr, V: gl.constexpr,
              BV: gl.constexpr, BT: gl.constexpr, HAS_H0: gl.constexpr, STORE_HT: gl.constexpr,
              STATE_V_FIRST: gl.constexpr, IS_VARLEN: gl.constexpr, MMA_K: gl.constexpr, MMA_T: gl.constexpr,
              STAGES: gl.constexpr, NARROW: gl.constexpr):
@@ -516,7 +557,7 @@ def _consume(lane0, n_walks, group_lanes, i_v, h0, ht, cu_seqlens, chunk_offsets
             _o_flush(o_d, o_s, tok0, o_col, c, BT)
             if c > 0:   # every warp is done with chunk c - 1: its slot goes back to the producer
                 mbarrier.arrive(empty.index((step - 1) % STAGES))
-            S, O = _step(S, c, T_n, step % STAGES, step, o_tc, zero_t, kg_s, ku_s, qg_s, mu_s, v_s, eg_s, s_sm, r_sm,
+            S, O = _step(S, c, T_n, step % STAGES, step, o_tc, zero_t, kgku_s, qg_s, mu_s, v_s, eg_s, s_sm, r_sm,
                          full, MMA_K, MMA_T, BT, STAGES, NARROW)
             O, S = warpgroup_mma_wait(0, deps=(O, S))
             _o_stash(O, o_s, c, NARROW)
@@ -531,11 +572,11 @@ def _consume(lane0, n_walks, group_lanes, i_v, h0, ht, cu_seqlens, chunk_offsets
 
 @gluon.jit(do_not_specialize=["HV", "N", "NSLOTS", "lanes", "group_lanes"])
 def kda_chunk_state_sm90_kernel(
-    kg_d, ku_d, qg_d, mu_d, v_d, eg_d, o_d, h0, h0_d, ht, ready, cu_seqlens, chunk_offsets, T, N, NT, NSLOTS, HV,
-    s_vh, lanes, group_lanes, K: gl.constexpr, V: gl.constexpr, BV: gl.constexpr, BT: gl.constexpr,
+    kg_d, ku_d, qg_d, mu_d, v_d, eg_d, o_d, h0, h0_d, ht, ht_d, ready, cu_seqlens, chunk_offsets, T, N, NT, NSLOTS,
+    HV, s_vh, lanes, group_lanes, K: gl.constexpr, V: gl.constexpr, BV: gl.constexpr, BT: gl.constexpr,
     HAS_H0: gl.constexpr, STORE_HT: gl.constexpr, STATE_V_FIRST: gl.constexpr, IS_VARLEN: gl.constexpr,
     STAGES: gl.constexpr, H0_TMA: gl.constexpr = False, PRODUCER: gl.constexpr = False, ws_kg=None, ws_ku=None,
-    ws_qg=None, ws_mu=None, DISCARD: gl.constexpr = False,
+    ws_qg=None, ws_mu=None, DISCARD: gl.constexpr = False, HT_TMA: gl.constexpr = False,
 ):
     """Grid: group_lanes x V / BV programs. Program p takes BV state columns (64, or 32: narrow), p % (V / BV), of lanes
     p // (V / BV), that + group_lanes, ..., one after the other: group by group, the order in which the prepare kernel
@@ -554,9 +595,12 @@ def kda_chunk_state_sm90_kernel(
     (programs beside a prepare program). DISCARD (64-column programs without a producer): the workspace lines of each
     chunk (ws_kg, ws_ku, ws_qg, ws_mu: the workspace's pointers) are dropped from L2 once the lane's programs have read
     them (_chunk), so that they are never written back to DRAM; a lane's first program publishes its steps to the
-    second in 128 int32 words a lane (of a group) after the flag rows, zeroed with them."""
+    second in 128 int32 words a lane (of a group) after the flag rows, zeroed with them. HT_TMA (programs beside a
+    prepare program): ht_d, a descriptor over ht as h0_d over h0, takes each walk's final state from shared memory
+    (_ht_stash): stored through pointers, the next step's fence waited for the stores (perf-notes v45)."""
     gl.static_assert(not (PRODUCER and H0_TMA), "the initial state's tile fits only beside a two-slot ring")
     gl.static_assert(not DISCARD or (BV == 64 and not PRODUCER), "dropped lines: 64-column programs beside prepare")
+    gl.static_assert(not HT_TMA or (BV == 64 and STAGES == 2), "the final state's tile: a two-slot ring's Kg and Ku")
     gl.static_assert((BV == 64) | (BV == 32), "64 columns (the transposed state fills a warpgroup's rows) or 32")
     NARROW: gl.constexpr = BV == 32     # the state as it is, [K, 32]
     NCOL: gl.constexpr = V // BV
@@ -570,8 +614,8 @@ def kda_chunk_state_sm90_kernel(
         MMA_K: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, K, 16])
         MMA_T: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, BT, 16])
 
-    kg_s = gl.allocate_shared_memory(gl.bfloat16, [STAGES, BT, K], kg_d.layout)
-    ku_s = gl.allocate_shared_memory(gl.bfloat16, [STAGES, BT, K], ku_d.layout)
+    # a slot's Kg and Ku tiles side by side: a walk's final state leaves from them (HT_TMA)
+    kgku_s = gl.allocate_shared_memory(gl.bfloat16, [STAGES, 2 * BT, K], kg_d.layout)
     qg_s = gl.allocate_shared_memory(gl.bfloat16, [STAGES, BT, K], qg_d.layout)
     mu_s = gl.allocate_shared_memory(gl.bfloat16, [STAGES, BT, BT], mu_d.layout)
     v_s = gl.allocate_shared_memory(v_d.dtype, [STAGES, BT, BV], v_d.layout)
@@ -613,10 +657,10 @@ def kda_chunk_state_sm90_kernel(
     if PRODUCER:
         gl.warp_specialize([
             (_consume, (lane0, n_walks, group_lanes, i_v, h0, ht, cu_seqlens, chunk_offsets, T, N, NT, NSLOTS, HV,
-                        st_off, o_d, kg_s, ku_s, qg_s, mu_s, v_s, eg_s, o_s, s_sm, r_sm, bars, empty, K, V, BV, BT,
+                        st_off, o_d, kgku_s, qg_s, mu_s, v_s, eg_s, o_s, s_sm, r_sm, bars, empty, K, V, BV, BT,
                         HAS_H0, STORE_HT, STATE_V_FIRST, IS_VARLEN, MMA_K, MMA_T, STAGES, NARROW)),
             (_produce, (lane0, n_walks, group_lanes, ready, cu_seqlens, chunk_offsets, T, N, NT, NSLOTS, HV, s_vh, i_v,
-                        kg_d, ku_d, qg_d, mu_d, v_d, eg_d, kg_s, ku_s, qg_s, mu_s, v_s, eg_s, bars, empty, BV, BT,
+                        kg_d, ku_d, qg_d, mu_d, v_d, eg_d, kgku_s, qg_s, mu_s, v_s, eg_s, bars, empty, BV, BT,
                         IS_VARLEN, STAGES)),
         ], [1], [48])
     else:
@@ -631,10 +675,10 @@ def kda_chunk_state_sm90_kernel(
         drop = (ws_kg, ws_ku, ws_qg, ws_mu, words, i_v)
         for w in range(n_walks):
             cur, done, known = _walk(w, lane0, n_walks, group_lanes, i_v, cur, done, known, h0, h0_d, h0_s, h0_bar,
-                                     ht, ready, cu_seqlens, chunk_offsets, T, N, NT, NSLOTS, HV, s_vh, st_off, kg_d,
-                                     ku_d, qg_d, mu_d, v_d, eg_d, o_d, kg_s, ku_s, qg_s, mu_s, v_s, eg_s, o_s, s_sm,
-                                     r_sm, bars, K, V, BV, BT, HAS_H0, H0_TMA, STORE_HT, STATE_V_FIRST, IS_VARLEN,
-                                     MMA_K, MMA_T, STAGES, NARROW, drop, DISCARD)
+                                     ht, ht_d, ready, cu_seqlens, chunk_offsets, T, N, NT, NSLOTS, HV, s_vh,
+                                     st_off, kg_d, ku_d, qg_d, mu_d, v_d, eg_d, o_d, kgku_s, qg_s, mu_s, v_s, eg_s,
+                                     o_s, s_sm, r_sm, bars, K, V, BV, BT, HAS_H0, H0_TMA, STORE_HT, STATE_V_FIRST,
+                                     IS_VARLEN, MMA_K, MMA_T, STAGES, NARROW, drop, DISCARD, HT_TMA)
         tma.store_wait(0)
     for i in gl.static_range(STAGES):
         mbarrier.invalidate(bars.index(i))
