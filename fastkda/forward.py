@@ -732,10 +732,10 @@ def kda_forward(
         fork.record(main)
     if n_slots:
         prepare_args = (
-            q, k, g, beta, A_log, dt_bias, *ws, ws_eg, cu_seqlens, chunk_offsets, chunk_rows,
+            q, k, g, beta, A_log, dt_bias, *ws, ws_eg, chunk_rows,
             q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
             g.stride(0), g.stride(1), g.stride(2), beta.stride(0), beta.stride(1), beta.stride(2),
-            T, N, NT, n_slots, scale, gate.lower_bound)
+            T, NT, scale, gate.lower_bound)
         prepare_consts = dict(
             H=H, HV=HV, K=K, BT=BT, GATE=gate.mode, BOUNDED=gate.bounded, HAS_A=A_log is not None,
             HAS_BIAS=dt_bias is not None, L2NORM=l2norm, BETA_MODE=beta_mode, IS_VARLEN=cu_seqlens is not None,
@@ -757,8 +757,8 @@ def kda_forward(
                 order.update(group_lanes=group_lanes, div_span=divisor_magic(group_lanes * span),
                              div_group=divisor_magic(group_lanes))
                 grid = groups * group_lanes * span
-            prepare[(grid,)](*prepare_args, **prepare_consts, KS=32, PREFETCH=ahead > 0, ahead=ahead, ready=ready,
-                             READY=overlap, **order)
+            prepare[(grid,)](*prepare_args, N, n_slots, **prepare_consts, KS=32, PREFETCH=ahead > 0, ahead=ahead,
+                             ready=ready, READY=overlap, **order)
 
     if overlap and not head:
         main.wait_event(launch_overlapped_state(

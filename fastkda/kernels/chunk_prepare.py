@@ -152,17 +152,17 @@ def invert_unit_lower(A, FP16: tl.constexpr, INTERPRET: tl.constexpr):
 
 @triton.jit(do_not_specialize=["H", "HV"])  # one compilation for every head count
 def kda_chunk_prepare_kernel(
-    q, k, g, beta, A_log, dt_bias, ws_kg, ws_ku, ws_qg, ws_mu, ws_eg, cu_seqlens, chunk_offsets, chunk_rows,
+    q, k, g, beta, A_log, dt_bias, ws_kg, ws_ku, ws_qg, ws_mu, ws_eg, chunk_rows,
     s_qb, s_qt, s_qh, s_kb, s_kt, s_kh, s_gb, s_gt, s_gh, s_bb, s_bt, s_bh,
-    T, N, NT, NSLOTS, scale, lower_bound,
+    T, NT, scale, lower_bound,
     H, HV, K: tl.constexpr, BT: tl.constexpr,
     GATE: tl.constexpr, BOUNDED: tl.constexpr, HAS_A: tl.constexpr, HAS_BIAS: tl.constexpr,
     L2NORM: tl.constexpr, BETA_MODE: tl.constexpr, IS_VARLEN: tl.constexpr, DIAG_FLOOR: tl.constexpr,
     HALF_SHIFT: tl.constexpr, INTERPRET: tl.constexpr, KS: tl.constexpr = 32,
 ):
     """Grid: one program per (chunk slot, value head). Fixed length: slot = b * NT + chunk; varlen: slots
-    number the chunks of all sequences in order (chunk_offsets; chunk_rows gives each slot's first token row and its
-    sequence's end), and programs past the last chunk exit."""
+    number the chunks of all sequences in order (kda_schedule_kernel's chunk_rows gives each slot's first token row and
+    its sequence's end), and programs past the last chunk exit."""
     pid = tl.program_id(0)
     i_hv = pid % HV
     slot = pid // HV

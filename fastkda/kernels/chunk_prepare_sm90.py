@@ -439,9 +439,9 @@ def _invert_unit_lower_tf32(A, MMA: gl.constexpr):
 @gluon.jit(do_not_specialize=["H", "HV", "ahead", "group_lanes", "div_span", "div_group", "div_heads", "div_gva",
                                "div_nt"])
 def kda_chunk_prepare_sm90_kernel(
-    q, k, g, beta, A_log, dt_bias, ws_kg, ws_ku, ws_qg, ws_mu, ws_eg, cu_seqlens, chunk_offsets, chunk_rows,
+    q, k, g, beta, A_log, dt_bias, ws_kg, ws_ku, ws_qg, ws_mu, ws_eg, chunk_rows,
     s_qb, s_qt, s_qh, s_kb, s_kt, s_kh, s_gb, s_gt, s_gh, s_bb, s_bt, s_bh,
-    T, N, NT, NSLOTS, scale, lower_bound,
+    T, NT, scale, lower_bound, N, NSLOTS,
     H, HV, K: gl.constexpr, BT: gl.constexpr,
     GATE: gl.constexpr, BOUNDED: gl.constexpr, HAS_A: gl.constexpr, HAS_BIAS: gl.constexpr,
     L2NORM: gl.constexpr, BETA_MODE: gl.constexpr, IS_VARLEN: gl.constexpr, DIAG_FLOOR: gl.constexpr,
@@ -449,7 +449,8 @@ def kda_chunk_prepare_sm90_kernel(
     PREFETCH: gl.constexpr = False, ahead=0, ready=None, READY: gl.constexpr = False, group_lanes=0, div_span=0,
     div_group=0, div_heads=0, div_gva=0, div_nt=0,
 ):
-    """Arguments as kda_chunk_prepare_kernel's (KS is fixed at 32, INTERPRET is unused).
+    """Arguments as kda_chunk_prepare_kernel's (KS is fixed at 32, INTERPRET is unused), and N sequences and NSLOTS
+    chunk slots (the flag rows' length, the bound of the grouped order and of the prefetch).
     Without BOUNDED the halves' factors fit only where no token decays by more than 2^-(2 HALF_SHIFT) to the end
     of its half: a program whose chunk fails that check in some slice computes its scores again with the 16-token
     levels (_scores_quarters) before the inverse. READY: each program sets the flag byte ready[head, slot] (rows
