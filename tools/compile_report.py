@@ -136,6 +136,13 @@ def prepare_variant(warps=4, K=128, bounded=True, ks=32, maxnreg=None, sm90=Fals
              L2NORM=True, BETA_MODE=1, IS_VARLEN=varlen, DIAG_FLOOR=10.0, HALF_SHIFT=HALF_BLOCK_SHIFT,
              INTERPRET=False, KS=ks,
              **({"PREFETCH": True, "READY": ready, **({} if ready else {"ready": None})} if sm90 else {}))
+    if sm90:    # Ku and Mu by TMA where the launcher takes it (forward.kda_forward)
+        c["TMA_OUT"] = K == 128 and not varlen
+        if c["TMA_OUT"]:
+            ptr_types = {**(ptr_types or {}), "ku_d": f"tensordesc<bf16[64, 32],{nvmma(64)}>",
+                         "mu_d": f"tensordesc<bf16[64, 64],{nvmma(128)}>"}
+        else:
+            c.update(ku_d=None, mu_d=None)
     c.update(modes or {})
     fn = kda_chunk_prepare_sm90_kernel if sm90 else kda_chunk_prepare_kernel
     return compile_kernel(fn, c, warps, 1, maxnreg, ptr_types)
