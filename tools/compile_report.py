@@ -137,7 +137,7 @@ def prepare_variant(warps=4, K=128, bounded=True, ks=32, maxnreg=None, sm90=Fals
              INTERPRET=False, KS=ks,
              **({"PREFETCH": True, "READY": ready, **({} if ready else {"ready": None})} if sm90 else {}))
     if sm90:    # Ku and Mu by TMA where the launcher takes it (forward.kda_forward)
-        c["TMA_OUT"] = K == 128 and not varlen
+        c["TMA_OUT"] = K == 128
         if c["TMA_OUT"]:
             ptr_types = {**(ptr_types or {}), "ku_d": f"tensordesc<bf16[64, 32],{nvmma(64)}>",
                          "mu_d": f"tensordesc<bf16[64, 64],{nvmma(128)}>"}

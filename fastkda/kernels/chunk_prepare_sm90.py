@@ -437,28 +437,27 @@ def _invert_unit_lower_tf32(A, MMA: gl.constexpr):
 
 
 @gluon.jit
-def _product_out(x, tile, dest, offs, LAYOUT: gl.constexpr, TMA_OUT: gl.constexpr):
-    """A finished Ku slice or Mu (bf16, columns in token order, rows in the scores' order) on its way to the workspace:
-    with TMA_OUT staged in token order in `tile`, the shared tile its own product read (the caller sends the tiles by
-    TMA once all are staged: _tiles_out), else stored at dest + offs (rows at their tokens' addresses) from the
-    coalesced LAYOUT (straight from the accumulator layout the stores are 4 bytes per thread)."""
+def _product_out(x, tile, desc, row0, col, ptr, offs, LAYOUT: gl.constexpr, TMA_OUT: gl.constexpr):
+    """A finished Ku slice or Mu (bf16, columns in token order, rows in the scores' order) on its way to the workspace.
+    TMA_OUT: staged in token order in `tile`, the shared tile its own product read, and sent by TMA at once to
+    [row0, col] of desc (the caller waits for the stores: _tma_written). Stored through registers instead, each took a
+    conversion through shared memory, its barriers and 16-byte stores from every thread; staged and sent all at the
+    end, the ready flag came later, and the varlen calls lost what the others gained (perf-notes v46). Else stored at
+    ptr + offs (rows at their tokens' addresses) from the coalesced LAYOUT (straight from the accumulator layout the
+    stores are 4 bytes per thread)."""
     if TMA_OUT:
         tile.store(_relabel_rows(x, True))
+        fence_async_shared()
+        gl.thread_barrier()
+        tma.async_copy_shared_to_global(desc, [row0, col], tile)
     else:
-        gl.store(dest + offs, gl.convert_layout(x, LAYOUT), eviction_policy="evict_first")
+        gl.store(ptr + offs, gl.convert_layout(x, LAYOUT), eviction_policy="evict_first")
 
 
 @gluon.jit
-def _tiles_out(m_s, kd_s, ku_d, mu_d, row0, NS: gl.constexpr, KS: gl.constexpr):
-    """Mu's tile and Ku's slices (_product_out) by TMA to the workspace rows from row0, waited for until written, so
-    that the ready flag after them holds. Stored through registers, each took a conversion through shared memory,
-    its barriers and 16-byte stores from every thread: T=8192 H=96 -1%, B=8 T=4096 H=32 -4% (perf-notes v46)."""
-    fence_async_shared()
-    gl.thread_barrier()
-    tma.async_copy_shared_to_global(mu_d, [row0, 0], m_s)
-    for h in gl.static_range(NS):
-        tma.async_copy_shared_to_global(ku_d, [row0, h * KS], kd_s.index(h))
-    # written, not only read out of shared memory (all that tma.store_wait waits for)
+def _tma_written():
+    """Waits until this thread's TMA stores are written, not only read out of shared memory (all that
+    tma.store_wait waits for), so that a flag set after them orders them for the readers."""
     gl.inline_asm_elementwise("cp.async.bulk.wait_group 0; fence.proxy.async.global; mov.u32 $0, 0;", "=r", [],
                               dtype=gl.int32, is_pure=False, pack=1)
 
@@ -487,7 +486,7 @@ def kda_chunk_prepare_sm90_kernel(
     order); div_*: its divisors' magic numbers (div_heads: HV's, div_gva: HV / H's and div_nt: NT's on every path,
     where a division by a runtime value held a program's first loads back by some 60 instructions). PREFETCH: the
     L2 request for the program `ahead` programs on (a runtime value, so that a new distance compiles nothing:
-    forward.prefetch_ahead). TMA_OUT: Ku and Mu leave by TMA (_tiles_out; ku_d: ws_ku as rows in [64, 32] tiles,
+    forward.prefetch_ahead). TMA_OUT: Ku and Mu leave by TMA (_product_out; ku_d: ws_ku as rows in [64, 32] tiles,
     mu_d: ws_mu in [64, 64] tiles)."""
     gl.static_assert(K == 64 or K == 128, "the sm_90 prepare kernel takes K = 64 or 128")
     NS: gl.constexpr = K // KS                                              # slices of the key dims
@@ -769,18 +768,21 @@ def kda_chunk_prepare_sm90_kernel(
     mu_c = gl.expand_dims(gl.arange(0, 64, layout=gl.SliceLayout(0, C64)), 0)
     zero32 = gl.zeros([64, 32], gl.float32, MMA32)
     offs_ku = gl.expand_dims(_row_token(c_t) * K, 1) + gl.expand_dims(c_h, 0)      # Ku's rows: Tb's columns' tokens
+    row0 = (out * BT).to(gl.int32)                                                  # the chunk's workspace rows
     for hh in gl.static_range(NS // 2):
         Ka = warpgroup_mma(tb_s.permute((1, 0)), kd_s.index(2 * hh), zero32, use_acc=False, is_async=True)
         Kb = warpgroup_mma(tb_s.permute((1, 0)), kd_s.index(2 * hh + 1), zero32, use_acc=False, is_async=True)
         if hh == 0:
             Mu, _, _ = warpgroup_mma_wait(2, deps=(Mu, m_s, tb_s))
-            _product_out(_cols_reordered(Mu, MMA, True).to(gl.bfloat16), m_s, ws_mu, _row_token(mu_t) * BT + mu_c,
-                         C64, TMA_OUT)
+            _product_out(_cols_reordered(Mu, MMA, True).to(gl.bfloat16), m_s, mu_d, row0, 0, ws_mu,
+                         _row_token(mu_t) * BT + mu_c, C64, TMA_OUT)
         Ka, _, _ = warpgroup_mma_wait(1, deps=(Ka, tb_s, kd_s))
-        _product_out(Ka.to(gl.bfloat16), kd_s.index(2 * hh), ws_ku + 2 * hh * KS, offs_ku, C, TMA_OUT)
+        _product_out(Ka.to(gl.bfloat16), kd_s.index(2 * hh), ku_d, row0, 2 * hh * KS, ws_ku + 2 * hh * KS, offs_ku,
+                     C, TMA_OUT)
         Kb, _, _ = warpgroup_mma_wait(0, deps=(Kb, tb_s, kd_s))
-        _product_out(Kb.to(gl.bfloat16), kd_s.index(2 * hh + 1), ws_ku + (2 * hh + 1) * KS, offs_ku, C, TMA_OUT)
+        _product_out(Kb.to(gl.bfloat16), kd_s.index(2 * hh + 1), ku_d, row0, (2 * hh + 1) * KS,
+                     ws_ku + (2 * hh + 1) * KS, offs_ku, C, TMA_OUT)
     if TMA_OUT:
-        _tiles_out(m_s, kd_s, ku_d, mu_d, (out * BT).to(gl.int32), NS, KS)
+        _tma_written()
     if READY:
         mark_ready(ready, i_hv * flag_row(NSLOTS) + slot)
