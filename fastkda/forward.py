@@ -757,7 +757,7 @@ def kda_forward(
                 order.update(group_lanes=group_lanes, div_span=divisor_magic(group_lanes * span),
                              div_group=divisor_magic(group_lanes))
                 grid = groups * group_lanes * span
-            # Ku and Mu by TMA at K = 128 (K = 64 measured 0.9% slower with it; perf-notes v46)
+            # Ku and Mu by TMA at K = 128 (at K = 64 it measured no faster; perf-notes v46)
             tma_out = K == 128
             outs = dict(ku_d=gluon_rows(ws[1], [BT, 32]), mu_d=gluon_rows(ws[3], [BT, BT])) if tma_out else {}
             prepare[(grid,)](*prepare_args, N, n_slots, **prepare_consts, KS=32, PREFETCH=ahead > 0, ahead=ahead,
