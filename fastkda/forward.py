@@ -706,6 +706,12 @@ def kda_forward(
     # the sequences the combine walks: all of a fixed-length batch; of a varlen one, at most those with more chunks
     # than a segment (kda_schedule_kernel lists them on the device)
     n_long = N if cu_seqlens is None else (n_slots // (ncs + 1) if split else 0)
+    ready = None
+    if overlap:
+        # the flag rows, then STEP_WORDS int32 step counts per lane of a group (the state kernel's dropped lines),
+        # zeroed together (a varlen call's by its schedule kernel)
+        ready_bytes = HV * flag_row_bytes(n_slots) + 4 * STEP_WORDS.value * group_lanes
+        ready = (torch.zeros if cu_seqlens is None else torch.empty)(ready_bytes, dtype=torch.uint8, device=device)
     if cu_seqlens is not None:
         # one allocation, each part 16-byte aligned (the kernels are specialized on their pointers' alignment)
         sizes = (N + 1, N + 1, n_long + 1, 2 * max(n_slots, 1))
@@ -713,7 +719,8 @@ def kda_forward(
         parts = torch.empty(sum(padded), dtype=torch.int32, device=device).split(padded)
         seg_offsets, chunk_offsets, long_seqs, chunk_rows = (p[:n] for p, n in zip(parts, sizes))
         kda_schedule_kernel[(1,)](cu_seqlens, seg_offsets, chunk_offsets, chunk_rows, long_seqs, N, T, ncs, n_slots,
-                                  n_long, BLOCK=1024)
+                                  n_long, BLOCK=1024, zeroed=None if ready is None else ready.view(torch.int32),
+                                  NZERO=0 if ready is None else ready.numel() // 4)
 
     # at least one slot: a tensor descriptor needs a nonempty tensor (no slot past n_slots is read)
     ws = [torch.empty(max(n_slots, 1), HV, BT, d, dtype=torch.bfloat16, device=device) for d in (K, K, K, BT)]
@@ -721,12 +728,8 @@ def kda_forward(
     # without a prepare launch the state kernel would be the call's first: it reads the initial state before its
     # wait, which only a normal launch orders after the caller's kernels
     pdl = n_slots > 0 and uses_pdl(device, cfg)
-    ready = fork = main = None
+    fork = main = None
     if overlap:
-        # the flag rows, then STEP_WORDS int32 step counts per lane of a group (the state kernel's dropped lines),
-        # zeroed together
-        ready = torch.zeros(HV * flag_row_bytes(n_slots) + 4 * STEP_WORDS.value * group_lanes, dtype=torch.uint8,
-                            device=device)
         main = torch.cuda.current_stream(device)
         fork = torch.cuda.Event()
         fork.record(main)

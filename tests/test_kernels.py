@@ -344,7 +344,8 @@ def test_malformed_device_cu_seqlens_stays_in_bounds(overlap, split_size, monkey
 def test_varlen_schedule(device):
     """The varlen schedule over more sequences and chunk slots than one block of the kernel (1024), with empty
     sequences, including at both ends: prefix sums, the first token row and the sequence's end of every chunk slot
-    (an empty range past the last chunk), and the list of sequences of more than one segment."""
+    (an empty range past the last chunk), the list of sequences of more than one segment, and the words it zeroes
+    besides (the overlapped call's ready flags), more than a block of them."""
     if device == "cpu" and torch.cuda.is_available():
         pytest.skip("the interpreter cases run on CPU-only machines")
     from fastkda.kernels.split import kda_schedule_kernel
@@ -359,7 +360,10 @@ def test_varlen_schedule(device):
     n_long = n_slots // (ncs + 1)
     seg, off, rows, long_seqs = (torch.full((n,), -7, dtype=torch.int32, device=device)
                                  for n in (N + 1, N + 1, 2 * n_slots, n_long + 1))
-    kda_schedule_kernel[(1,)](cu.to(device), seg, off, rows, long_seqs, N, T, ncs, n_slots, n_long, BLOCK=1024)
+    zeroed = torch.full((2500,), -7, dtype=torch.int32, device=device)
+    kda_schedule_kernel[(1,)](cu.to(device), seg, off, rows, long_seqs, N, T, ncs, n_slots, n_long, BLOCK=1024,
+                              zeroed=zeroed[:2499], NZERO=2499)
+    assert bool((zeroed[:2499] == 0).all()) and int(zeroed[2499]) == -7
     exp_off = torch.cat([torch.zeros(1, dtype=torch.int64), chunks.cumsum(0)])
     exp_seg = torch.cat([torch.zeros(1, dtype=torch.int64), ((chunks + ncs - 1) // ncs).clamp_min(1).cumsum(0)])
     assert torch.equal(off.cpu().long(), exp_off) and torch.equal(seg.cpu().long(), exp_seg)

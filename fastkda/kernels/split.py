@@ -18,14 +18,19 @@ def _max(a, b):
 
 @triton.jit
 def kda_schedule_kernel(cu_seqlens, seg_offsets, chunk_offsets, chunk_rows, long_seqs, N, T, NCS, NSLOTS, NLONG,
-                        BLOCK: tl.constexpr):
+                        BLOCK: tl.constexpr, zeroed=None, NZERO=0):
     """Exclusive prefix sums over the N sequences of cu_seqlens, each of length N + 1:
     seg_offsets of the segment counts (at least one a sequence) and chunk_offsets of the 64-token chunk
     counts; chunk_rows [NSLOTS, 2], each chunk slot's first token row and the end of its sequence's rows (slots past
     the last chunk: an empty range), so that a prepare program finds its rows with one load (common.varlen_chunk_rows)
     instead of a search; and long_seqs [NLONG + 1], the sequences of more than one segment in order (the combine's,
     at most NLONG of them: the host's bound), then their count. One program; reads cu_seqlens on the device, so the
-    host never waits."""
+    host never waits. zeroed: NZERO int32 words it also zeroes (the overlapped call's ready flags: one launch less
+    in front of the prepare kernel than a fill of their own, perf-notes v46)."""
+    if zeroed is not None:
+        for start in range(0, NZERO, BLOCK):
+            idx = start + tl.arange(0, BLOCK)
+            tl.store(zeroed + idx, tl.zeros([BLOCK], dtype=tl.int32), mask=idx < NZERO)
     for start in range(0, NSLOTS, BLOCK):
         idx = start + tl.arange(0, BLOCK)
         tl.store(chunk_rows + 2 * idx, tl.zeros([BLOCK], dtype=tl.int32), mask=idx < NSLOTS)
