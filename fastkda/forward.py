@@ -285,6 +285,33 @@ def sm90_reads(x: torch.Tensor) -> bool:
     return x.element_size() == 4 or (x.data_ptr() % 4 == 0 and all(s % 2 == 0 for s in x.stride()[:-1]))
 
 
+def plain_prepare_inputs(q: torch.Tensor, k: torch.Tensor, g: torch.Tensor, beta: torch.Tensor,
+                         A_log: torch.Tensor | None, dt_bias: torch.Tensor | None) -> bool:
+    """Whether the prepare kernel's inputs are what tools/compile_report.py compiles it for: bf16 q, k, g and beta,
+    fp32 A_log and dt_bias, 16-byte aligned data, and strides of q, k and g that are multiples of 16 elements (Triton
+    compiles a variant of its own for other alignments)."""
+    aux = [x for x in (A_log, dt_bias) if x is not None]
+    return (all(x.dtype == torch.bfloat16 for x in (q, k, g, beta)) and all(x.dtype == torch.float32 for x in aux)
+            and all(x.data_ptr() % 16 == 0 for x in (q, k, g, beta, *aux))
+            and all(st % 16 == 0 for x in (q, k, g) for st in x.stride()[:-1]))
+
+
+def prepare_register_inverse(*, ready: bool, varlen: bool, K: int, gate_mode: int, bounded: bool, has_a: bool,
+                             has_bias: bool, l2norm: bool, beta_mode: int, plain: bool, default_build: bool) -> bool:
+    """Whether the sm_90 prepare kernel takes its inverse's products' left operands from registers (REG_INVERSE):
+    T <- T + (T (-A)) T with one barrier a level instead of three (perf-notes v47: calls 1.2-2% faster at K = 128
+    beside the state kernel). Only in the variants whose wgmma products ptxas keeps asynchronous with them, which
+    `tools/compile_report.py --check-wgmma` compiles: the overlapped fixed-length call (ready flags) at K = 128 with
+    plain_prepare_inputs, l2norm and beta's sigmoid in the kernel, the lower-bounded gate's fast path or softplus
+    (each with A_log and dt_bias) or pre-gated g, and the default build (default_build: four warps, no register cap,
+    the L2 prefetch on). Elsewhere (varlen, K = 64, fp16 or fp32 inputs, a lower bound
+    outside the fast range, no l2norm with raw beta, among others) ptxas serialized every product of the kernel in
+    some variant, which costs 10% a call, so those keep both operands in shared memory."""
+    gate_fast = (gate_mode == 2 and bounded and has_a and has_bias) or (gate_mode == 1 and has_a and has_bias) or (
+        gate_mode == 0 and not has_a and not has_bias)
+    return ready and not varlen and K == 128 and l2norm and beta_mode == 1 and gate_fast and plain and default_build
+
+
 def prepare_kernel(device: torch.device, K: int, cfg: LaunchConfig, inputs: tuple[torch.Tensor, ...] = ()):
     """The prepare kernel for this call: the Gluon one on sm_90 where it can read q, k and g (inputs), else the
     portable Triton one (also the interpreter's: it cannot run Gluon)."""
@@ -763,8 +790,13 @@ def kda_forward(
             # Ku and Mu by TMA at K = 128 (at K = 64 it measured no faster; perf-notes v46)
             tma_out = K == 128
             outs = dict(ku_d=gluon_rows(ws[1], [BT, 32]), mu_d=gluon_rows(ws[3], [BT, BT])) if tma_out else {}
+            reg_inverse = prepare_register_inverse(
+                ready=overlap, varlen=cu_seqlens is not None, K=K, gate_mode=gate.mode, bounded=gate.bounded,
+                has_a=A_log is not None, has_bias=dt_bias is not None, l2norm=l2norm, beta_mode=beta_mode,
+                plain=plain_prepare_inputs(q, k, g, beta, A_log, dt_bias),
+                default_build=ahead > 0 and cfg.prepare_warps == 4 and cfg.prepare_maxnreg is None)
             prepare[(grid,)](*prepare_args, N, n_slots, **prepare_consts, KS=32, PREFETCH=ahead > 0, ahead=ahead,
-                             ready=ready, READY=overlap, TMA_OUT=tma_out, **order, **outs)
+                             ready=ready, READY=overlap, TMA_OUT=tma_out, REG_INVERSE=reg_inverse, **order, **outs)
 
     if overlap and not head:
         main.wait_event(launch_overlapped_state(

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from fastkda.forward import (LaunchConfig, divisor_magic, overlap_chain, overlap_groups, overlap_pays, overlaps_prepare,
-                             plan_call, plan_head, planned_path, prefetch_ahead, prepare_kernel, prepare_places,
-                             sm90_reads, state_block_v, v_tile_desc)
+                             plain_prepare_inputs, plan_call, plan_head, planned_path, prefetch_ahead, prepare_kernel,
+                             prepare_places, prepare_register_inverse, sm90_reads, state_block_v, v_tile_desc)
 
 
 def plan(heads: int, tokens: int, slots: int = 132, sm90_transition: bool = False) -> int:
@@ -138,6 +138,44 @@ def test_sm90_reads_16_bit_inputs_as_aligned_pairs():
     odd = torch.zeros(130, 3 * 64 + 1, dtype=torch.float16)[:, :192].unflatten(-1, (3, 64))
     assert not sm90_reads(odd)                                                    # an odd row stride
     assert prepare_kernel(torch.device("cpu"), 128, LaunchConfig(), (x, x, x)).__name__ == "kda_chunk_prepare_kernel"
+
+
+def test_plain_prepare_inputs_are_the_compiled_ones():
+    """bf16 q, k, g and beta, fp32 A_log and dt_bias, 16-byte aligned data and q, k, g strides in multiples of 16:
+    the inputs tools/compile_report.py compiles the prepare kernel for."""
+    x = torch.zeros(1, 128, 4, 128, dtype=torch.bfloat16)
+    beta = torch.zeros(1, 128, 4, dtype=torch.bfloat16)
+    a = torch.zeros(4, dtype=torch.float32)
+    assert plain_prepare_inputs(x, x, x, beta, a, None) and plain_prepare_inputs(x, x, x, beta, None, None)
+    assert not plain_prepare_inputs(x.half(), x.half(), x.half(), beta.half(), a, None)
+    assert not plain_prepare_inputs(x, x, x.float(), beta, a, None)
+    assert not plain_prepare_inputs(x, x, x, beta, a.bfloat16(), None)
+    shifted = torch.zeros(128 * 4 * 128 + 2, dtype=torch.bfloat16)[2:].view(1, 128, 4, 128)
+    assert not plain_prepare_inputs(shifted, x, x, beta, a, None)                         # 4 bytes past a 16-byte boundary
+    fused = torch.zeros(1, 128, 3 * 4 * 128 + 8, dtype=torch.bfloat16)[..., :512].unflatten(-1, (4, 128))
+    assert not plain_prepare_inputs(fused, x, x, beta, a, None)                           # a row stride of 1544
+
+
+@pytest.mark.parametrize("mode,ready,varlen,K,taken", [
+    (dict(gate_mode=2, bounded=True, has_a=True, has_bias=True), True, False, 128, True),      # the benchmark's mode
+    (dict(gate_mode=1, bounded=False, has_a=True, has_bias=True), True, False, 128, True),     # softplus
+    (dict(gate_mode=0, bounded=False, has_a=False, has_bias=False), True, False, 128, True),   # pre-gated
+    (dict(gate_mode=2, bounded=False, has_a=True, has_bias=True), True, False, 128, False),    # bound outside the range
+    (dict(gate_mode=1, bounded=False, has_a=True, has_bias=False), True, False, 128, False),   # softplus, no dt_bias
+    (dict(gate_mode=2, bounded=True, has_a=True, has_bias=True), True, True, 128, False),      # varlen
+    (dict(gate_mode=2, bounded=True, has_a=True, has_bias=True), True, False, 64, False),      # K = 64
+    (dict(gate_mode=2, bounded=True, has_a=True, has_bias=True), False, False, 128, False),    # not overlapped
+])
+def test_register_inverse_only_where_compiled_asynchronous(mode, ready, varlen, K, taken):
+    """The inverse's register operands only in the variants that tools/compile_report.py --check-wgmma compiles
+    (tests/test_compile.py); elsewhere ptxas serialized the kernel's products in some variant."""
+    kw = dict(ready=ready, varlen=varlen, K=K, l2norm=True, beta_mode=1, plain=True, default_build=True, **mode)
+    assert prepare_register_inverse(**kw) == taken
+    if taken:
+        assert not prepare_register_inverse(**{**kw, "plain": False})
+        assert not prepare_register_inverse(**{**kw, "default_build": False})
+        assert not prepare_register_inverse(**{**kw, "l2norm": False})
+        assert not prepare_register_inverse(**{**kw, "beta_mode": 2})
 
 
 @pytest.mark.parametrize("d", [1, 2, 3, 7, 12, 64, 96, 100, 127, 128, 129, 1000, 4095, 65537, (1 << 20) + 3])

@@ -392,29 +392,49 @@ def _invert_blocks8(A, MMA: gl.constexpr):
 
 
 @gluon.jit
-def _invert_operand_order(A, t_r, t_c, scratch_a, scratch_t, scratch_p, MMA: gl.constexpr):
+def _invert_operand_order(A, t_r, t_c, scratch_a, scratch_t, scratch_p, MMA: gl.constexpr,
+                          REG_OPERANDS: gl.constexpr):
     """(I + A_kk)^-1 with rows and columns in _operand_rows' order, for A = A_kk so ordered (t_r, t_c: the tokens of
     its rows and columns, _row_token's, [64, 1] and [1, 64] in MMA): there each natural 8-token block is 8
     consecutive rows of one warp, so the 8 x 8 diagonal blocks come by substitution
     (_invert_blocks8) and three doubling levels 8 -> 16 -> 32 -> 64 with fp16 products, T <- T + (T (-A)) T on the
     level's blocks, which masks on the rows' and columns' tokens keep (T is block diagonal: T (-A) equals T (-A_off)
-    there). No reorder to token order: the scores come out of the score loop in this order. Every operand comes from
-    shared memory: with T or the product as wgmma's register operand, ptxas ran short of registers for the score
-    loop's asynchronous products in some variants (varlen among them) and serialized every wgmma of the kernel."""
+    there). No reorder to token order: the scores come out of the score loop in this order.
+    REG_OPERANDS: T and the masked product enter the products as wgmma's register operand, T stored for the second
+    product's right operand into scratch_t and scratch_p in turn (one barrier a level). Else every operand comes from
+    shared memory (three barriers a level): with register operands ptxas serializes every wgmma of the kernel in some
+    variants (insufficient register resources for the wgmma pipeline; the varlen ones among them, perf-notes v38), so
+    the launcher takes them only where tools/compile_report.py --check-wgmma finds the products asynchronous
+    (forward.prepare_register_inverse; perf-notes v47)."""
     scratch_a.store((-A).to(gl.float16))
     Tm = _invert_blocks8(A, MMA)
+    OPA: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=MMA, k_width=2)
     for lv in gl.static_range(3):
-        if lv > 0:          # the previous level's product may still read both tiles in other warps
+        if REG_OPERANDS:
+            Tm16 = Tm.to(gl.float16)
+            if lv % 2 == 0:     # two tiles in turn: a level's store needs no barrier before it
+                t_s = scratch_t
+            else:
+                t_s = scratch_p
+            t_s.store(Tm16)
+            fence_async_shared()
             gl.thread_barrier()
-        scratch_t.store(Tm.to(gl.float16))
-        fence_async_shared()
-        gl.thread_barrier()
-        P = warpgroup_mma(scratch_t, scratch_a, gl.zeros([64, 64], gl.float32, MMA), use_acc=False)
-        P = gl.where(((t_r >> (3 + lv)) % 2 == 1) & (t_c >> (3 + lv) == (t_r >> (3 + lv)) - 1), P, 0.0)   # -T A_off
-        scratch_p.store(P.to(gl.float16))
-        fence_async_shared()
-        gl.thread_barrier()
-        Tm = warpgroup_mma(scratch_p, scratch_t, Tm)
+            P = warpgroup_mma(gl.convert_layout(Tm16, OPA), scratch_a, gl.zeros([64, 64], gl.float32, MMA),
+                              use_acc=False)
+            P = gl.where(((t_r >> (3 + lv)) % 2 == 1) & (t_c >> (3 + lv) == (t_r >> (3 + lv)) - 1), P, 0.0)
+            Tm = warpgroup_mma(gl.convert_layout(P.to(gl.float16), OPA), t_s, Tm)
+        else:
+            if lv > 0:          # the previous level's product may still read both tiles in other warps
+                gl.thread_barrier()
+            scratch_t.store(Tm.to(gl.float16))
+            fence_async_shared()
+            gl.thread_barrier()
+            P = warpgroup_mma(scratch_t, scratch_a, gl.zeros([64, 64], gl.float32, MMA), use_acc=False)
+            P = gl.where(((t_r >> (3 + lv)) % 2 == 1) & (t_c >> (3 + lv) == (t_r >> (3 + lv)) - 1), P, 0.0)   # -T A_off
+            scratch_p.store(P.to(gl.float16))
+            fence_async_shared()
+            gl.thread_barrier()
+            Tm = warpgroup_mma(scratch_p, scratch_t, Tm)
     return Tm
 
 
@@ -462,8 +482,8 @@ def _tma_written():
                               dtype=gl.int32, is_pure=False, pack=1)
 
 
-@gluon.jit(do_not_specialize=["H", "HV", "ahead", "group_lanes", "div_span", "div_group", "div_heads", "div_gva",
-                               "div_nt"])
+@gluon.jit(do_not_specialize=["T", "NT", "N", "NSLOTS", "s_bb", "s_bt", "s_bh", "H", "HV", "ahead", "group_lanes",
+                               "div_span", "div_group", "div_heads", "div_gva", "div_nt"])
 def kda_chunk_prepare_sm90_kernel(
     q, k, g, beta, A_log, dt_bias, ws_kg, ws_ku, ws_qg, ws_mu, ws_eg, chunk_rows,
     s_qb, s_qt, s_qh, s_kb, s_kt, s_kh, s_gb, s_gt, s_gh, s_bb, s_bt, s_bh,
@@ -474,6 +494,7 @@ def kda_chunk_prepare_sm90_kernel(
     HALF_SHIFT: gl.constexpr, INTERPRET: gl.constexpr, KS: gl.constexpr = 32,
     PREFETCH: gl.constexpr = False, ahead=0, ready=None, READY: gl.constexpr = False, group_lanes=0, div_span=0,
     div_group=0, div_heads=0, div_gva=0, div_nt=0, TMA_OUT: gl.constexpr = False, ku_d=None, mu_d=None,
+    REG_INVERSE: gl.constexpr = False,
 ):
     """Arguments as kda_chunk_prepare_kernel's (KS is fixed at 32, INTERPRET is unused), and N sequences and NSLOTS
     chunk slots (the flag rows' length, the bound of the grouped order and of the prefetch).
@@ -487,7 +508,11 @@ def kda_chunk_prepare_sm90_kernel(
     where a division by a runtime value held a program's first loads back by some 60 instructions). PREFETCH: the
     L2 request for the program `ahead` programs on (a runtime value, so that a new distance compiles nothing:
     forward.prefetch_ahead). TMA_OUT: Ku and Mu leave by TMA (_product_out; ku_d: ws_ku as rows in [64, 32] tiles,
-    mu_d: ws_mu in [64, 64] tiles)."""
+    mu_d: ws_mu in [64, 64] tiles). REG_INVERSE: the inverse's products take T and their masked product from
+    registers (_invert_operand_order; forward.prepare_register_inverse). The sizes and beta's strides are not
+    specialized (a value of 1 or a multiple of 16 would compile a variant of its own): B = 1 (N = 1) with beta's unit
+    head stride made ptxas serialize the register-operand products of a variant that it keeps asynchronous otherwise,
+    so the variants the launcher builds are the ones tools/compile_report.py checks."""
     gl.static_assert(K == 64 or K == 128, "the sm_90 prepare kernel takes K = 64 or 128")
     NS: gl.constexpr = K // KS                                              # slices of the key dims
     gl.static_assert(BT == 64, "the anchoring levels assume 64-token chunks")
@@ -749,7 +774,7 @@ def kda_chunk_prepare_sm90_kernel(
     s_a = gl.allocate_shared_memory(gl.float16, [64, 64], SH64)
     s_t = gl.allocate_shared_memory(gl.float16, [64, 64], SH64)
     s_p = gl.allocate_shared_memory(gl.float16, [64, 64], SH64)
-    Tm = _invert_operand_order(Akk, m_tr, m_tc, s_a, s_t, s_p, MMA)
+    Tm = _invert_operand_order(Akk, m_tr, m_tc, s_a, s_t, s_p, MMA, REG_INVERSE)
     if not (gl.reduce(gl.reduce(gl.abs(Tm), 1, _max_nan), 0, _max_nan) <= 3.0e38):   # inf or NaN: tf32, in token order
         Tm = _reordered(_invert_unit_lower_tf32(_reordered(Akk, MMA, True), MMA), MMA, False)
 
