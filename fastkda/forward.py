@@ -790,10 +790,11 @@ def kda_forward(
             # Ku and Mu by TMA at K = 128 (at K = 64 it measured no faster; perf-notes v46)
             tma_out = K == 128
             outs = dict(ku_d=gluon_rows(ws[1], [BT, 32]), mu_d=gluon_rows(ws[3], [BT, BT])) if tma_out else {}
+            # (the inputs' check, 2-3 us of host time, only where its answer can count)
             reg_inverse = prepare_register_inverse(
                 ready=overlap, varlen=cu_seqlens is not None, K=K, gate_mode=gate.mode, bounded=gate.bounded,
                 has_a=A_log is not None, has_bias=dt_bias is not None, l2norm=l2norm, beta_mode=beta_mode,
-                plain=plain_prepare_inputs(q, k, g, beta, A_log, dt_bias),
+                plain=overlap and K == 128 and plain_prepare_inputs(q, k, g, beta, A_log, dt_bias),
                 default_build=ahead > 0 and cfg.prepare_warps == 4 and cfg.prepare_maxnreg is None)
             prepare[(grid,)](*prepare_args, N, n_slots, **prepare_consts, KS=32, PREFETCH=ahead > 0, ahead=ahead,
                              ready=ready, READY=overlap, TMA_OUT=tma_out, REG_INVERSE=reg_inverse, **order, **outs)

@@ -410,31 +410,33 @@ def _invert_operand_order(A, t_r, t_c, scratch_a, scratch_t, scratch_p, MMA: gl.
     Tm = _invert_blocks8(A, MMA)
     OPA: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=MMA, k_width=2)
     for lv in gl.static_range(3):
+        Tm16 = Tm.to(gl.float16)
         if REG_OPERANDS:
-            Tm16 = Tm.to(gl.float16)
             if lv % 2 == 0:     # two tiles in turn: a level's store needs no barrier before it
                 t_s = scratch_t
             else:
                 t_s = scratch_p
-            t_s.store(Tm16)
-            fence_async_shared()
-            gl.thread_barrier()
-            P = warpgroup_mma(gl.convert_layout(Tm16, OPA), scratch_a, gl.zeros([64, 64], gl.float32, MMA),
-                              use_acc=False)
-            P = gl.where(((t_r >> (3 + lv)) % 2 == 1) & (t_c >> (3 + lv) == (t_r >> (3 + lv)) - 1), P, 0.0)
-            Tm = warpgroup_mma(gl.convert_layout(P.to(gl.float16), OPA), t_s, Tm)
         else:
+            t_s = scratch_t
             if lv > 0:          # the previous level's product may still read both tiles in other warps
                 gl.thread_barrier()
-            scratch_t.store(Tm.to(gl.float16))
-            fence_async_shared()
-            gl.thread_barrier()
-            P = warpgroup_mma(scratch_t, scratch_a, gl.zeros([64, 64], gl.float32, MMA), use_acc=False)
-            P = gl.where(((t_r >> (3 + lv)) % 2 == 1) & (t_c >> (3 + lv) == (t_r >> (3 + lv)) - 1), P, 0.0)   # -T A_off
+        t_s.store(Tm16)
+        fence_async_shared()
+        gl.thread_barrier()
+        if REG_OPERANDS:
+            t_a = gl.convert_layout(Tm16, OPA)
+        else:
+            t_a = t_s
+        P = warpgroup_mma(t_a, scratch_a, gl.zeros([64, 64], gl.float32, MMA), use_acc=False)
+        P = gl.where(((t_r >> (3 + lv)) % 2 == 1) & (t_c >> (3 + lv) == (t_r >> (3 + lv)) - 1), P, 0.0)   # -T A_off
+        if REG_OPERANDS:
+            p_a = gl.convert_layout(P.to(gl.float16), OPA)
+        else:
             scratch_p.store(P.to(gl.float16))
             fence_async_shared()
             gl.thread_barrier()
-            Tm = warpgroup_mma(scratch_p, scratch_t, Tm)
+            p_a = scratch_p
+        Tm = warpgroup_mma(p_a, t_s, Tm)
     return Tm
 
 
