@@ -296,20 +296,25 @@ def plain_prepare_inputs(q: torch.Tensor, k: torch.Tensor, g: torch.Tensor, beta
             and all(st % 16 == 0 for x in (q, k, g) for st in x.stride()[:-1]))
 
 
-def prepare_register_inverse(*, ready: bool, varlen: bool, K: int, gate_mode: int, bounded: bool, has_a: bool,
-                             has_bias: bool, l2norm: bool, beta_mode: int, plain: bool, default_build: bool) -> bool:
-    """Whether the sm_90 prepare kernel takes its inverse's products' left operands from registers (REG_INVERSE):
-    T <- T + (T (-A)) T with one barrier a level instead of three (perf-notes v47: calls 1.2-2% faster at K = 128
-    beside the state kernel). Only in the variants whose wgmma products ptxas keeps asynchronous with them, which
-    `tools/compile_report.py --check-wgmma` compiles: the overlapped fixed-length call (ready flags) at K = 128 with
-    plain_prepare_inputs, l2norm and beta's sigmoid in the kernel, the lower-bounded gate's fast path or softplus
-    (each with A_log and dt_bias) or pre-gated g, and the default build (default_build: four warps, no register cap,
-    the L2 prefetch on). Elsewhere (varlen, K = 64, fp16 or fp32 inputs, a lower bound
-    outside the fast range, no l2norm with raw beta, among others) ptxas serialized every product of the kernel in
-    some variant, which costs 10% a call, so those keep both operands in shared memory."""
-    gate_fast = (gate_mode == 2 and bounded and has_a and has_bias) or (gate_mode == 1 and has_a and has_bias) or (
-        gate_mode == 0 and not has_a and not has_bias)
-    return ready and not varlen and K == 128 and l2norm and beta_mode == 1 and gate_fast and plain and default_build
+def prepare_inverse_form(*, ready: bool, varlen: bool, K: int, gate_mode: int, bounded: bool, has_a: bool,
+                         has_bias: bool, l2norm: bool, beta_mode: int, plain: bool,
+                         default_build: bool) -> tuple[bool, bool]:
+    """(REG_INVERSE, BETA_COLS_LATE) of the sm_90 prepare kernel. REG_INVERSE: the inverse's products take their
+    left operands (T, then the masked product T (-A)) from registers, one barrier a level instead of three (perf-notes
+    v47: calls 1-1.7% faster at K = 128 beside the state kernel, varlen calls 1.3-1.7%). Only in the variants whose
+    wgmma products ptxas keeps asynchronous with them, which `tools/compile_report.py --check-wgmma` compiles: the
+    overlapped call (ready flags) at K = 128 with plain_prepare_inputs, l2norm and beta's sigmoid in the kernel and the
+    default build (default_build: four warps, no register cap, the L2 prefetch on), with the lower-bounded gate's fast
+    path or softplus (each with A_log and dt_bias), or for fixed-length batches pre-gated g. BETA_COLS_LATE (the varlen
+    lower-bounded variant): beta converted to the product layout's columns after the inverse, so that its registers
+    are not live through it; there ptxas serialized the products otherwise, and in the softplus variants it
+    serializes them with it. Elsewhere (K = 64, fp16 or fp32 inputs, a lower bound outside the fast range, no l2norm
+    with raw beta, among others) some variant serialized every product of the kernel, which costs 10% a call, so
+    those keep both operands in shared memory."""
+    gate_fast = (gate_mode == 2 and bounded or gate_mode == 1) and has_a and has_bias or (
+        gate_mode == 0 and not has_a and not has_bias and not varlen)
+    reg = ready and K == 128 and l2norm and beta_mode == 1 and gate_fast and plain and default_build
+    return reg, reg and varlen and gate_mode == 2
 
 
 def prepare_kernel(device: torch.device, K: int, cfg: LaunchConfig, inputs: tuple[torch.Tensor, ...] = ()):
@@ -791,13 +796,14 @@ def kda_forward(
             tma_out = K == 128
             outs = dict(ku_d=gluon_rows(ws[1], [BT, 32]), mu_d=gluon_rows(ws[3], [BT, BT])) if tma_out else {}
             # (the inputs' check, 2-3 us of host time, only where its answer can count)
-            reg_inverse = prepare_register_inverse(
+            reg_inverse, beta_cols_late = prepare_inverse_form(
                 ready=overlap, varlen=cu_seqlens is not None, K=K, gate_mode=gate.mode, bounded=gate.bounded,
                 has_a=A_log is not None, has_bias=dt_bias is not None, l2norm=l2norm, beta_mode=beta_mode,
                 plain=overlap and K == 128 and plain_prepare_inputs(q, k, g, beta, A_log, dt_bias),
                 default_build=ahead > 0 and cfg.prepare_warps == 4 and cfg.prepare_maxnreg is None)
             prepare[(grid,)](*prepare_args, N, n_slots, **prepare_consts, KS=32, PREFETCH=ahead > 0, ahead=ahead,
-                             ready=ready, READY=overlap, TMA_OUT=tma_out, REG_INVERSE=reg_inverse, **order, **outs)
+                             ready=ready, READY=overlap, TMA_OUT=tma_out, REG_INVERSE=reg_inverse,
+                             BETA_COLS_LATE=beta_cols_late, **order, **outs)
 
     if overlap and not head:
         main.wait_event(launch_overlapped_state(

@@ -8,7 +8,7 @@ import torch
 
 from fastkda.forward import (LaunchConfig, divisor_magic, overlap_chain, overlap_groups, overlap_pays, overlaps_prepare,
                              plain_prepare_inputs, plan_call, plan_head, planned_path, prefetch_ahead, prepare_kernel,
-                             prepare_places, prepare_register_inverse, sm90_reads, state_block_v, v_tile_desc)
+                             prepare_inverse_form, prepare_places, sm90_reads, state_block_v, v_tile_desc)
 
 
 def plan(heads: int, tokens: int, slots: int = 132, sm90_transition: bool = False) -> int:
@@ -156,26 +156,27 @@ def test_plain_prepare_inputs_are_the_compiled_ones():
     assert not plain_prepare_inputs(fused, x, x, beta, a, None)                           # a row stride of 1544
 
 
-@pytest.mark.parametrize("mode,ready,varlen,K,taken", [
-    (dict(gate_mode=2, bounded=True, has_a=True, has_bias=True), True, False, 128, True),      # the benchmark's mode
-    (dict(gate_mode=1, bounded=False, has_a=True, has_bias=True), True, False, 128, True),     # softplus
-    (dict(gate_mode=0, bounded=False, has_a=False, has_bias=False), True, False, 128, True),   # pre-gated
-    (dict(gate_mode=2, bounded=False, has_a=True, has_bias=True), True, False, 128, False),    # bound outside the range
-    (dict(gate_mode=1, bounded=False, has_a=True, has_bias=False), True, False, 128, False),   # softplus, no dt_bias
-    (dict(gate_mode=2, bounded=True, has_a=True, has_bias=True), True, True, 128, False),      # varlen
-    (dict(gate_mode=2, bounded=True, has_a=True, has_bias=True), True, False, 64, False),      # K = 64
-    (dict(gate_mode=2, bounded=True, has_a=True, has_bias=True), False, False, 128, False),    # not overlapped
+@pytest.mark.parametrize("mode,ready,varlen,K,form", [
+    (dict(gate_mode=2, bounded=True, has_a=True, has_bias=True), True, False, 128, (True, False)),  # the benchmark's
+    (dict(gate_mode=1, bounded=False, has_a=True, has_bias=True), True, False, 128, (True, False)),     # softplus
+    (dict(gate_mode=0, bounded=False, has_a=False, has_bias=False), True, False, 128, (True, False)),   # pre-gated
+    (dict(gate_mode=2, bounded=True, has_a=True, has_bias=True), True, True, 128, (True, True)),        # varlen
+    (dict(gate_mode=1, bounded=False, has_a=True, has_bias=True), True, True, 128, (True, False)),      # varlen softplus
+    (dict(gate_mode=0, bounded=False, has_a=False, has_bias=False), True, True, 128, (False, False)),   # not compiled
+    (dict(gate_mode=2, bounded=False, has_a=True, has_bias=True), True, False, 128, (False, False)),    # bound outside
+    (dict(gate_mode=1, bounded=False, has_a=True, has_bias=False), True, False, 128, (False, False)),   # no dt_bias
+    (dict(gate_mode=2, bounded=True, has_a=True, has_bias=True), True, False, 64, (False, False)),      # K = 64
+    (dict(gate_mode=2, bounded=True, has_a=True, has_bias=True), False, False, 128, (False, False)),    # sequential
 ])
-def test_register_inverse_only_where_compiled_asynchronous(mode, ready, varlen, K, taken):
-    """The inverse's register operands only in the variants that tools/compile_report.py --check-wgmma compiles
-    (tests/test_compile.py); elsewhere ptxas serialized the kernel's products in some variant."""
+def test_register_inverse_only_where_compiled_asynchronous(mode, ready, varlen, K, form):
+    """The inverse's register operands (and, for the varlen lower-bounded variant, beta's late column conversion) only
+    in the variants that tools/compile_report.py --check-wgmma compiles (tests/test_compile.py); elsewhere ptxas
+    serialized the kernel's products in some variant."""
     kw = dict(ready=ready, varlen=varlen, K=K, l2norm=True, beta_mode=1, plain=True, default_build=True, **mode)
-    assert prepare_register_inverse(**kw) == taken
-    if taken:
-        assert not prepare_register_inverse(**{**kw, "plain": False})
-        assert not prepare_register_inverse(**{**kw, "default_build": False})
-        assert not prepare_register_inverse(**{**kw, "l2norm": False})
-        assert not prepare_register_inverse(**{**kw, "beta_mode": 2})
+    assert prepare_inverse_form(**kw) == form
+    if form[0]:
+        for change in (dict(plain=False), dict(default_build=False), dict(l2norm=False), dict(beta_mode=2)):
+            assert prepare_inverse_form(**{**kw, **change}) == (False, False)
 
 
 @pytest.mark.parametrize("d", [1, 2, 3, 7, 12, 64, 96, 100, 127, 128, 129, 1000, 4095, 65537, (1 << 20) + 3])

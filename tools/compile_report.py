@@ -20,7 +20,7 @@ import triton
 from triton.backends.compiler import GPUTarget
 from triton.experimental.gluon._runtime import GluonASTSource, GluonJITFunction
 
-from fastkda.forward import prepare_register_inverse
+from fastkda.forward import prepare_inverse_form
 from fastkda.kernels.chunk_prepare import kda_chunk_prepare_kernel
 from fastkda.kernels.chunk_prepare_sm90 import kda_chunk_prepare_sm90_kernel
 from fastkda.kernels.chunk_state import kda_chunk_state_kernel
@@ -145,8 +145,8 @@ def prepare_variant(warps=4, K=128, bounded=True, ks=32, maxnreg=None, sm90=Fals
         else:
             c.update(ku_d=None, mu_d=None)
     c.update(modes or {})
-    if sm90:    # the inverse's register operands where the launcher takes them
-        c["REG_INVERSE"] = prepare_register_inverse(
+    if sm90:    # the inverse's form as the launcher takes it
+        c["REG_INVERSE"], c["BETA_COLS_LATE"] = prepare_inverse_form(
             ready=c["READY"], varlen=c["IS_VARLEN"], K=K, gate_mode=c["GATE"], bounded=c["BOUNDED"],
             has_a=c["HAS_A"], has_bias=c["HAS_BIAS"], l2norm=c["L2NORM"], beta_mode=c["BETA_MODE"],
             plain=not {"q", "k", "g", "beta", "A_log", "dt_bias"} & set(ptr_types or {}),

@@ -405,7 +405,7 @@ def _invert_operand_order(A, t_r, t_c, scratch_a, scratch_t, scratch_p, MMA: gl.
     shared memory (three barriers a level): with register operands ptxas serializes every wgmma of the kernel in some
     variants (insufficient register resources for the wgmma pipeline; the varlen ones among them, perf-notes v38), so
     the launcher takes them only where tools/compile_report.py --check-wgmma finds the products asynchronous
-    (forward.prepare_register_inverse; perf-notes v47)."""
+    (forward.prepare_inverse_form; perf-notes v47)."""
     scratch_a.store((-A).to(gl.float16))
     Tm = _invert_blocks8(A, MMA)
     OPA: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=MMA, k_width=2)
@@ -496,7 +496,7 @@ def kda_chunk_prepare_sm90_kernel(
     HALF_SHIFT: gl.constexpr, INTERPRET: gl.constexpr, KS: gl.constexpr = 32,
     PREFETCH: gl.constexpr = False, ahead=0, ready=None, READY: gl.constexpr = False, group_lanes=0, div_span=0,
     div_group=0, div_heads=0, div_gva=0, div_nt=0, TMA_OUT: gl.constexpr = False, ku_d=None, mu_d=None,
-    REG_INVERSE: gl.constexpr = False,
+    REG_INVERSE: gl.constexpr = False, BETA_COLS_LATE: gl.constexpr = False,
 ):
     """Arguments as kda_chunk_prepare_kernel's (KS is fixed at 32, INTERPRET is unused), and N sequences and NSLOTS
     chunk slots (the flag rows' length, the bound of the grouped order and of the prefetch).
@@ -511,7 +511,8 @@ def kda_chunk_prepare_sm90_kernel(
     L2 request for the program `ahead` programs on (a runtime value, so that a new distance compiles nothing:
     forward.prefetch_ahead). TMA_OUT: Ku and Mu leave by TMA (_product_out; ku_d: ws_ku as rows in [64, 32] tiles,
     mu_d: ws_mu in [64, 64] tiles). REG_INVERSE: the inverse's products take T and their masked product from
-    registers (_invert_operand_order; forward.prepare_register_inverse). The sizes and beta's strides are not
+    registers (_invert_operand_order); BETA_COLS_LATE: beta goes to the product layout's columns after the inverse,
+    not before it (forward.prepare_inverse_form chooses both). The sizes and beta's strides are not
     specialized (a value of 1 or a multiple of 16 would compile a variant of its own): B = 1 (N = 1) with beta's unit
     head stride made ptxas serialize the register-operand products of a variant that it keeps asynchronous otherwise,
     so the variants the launcher builds are the ones tools/compile_report.py checks."""
@@ -555,8 +556,10 @@ def kda_chunk_prepare_sm90_kernel(
     n_valid = eos - t0                      # tokens of the chunk inside its sequence
     if PREFETCH:
         # the program `ahead` programs on (one that starts while this one runs its inverse or soon after): its rows
-        # are requested into L2 after the score loop, so that its loads and row norms wait for L2, not DRAM;
-        # where they start is loaded now (in the grouped order, a fixed-length batch's, computed there)
+        # are requested into L2 after the score loop, so that its loads and row norms wait for L2, not DRAM. In the
+        # grouped order of a fixed-length batch they are computed there; else its slot is found now and a varlen
+        # slot's rows loaded now, as int32, and turned into rows after the loop (fewer registers live through it:
+        # with the rows held as int64 ptxas serialized the varlen variants' products with the register inverse)
         if IS_VARLEN or not READY:
             if READY:
                 _, pf_slot, pf_hv, pf_lane = _grouped_chunk(pid + ahead, group_lanes, NSLOTS, HV, div_span,
@@ -565,10 +568,10 @@ def kda_chunk_prepare_sm90_kernel(
             else:
                 pf_slot = _div(pid + ahead, div_heads)
                 pf_live = pf_slot < NSLOTS
-            pf_b, pf_t0, pf_eos = _slot_rows(gl.minimum(pf_slot, NSLOTS - 1), chunk_rows, NT, T, div_nt, BT,
-                                             IS_VARLEN)
-            pf_valid = pf_eos - pf_t0
-            pf_live = pf_live & (pf_valid > 0)      # past the last chunk: nothing to ask for
+            pf_slot = gl.minimum(pf_slot, NSLOTS - 1)
+            if IS_VARLEN:
+                pf_first = gl.load(chunk_rows + 2 * pf_slot)
+                pf_end = gl.load(chunk_rows + 2 * pf_slot + 1)
 
     k_c = k + i_b * s_kb + i_h * s_kh + t0 * s_kt      # this chunk's rows (k, q and g stay the tensors' starts)
     q_c = q + i_b * s_qb + i_h * s_qh + t0 * s_qt
@@ -731,8 +734,17 @@ def kda_chunk_prepare_sm90_kernel(
             pf_b = pf_n.to(gl.int64)
             pf_t0 = pf_chunk * BT
             pf_valid = T - pf_t0
-        elif not READY:
-            pf_hv = pid + ahead - pf_slot * HV
+        else:
+            if IS_VARLEN:
+                pf_b = pf_first.to(gl.int64) * 0
+                pf_t0 = pf_first.to(gl.int64)
+                pf_valid = pf_end - pf_first
+            else:
+                pf_b, pf_t0, pf_eos = _slot_rows(pf_slot, chunk_rows, NT, T, div_nt, BT, IS_VARLEN)
+                pf_valid = pf_eos - pf_t0
+            pf_live = pf_live & (pf_valid > 0)      # past the last chunk: nothing to ask for
+            if not READY:
+                pf_hv = pid + ahead - pf_slot * HV
         if pf_live:
             pf_h = _div(pf_hv, div_gva)
             PF: gl.constexpr = gl.BlockedLayout([1, 1], [32, 1], [2, 2], [1, 0])
@@ -771,7 +783,8 @@ def kda_chunk_prepare_sm90_kernel(
     b_b = gl.where(b_t < n_valid, b_b, 0.0)
     b_op = gl.reshape(_relabel_rows(gl.reshape(b_b, [64, 1]), False), [64])          # beta of _row_token(r)
     b_row = gl.convert_layout(b_op, gl.SliceLayout(1, MMA))
-    b_col = gl.convert_layout(b_op, gl.SliceLayout(0, MMA))
+    if not BETA_COLS_LATE:
+        b_col = gl.convert_layout(b_op, gl.SliceLayout(0, MMA))
     Akk = gl.where(m_tr > m_tc, AK * gl.expand_dims(b_row, 1), 0.0)
     s_a = gl.allocate_shared_memory(gl.float16, [64, 64], SH64)
     s_t = gl.allocate_shared_memory(gl.float16, [64, 64], SH64)
@@ -783,6 +796,8 @@ def kda_chunk_prepare_sm90_kernel(
     # ---- the solve folded into the rows: Ku = Tb^T Kd, Mu = M Tb, with Tb = T diag(beta); Tb^T is Tb's tile read
     # transposed by the tensor cores (a transposed copy took a store of its own)
     tb_s = gl.allocate_shared_memory(gl.bfloat16, [64, 64], SH64)
+    if BETA_COLS_LATE:      # its 16 registers a thread not live through the inverse (forward.prepare_inverse_form)
+        b_col = gl.convert_layout(b_op, gl.SliceLayout(0, MMA))
     Tb = (Tm * gl.expand_dims(b_col, 0)).to(gl.bfloat16)
     tb_s.store(Tb)
     fence_async_shared()
