@@ -20,10 +20,11 @@ cannot express is where each tile lives (docs/design.md):
     waits for come from L2, not DRAM;
   - the inverse runs in the scores' order (_operand_rows' rows, the columns relabeled to match in registers), where
     each natural 8-token block is 8 rows of one warp: its 8 x 8 diagonal blocks come from a forward substitution
-    inside each warp, by register shuffles, and the three doubling levels after them read both products' operands
-    (T, then T (-A) masked) from shared memory: with register operands ptxas serialized the kernel's wgmma products
-    in some variants (tools/compile_report.py --check-wgmma). Nothing is reordered to token order: M, Tb and Kd stay in
-    the scores' order, and Mu's and Ku's rows are stored at their tokens' addresses.
+    inside each warp, by register shuffles; the three doubling levels after them take their products' left operands
+    (T, then T (-A) masked) from registers where ptxas keeps the kernel's wgmma products asynchronous with them, and
+    from shared memory in the variants where it serialized them (forward.prepare_inverse_form, checked by
+    tools/compile_report.py --check-wgmma). Nothing is reordered to token order: M, Tb and Kd stay in the scores'
+    order, and Mu's and Ku's rows are stored at their tokens' addresses.
 Unbounded gates keep the halves' factoring where it fits; a chunk where it does not takes the portable kernel's
 16-token levels in the same program (_scores_quarters, a called function so that it costs the common path no
 registers), so every chunk is done in one launch. The key dims run as K / 32 slices of 32 columns. The portable
