@@ -48,6 +48,8 @@ from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared
 from fastkda.kernels.common import FLAG_GROUP, STEP_WORDS, flag_row, sequence_bounds
 
 LANE_WORD = gl.constexpr(gl.BlockedLayout([1], [32], [4], [0]))   # a value per thread of the 4 warps
+# the steps of a walk over which the programs spread their requests of the next walk's initial state (_walk)
+H0_SPREAD = gl.constexpr(8)
 
 
 @gluon.jit
@@ -441,7 +443,10 @@ def _walk(w, lane0, n_walks, lanes_step, i_v, cur, done, known, h0, h0_d, h0_s, 
     program walked before (the ring's position); known: the _wait_ready bound of its flag row. The ring runs on into
     the next walk: its first chunks' flags are waited for and their tiles requested during this walk's last steps,
     and (H0_TMA) its initial state is requested into shared memory once this walk has read its own, so a walk starts
-    with its tiles and its state in place (perf-notes v27). Returns (the next walk's params, done + this walk's
+    with its tiles and its state in place (perf-notes v27): at step (program id) % H0_SPREAD of the walk, or after its
+    last own step where it has fewer. The programs' walks start together where the lanes' sequences are alike, and
+    requested at a walk's start, 64 programs' 32 KB went out at once (perf-notes v49: -0.4 to -0.7% at 8 to 64
+    sequences a head). Returns (the next walk's params, done + this walk's
     chunks, the next walk's known bound). A partial last chunk's o tile covers rows past the sequence: clipped at the
     end of o, and otherwise rewritten later by this program (varlen: the next sequences of the head; fixed length has
     whole chunks where it has several sequences)."""
@@ -452,6 +457,7 @@ def _walk(w, lane0, n_walks, lanes_step, i_v, cur, done, known, h0, h0_d, h0_s, 
     v_col_n = (hv_n * s_vh + i_v * BV).to(gl.int32)
     o_col = (i_hv * V + i_v * BV).to(gl.int32)
     st_base = ((i_n * HV + i_hv) * K).to(gl.int64) * V
+    h0_step = (lane0 * (V // BV) + i_v) % H0_SPREAD   # the step of this walk that requests the next one's state
     if H0_TMA:
         mbarrier.wait(h0_bar, w & 1)
         if STATE_V_FIRST:
@@ -459,8 +465,6 @@ def _walk(w, lane0, n_walks, lanes_step, i_v, cur, done, known, h0, h0_d, h0_s, 
         else:
             S = h0_s.permute((1, 0)).load(MMA_K).to(gl.float32)
         gl.thread_barrier()                          # every warp has read h0_s: it may take the next walk's
-        if w + 1 < n_walks:
-            _h0_request(h0_d, h0_s, h0_bar, n_n, hv_n, i_v, HV, K, V, BV, STATE_V_FIRST)
     else:           # requested before the flags are waited for: the caller's input, not the prepare kernel's output
         S = _initial_state(h0, st_base, st_off, K, BV, MMA_K, HAS_H0, NARROW)
     row = ready + i_hv * flag_row(NSLOTS)            # the heads' flags, one byte per slot
@@ -482,6 +486,12 @@ def _walk(w, lane0, n_walks, lanes_step, i_v, cur, done, known, h0, h0_d, h0_s, 
                                    ku_d, qg_d, mu_d, v_d, eg_d, o_d, kgku_s, qg_s, mu_s, v_s, eg_s, o_s,
                                    s_sm, r_sm, bars, o_tc, zero_t, K, V, BT, MMA_K, MMA_T, STAGES, NARROW,
                                    False, drop, DISCARD)
+        if H0_TMA:
+            if (c == h0_step) & (w + 1 < n_walks):
+                _h0_request(h0_d, h0_s, h0_bar, n_n, hv_n, i_v, HV, K, V, BV, STATE_V_FIRST)
+    if H0_TMA:
+        if (n_own <= h0_step) & (w + 1 < n_walks):     # a walk of fewer own steps: after the last of them
+            _h0_request(h0_d, h0_s, h0_bar, n_n, hv_n, i_v, HV, K, V, BV, STATE_V_FIRST)
     for c in range(n_own, n_chunks):
         S, known, known_n = _chunk(c, S, done, n_chunks, n_next, known, known_n, T_n, tok0, o_col,
                                    slot0, i_hv, v_col, row, slot0_n, hv_n, tok0_n, v_col_n, row_n, HV, kg_d,
