@@ -35,7 +35,8 @@ class LaunchConfig:
     (chunk_prepare_sm90.py: 32-column slices and layouts for 4 warps; with other prepare_warps set it to False);
     prepare_prefetch: how many programs ahead the Gluon kernel asks L2 for the rows of q, k and g (None:
     `prefetch_ahead`, three quarters of the places the prepare programs have; 0: none); pdl: on
-    sm_90 and later, each kernel after the prepare kernel launched as a programmatic dependent of the one before
+    sm_90 and later, each kernel after the prepare kernel, and the Gluon prepare kernel where a kernel of the call
+    precedes it (the flags' zeroing, the varlen schedule), launched as a programmatic dependent of the one before
     (its launch and prologue overlap that kernel's last programs; `uses_pdl`); combine_block_v: state columns per
     program of the split path's combine kernel (16: its chain of products the shortest, perf-notes v18);
     transition_sm90: on sm_90, the split path's transition pass in the Gluon kernel (split_sm90.py) where it applies
@@ -170,8 +171,8 @@ def has_griddepcontrol(device_index: int) -> bool:
 
 
 def uses_pdl(device: torch.device, cfg: LaunchConfig) -> bool:
-    """Whether the kernels after the prepare kernel go out as programmatic dependent launches: cfg.pdl on a GPU that
-    has them, not under the interpreter."""
+    """Whether the call's kernels after its first go out as programmatic dependent launches (LaunchConfig.pdl):
+    cfg.pdl on a GPU that has them, not under the interpreter."""
     return cfg.pdl and device.type == "cuda" and not interpreting() and has_griddepcontrol(cuda_index(device))
 
 
@@ -801,9 +802,12 @@ def kda_forward(
                 has_a=A_log is not None, has_bias=dt_bias is not None, l2norm=l2norm, beta_mode=beta_mode,
                 plain=overlap and K == 128 and plain_prepare_inputs(q, k, g, beta, A_log, dt_bias),
                 default_build=ahead > 0 and cfg.prepare_warps == 4 and cfg.prepare_maxnreg is None)
+            # a programmatic dependent launch where the kernel before it is the call's own (the flags' zeroing, the
+            # varlen schedule): T=8192 H=12 -1%, H=32 -0.6%, the 96-head calls unchanged (perf-notes v50)
+            after_own = (overlap or cu_seqlens is not None) and uses_pdl(device, cfg)
             prepare[(grid,)](*prepare_args, N, n_slots, **prepare_consts, KS=32, PREFETCH=ahead > 0, ahead=ahead,
                              ready=ready, READY=overlap, TMA_OUT=tma_out, REG_INVERSE=reg_inverse,
-                             BETA_COLS_LATE=beta_cols_late, **order, **outs)
+                             BETA_COLS_LATE=beta_cols_late, PDL=after_own, launch_pdl=after_own, **order, **outs)
 
     if overlap and not head:
         main.wait_event(launch_overlapped_state(

@@ -258,6 +258,19 @@ def test_dependent_launches_change_nothing(split_size, monkeypatch):
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("seqlens", [None, (5000, 0, 100, 3092)], ids=["fixed", "varlen"])
+def test_dependent_prepare_launch_changes_nothing(seqlens, monkeypatch):
+    """The prepare kernel beside the state kernel goes out as a dependent launch of the call's own kernel before it
+    (the flags' zeroing, the varlen schedule): the outputs equal those of plain launches to the bit."""
+    dev = torch.device("cuda")
+    if not fwd.is_sm90(torch.cuda.current_device()):
+        pytest.skip("the Gluon prepare kernel beside the state kernel runs on sm_90 only")
+    monkeypatch.setattr(fwd, "DEFAULT_CONFIG", fwd.LaunchConfig(overlap=True))
+    args = make_inputs(with_(G, T=8192, seqlens=seqlens), dev)
+    assert_equal_under(args, fwd.LaunchConfig(overlap=True, pdl=False), monkeypatch)
+
+
+@pytest.mark.gpu
 @pytest.mark.parametrize("case", [
     with_(G, T=2000),                                                  # a partial last chunk
     with_(G, T=1024, B=2, K=64, V=64, dtype="fp16", v_first=True, h0="bf16"),

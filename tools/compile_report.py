@@ -136,7 +136,8 @@ def prepare_variant(warps=4, K=128, bounded=True, ks=32, maxnreg=None, sm90=Fals
     c = dict(K=K, BT=64, GATE=2 if bounded else 1, BOUNDED=bounded, HAS_A=True, HAS_BIAS=True,
              L2NORM=True, BETA_MODE=1, IS_VARLEN=varlen, DIAG_FLOOR=10.0, HALF_SHIFT=HALF_BLOCK_SHIFT,
              INTERPRET=False, KS=ks,
-             **({"PREFETCH": True, "READY": ready, **({} if ready else {"ready": None})} if sm90 else {}))
+             **({"PREFETCH": True, "READY": ready, "PDL": ready or varlen, **({} if ready else {"ready": None})}
+                if sm90 else {}))
     if sm90:    # Ku and Mu by TMA where the launcher takes it (forward.kda_forward)
         c["TMA_OUT"] = K == 128
         if c["TMA_OUT"]:

@@ -41,7 +41,8 @@ from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared
                                                              warpgroup_mma_init, warpgroup_mma_wait)
 from triton.language import PropagateNan
 
-from fastkda.kernels.common import LOG2E, flag_row, halves_operands, mark_ready, prefetch_l2, varlen_chunk_rows
+from fastkda.kernels.common import (LOG2E, after_prior_grid, flag_row, halves_operands, mark_ready, prefetch_l2,
+                                    varlen_chunk_rows)
 
 
 @gluon.jit
@@ -497,7 +498,7 @@ def kda_chunk_prepare_sm90_kernel(
     HALF_SHIFT: gl.constexpr, INTERPRET: gl.constexpr, KS: gl.constexpr = 32,
     PREFETCH: gl.constexpr = False, ahead=0, ready=None, READY: gl.constexpr = False, group_lanes=0, div_span=0,
     div_group=0, div_heads=0, div_gva=0, div_nt=0, TMA_OUT: gl.constexpr = False, ku_d=None, mu_d=None,
-    REG_INVERSE: gl.constexpr = False, BETA_COLS_LATE: gl.constexpr = False,
+    REG_INVERSE: gl.constexpr = False, BETA_COLS_LATE: gl.constexpr = False, PDL: gl.constexpr = False,
 ):
     """Arguments as kda_chunk_prepare_kernel's (KS is fixed at 32, INTERPRET is unused), and N sequences and NSLOTS
     chunk slots (the flag rows' length, the bound of the grouped order and of the prefetch).
@@ -513,7 +514,10 @@ def kda_chunk_prepare_sm90_kernel(
     forward.prefetch_ahead). TMA_OUT: Ku and Mu leave by TMA (_product_out; ku_d: ws_ku as rows in [64, 32] tiles,
     mu_d: ws_mu in [64, 64] tiles). REG_INVERSE: the inverse's products take T and their masked product from
     registers (_invert_operand_order); BETA_COLS_LATE: beta goes to the product layout's columns after the inverse,
-    not before it (forward.prepare_inverse_form chooses both). The sizes and beta's strides are not
+    not before it (forward.prepare_inverse_form chooses both). PDL: launched as a programmatic dependent of the
+    call's own kernel before it (the flags' zeroing, or a varlen call's schedule kernel): a fixed-length program
+    waits for it only before its flag, a varlen one before it reads its slot's rows (the inputs come from the
+    caller's kernels, which that kernel's launch already followed). The sizes and beta's strides are not
     specialized (a value of 1 or a multiple of 16 would compile a variant of its own): B = 1 (N = 1) with beta's unit
     head stride made ptxas serialize the register-operand products of a variant that it keeps asynchronous otherwise,
     so the variants the launcher builds are the ones tools/compile_report.py checks."""
@@ -533,6 +537,8 @@ def kda_chunk_prepare_sm90_kernel(
     COL_C: gl.constexpr = gl.SliceLayout(0, C)
 
     pid = gl.program_id(0)
+    if PDL and IS_VARLEN:   # every read of the schedule kernel's slot rows after the wait
+        chunk_rows += after_prior_grid(pid * 0)
     if READY and not IS_VARLEN:
         i_n, i_chunk, i_hv, lane = _grouped_chunk(pid, group_lanes, NT, HV, div_span, div_group, div_heads)
         if lane >= N * HV:
@@ -828,4 +834,7 @@ def kda_chunk_prepare_sm90_kernel(
     if TMA_OUT:
         _tma_written()
     if READY:
-        mark_ready(ready, i_hv * flag_row(NSLOTS) + slot)
+        flag = i_hv * flag_row(NSLOTS) + slot
+        if PDL and not IS_VARLEN:   # only the flag needs the kernel before (the flags' zeroing) done
+            flag = after_prior_grid(flag)
+        mark_ready(ready, flag)

@@ -44,6 +44,14 @@ def wait_for_prior_grid(PDL: tl.constexpr):
         gdc_wait()
 
 
+@triton.jit
+def after_prior_grid(x):
+    """wait_for_prior_grid for the Gluon kernels: returns x, an int32 scalar, through the assembly that waits
+    (griddepcontrol.wait), so that what is computed from it comes after the wait."""
+    return tl.inline_asm_elementwise("griddepcontrol.wait; mov.b32 $0, $1;", "=r,r", [x], dtype=tl.int32,
+                                     is_pure=False, pack=1)
+
+
 # ready flags a load of the overlapped state kernel reads (16 bytes: ld.acquire.v4.b32), and their rows' alignment
 FLAG_GROUP = tl.constexpr(16)
 # int32 words a lane of the overlapped state kernel's programs publish their step counts in after the flag rows: one

@@ -15,16 +15,7 @@ from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared, mbarrier, tma, warpgroup_mma
 
 from fastkda.kernels.chunk_state_sm90 import _state_offsets
-from fastkda.kernels.common import segment_chunks, segment_of, sequence_bounds
-
-
-@gluon.jit
-def _wait_prior_grid(x):
-    """Programmatic dependent launch: waits until the previous kernel has completed and its writes are visible
-    (griddepcontrol.wait); returns x, an int32 scalar, through the assembly so that what is computed from it comes
-    after the wait."""
-    return gl.inline_asm_elementwise("griddepcontrol.wait; mov.b32 $0, $1;", "=r,r", [x], dtype=gl.int32,
-                                     is_pure=False, pack=1)
+from fastkda.kernels.common import after_prior_grid, segment_chunks, segment_of, sequence_bounds
 
 
 @gluon.jit
@@ -76,7 +67,7 @@ def kda_transition_sm90_kernel(
     fence_async_shared()
 
     if PDL:
-        i_g = _wait_prior_grid(i_g)
+        i_g = after_prior_grid(i_g)
     i_n, i_s, live = segment_of(i_g, seg_offsets, N, T, NCS, NSEARCH, IS_VARLEN)
     if not live:
         return
