@@ -457,7 +457,7 @@ def _walk(w, lane0, n_walks, lanes_step, i_v, cur, done, known, h0, h0_d, h0_s, 
     v_col_n = (hv_n * s_vh + i_v * BV).to(gl.int32)
     o_col = (i_hv * V + i_v * BV).to(gl.int32)
     st_base = ((i_n * HV + i_hv) * K).to(gl.int64) * V
-    h0_step = (lane0 * (V // BV) + i_v) % H0_SPREAD   # the step of this walk that requests the next one's state
+    h0_step = gl.program_id(0) % H0_SPREAD            # the step of this walk that requests the next one's state
     if H0_TMA:
         mbarrier.wait(h0_bar, w & 1)
         if STATE_V_FIRST:
