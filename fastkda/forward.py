@@ -306,16 +306,16 @@ def prepare_inverse_form(*, ready: bool, varlen: bool, K: int, gate_mode: int, b
     wgmma products ptxas keeps asynchronous with them, which `tools/compile_report.py --check-wgmma` compiles: the
     overlapped call (ready flags) at K = 128 with plain_prepare_inputs, l2norm and beta's sigmoid in the kernel and the
     default build (default_build: four warps, no register cap, the L2 prefetch on), with the lower-bounded gate's fast
-    path or softplus (each with A_log and dt_bias), or for fixed-length batches pre-gated g. BETA_COLS_LATE (the varlen
-    lower-bounded variant): beta converted to the product layout's columns after the inverse, so that its registers
-    are not live through it; there ptxas serialized the products otherwise, and in the softplus variants it
-    serializes them with it. Elsewhere (K = 64, fp16 or fp32 inputs, a lower bound outside the fast range, no l2norm
+    path or softplus (each with A_log and dt_bias), or for fixed-length batches pre-gated g. BETA_COLS_LATE (the
+    lower-bounded variants): beta converted to the product layout's columns after the inverse, so that its registers
+    are not live through it; there ptxas serialized the products otherwise (the fixed-length variant since its
+    slices 2 and 3 come by cp.async, perf-notes v53), and in the softplus variants it serializes them with it. Elsewhere (K = 64, fp16 or fp32 inputs, a lower bound outside the fast range, no l2norm
     with raw beta, among others) some variant serialized every product of the kernel, which costs 10% a call, so
     those keep both operands in shared memory."""
     gate_fast = (gate_mode == 2 and bounded or gate_mode == 1) and has_a and has_bias or (
         gate_mode == 0 and not has_a and not has_bias and not varlen)
     reg = ready and K == 128 and l2norm and beta_mode == 1 and gate_fast and plain and default_build
-    return reg, reg and varlen and gate_mode == 2
+    return reg, reg and gate_mode == 2
 
 
 def prepare_kernel(device: torch.device, K: int, cfg: LaunchConfig, inputs: tuple[torch.Tensor, ...] = ()):

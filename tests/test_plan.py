@@ -157,7 +157,7 @@ def test_plain_prepare_inputs_are_the_compiled_ones():
 
 
 @pytest.mark.parametrize("mode,ready,varlen,K,form", [
-    (dict(gate_mode=2, bounded=True, has_a=True, has_bias=True), True, False, 128, (True, False)),  # the benchmark's
+    (dict(gate_mode=2, bounded=True, has_a=True, has_bias=True), True, False, 128, (True, True)),   # the benchmark's
     (dict(gate_mode=1, bounded=False, has_a=True, has_bias=True), True, False, 128, (True, False)),     # softplus
     (dict(gate_mode=0, bounded=False, has_a=False, has_bias=False), True, False, 128, (True, False)),   # pre-gated
     (dict(gate_mode=2, bounded=True, has_a=True, has_bias=True), True, True, 128, (True, True)),        # varlen
@@ -169,7 +169,7 @@ def test_plain_prepare_inputs_are_the_compiled_ones():
     (dict(gate_mode=2, bounded=True, has_a=True, has_bias=True), False, False, 128, (False, False)),    # sequential
 ])
 def test_register_inverse_only_where_compiled_asynchronous(mode, ready, varlen, K, form):
-    """The inverse's register operands (and, for the varlen lower-bounded variant, beta's late column conversion) only
+    """The inverse's register operands (and, for the lower-bounded variants, beta's late column conversion) only
     in the variants that tools/compile_report.py --check-wgmma compiles (tests/test_compile.py); elsewhere ptxas
     serialized the kernel's products in some variant."""
     kw = dict(ready=ready, varlen=varlen, K=K, l2norm=True, beta_mode=1, plain=True, default_build=True, **mode)

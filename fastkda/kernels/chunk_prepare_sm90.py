@@ -15,7 +15,9 @@ cannot express is where each tile lives (docs/design.md):
     trip through global memory;
   - a slice's global loads and stores are issued after its fence, which would otherwise wait for them; q, k and g
     are read two slices ahead, 16-bit values as int32 pairs (4-byte aligned data and even strides; other 16-bit
-    views take the portable kernel), fp32 as they are;
+    views take the portable kernel), fp32 as they are. At K = 128 the 16-bit slices 2 and 3 come by cp.async into
+    shared memory, requested in slice 0 and waited for at the end of slice 1: a fence waits for the thread's
+    loads in flight but not for its async copies, so no slice's fence waits for the next slices' rows;
   - after its score loop a program asks L2 for the rows of the program `ahead` programs on, so that the loads a fence
     waits for come from L2, not DRAM;
   - the inverse runs in the scores' order (_operand_rows' rows, the columns relabeled to match in registers), where
@@ -36,7 +38,7 @@ from __future__ import annotations
 
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
-from triton.experimental.gluon.language.nvidia.ampere import mma_v2
+from triton.experimental.gluon.language.nvidia.ampere import async_copy, mma_v2
 from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared, tma, warpgroup_mma,
                                                              warpgroup_mma_init, warpgroup_mma_wait)
 from triton.language import PropagateNan
@@ -168,6 +170,10 @@ def _load_slice(ptrs, mask, h):
         return gl.load(ptrs + h * 16, mask=mask, other=0)
     else:
         return gl.load(ptrs + h * 32, mask=mask, other=0.0)
+
+
+# the async-copied slices' tiles: [64, 16] int32 pairs, a thread's 16 bytes where its loads would put them
+LATE_TILE = gl.constexpr(gl.SwizzledSharedLayout(1, 1, 1, order=[1, 0]))
 
 
 @gluon.jit
@@ -610,6 +616,8 @@ def kda_chunk_prepare_sm90_kernel(
     g_next2 = _load_slice(p_g, m_g, 1)
     k_next2 = _load_slice(p_k, m_k, 1)
     q_next2 = _load_slice(p_q, m_q, 1)
+    LATE_ASYNC: gl.constexpr = (NS == 4) and (p_g.dtype.element_ty == gl.int32) and \
+        (p_k.dtype.element_ty == gl.int32) and (p_q.dtype.element_ty == gl.int32)    # slices 2 and 3 by cp.async
     if HAS_BIAS:
         bias_next = gl.load(dt_bias + i_hv * K + c_h)
 
@@ -644,6 +652,11 @@ def kda_chunk_prepare_sm90_kernel(
     # ---- shared memory: the slice's right operand, k exp(G - gamma) of all slices, the scores M, the inverse
     cols_s = gl.allocate_shared_memory(gl.bfloat16, [64, 32], SH32)
     kd_s = gl.allocate_shared_memory(gl.bfloat16, [NS, 64, 32], SH32)
+    late_s = None
+    if LATE_ASYNC:      # g2, g3, k2, k3 and q2 as int32 pairs; q3 in Kd's slice-3 tile, unused until slice 3 stores
+        # its Kd (beside a state program a prepare program has 48 KB of shared memory: a sixth tile would not fit)
+        late_s = gl.allocate_shared_memory(gl.int32, [5, 64, 16], LATE_TILE)
+        q3_s = kd_s.index(3)._reinterpret(gl.int32, [64, 16], LATE_TILE)
 
     # the scores by column halves (early tokens j < 32, late ones), rows in _operand_rows' order
     OA32: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=MMA32, k_width=2)
@@ -711,13 +724,36 @@ def kda_chunk_prepare_sm90_kernel(
         AQe = warpgroup_mma(rows_qc, cols_e, AQe, is_async=True)
         AKl = warpgroup_mma(rows_k, cols_l, AKl, is_async=True)
         AQl = warpgroup_mma(rows_q, cols_l, AQl, is_async=True)
-        g_next = g_next2
-        k_next = k_next2
-        q_next = q_next2
-        if h < NS - 2:
-            g_next2 = _load_slice(p_g, m_g, h + 2)
-            k_next2 = _load_slice(p_k, m_k, h + 2)
-            q_next2 = _load_slice(p_q, m_q, h + 2)
+        if LATE_ASYNC:      # the next slice: slice 1 from registers, then slices 2 and 3 from the async copies
+            if h == 0:
+                async_copy.async_copy_global_to_shared(late_s.index(0), p_g + 32, mask=m_g)
+                async_copy.async_copy_global_to_shared(late_s.index(2), p_k + 32, mask=m_k)
+                async_copy.async_copy_global_to_shared(late_s.index(4), p_q + 32, mask=m_q)
+                async_copy.async_copy_global_to_shared(late_s.index(1), p_g + 48, mask=m_g)
+                async_copy.async_copy_global_to_shared(late_s.index(3), p_k + 48, mask=m_k)
+                async_copy.async_copy_global_to_shared(q3_s, p_q + 48, mask=m_q)
+                async_copy.commit_group()
+            if h == 0:
+                g_next = g_next2
+                k_next = k_next2
+                q_next = q_next2
+            elif h == 1:
+                async_copy.wait_group(0)
+                g_next = late_s.index(0).load(C2)
+                k_next = late_s.index(2).load(C2)
+                q_next = late_s.index(4).load(C2)
+            elif h == 2:
+                g_next = late_s.index(1).load(C2)
+                k_next = late_s.index(3).load(C2)
+                q_next = q3_s.load(C2)
+        else:
+            g_next = g_next2
+            k_next = k_next2
+            q_next = q_next2
+            if h < NS - 2:
+                g_next2 = _load_slice(p_g, m_g, h + 2)
+                k_next2 = _load_slice(p_k, m_k, h + 2)
+                q_next2 = _load_slice(p_q, m_q, h + 2)
         if h < NS - 1:
             if HAS_BIAS:
                 bias_next = gl.load(dt_bias + i_hv * K + (h + 1) * KS + c_h)
