@@ -128,3 +128,37 @@ def test_render_without_baselines_writes_no_plot(tmp_path):
     path.write_text(json.dumps(result))
     md, png = render(path)
     assert png is None and not (tmp_path / "r.png").exists() and "| T8192-H96 | 8192 | 96 | 1.700 |" in md.read_text()
+
+
+def _ab_time():
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).resolve().parents[1] / "tools" / "ab_time.py"
+    spec = importlib.util.spec_from_file_location("ab_time", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_ab_time_arguments(tmp_path, capsys):
+    """tools/ab_time.py takes NAME=DIR variants that hold a fastkda package, at least two with distinct names."""
+    from pathlib import Path
+    ab = _ab_time()
+    root = str(Path(__file__).resolve().parents[1])
+    a = ab.parse_args(["out.json", "T8192-H96", "--variant", f"base={root}", "--variant", f"new={root}"])
+    assert [n for n, _ in a.variant] == ["base", "new"] and a.rounds == 2 and a.medians == 2
+    for bad, why in ((["--variant", f"base={root}"], "at least two"),
+                     (["--variant", f"a={root}", "--variant", f"a={root}"], "distinct"),
+                     (["--variant", f"a={root}", "--variant", root], "NAME=DIR"),
+                     (["--variant", f"a={root}", "--variant", f"b={tmp_path}"], "holds no fastkda package")):
+        with pytest.raises(SystemExit):
+            ab.parse_args(["out.json", "T8192-H96", *bad])
+        assert why in capsys.readouterr().err
+
+
+def test_ab_time_summary():
+    """The change is the variant's median of medians against the first variant's."""
+    table = _ab_time().summarize({"c": {"base": [1.0, 1.2, 1.1], "new": [0.99, 0.97, 0.98]}}, ["base", "new"])
+    assert table["c"]["base"]["change"] == 0 and table["c"]["new"]["median"] == 0.98
+    assert abs(table["c"]["new"]["change"] - (0.98 / 1.1 - 1)) < 1e-12
+    assert (table["c"]["new"]["min"], table["c"]["new"]["max"]) == (0.97, 0.99)

@@ -50,11 +50,16 @@ def _gate_kwargs(case: BenchCase) -> dict:
     return dict(use_gate_in_kernel=True)
 
 
-def run_fastkda(case: BenchCase, inp: dict, **overrides):
+def run_fastkda_with_state(case: BenchCase, inp: dict, **overrides):
+    """(o, final state) of fastkda.chunk_kda on a case's inputs with the benchmark's flags."""
     return fastkda.chunk_kda(
         inp["q"], inp["k"], inp["v"], inp["g"], inp["beta"], initial_state=inp["h0"], output_final_state=True,
         use_qk_l2norm_in_kernel=True, use_beta_sigmoid_in_kernel=True, A_log=inp["A_log"], dt_bias=inp["dt_bias"],
-        cu_seqlens=inp["cu_seqlens"], cu_seqlens_cpu=inp["cu_seqlens_cpu"], **_gate_kwargs(case), **overrides)[0]
+        cu_seqlens=inp["cu_seqlens"], cu_seqlens_cpu=inp["cu_seqlens_cpu"], **_gate_kwargs(case), **overrides)
+
+
+def run_fastkda(case: BenchCase, inp: dict, **overrides):
+    return run_fastkda_with_state(case, inp, **overrides)[0]
 
 
 def run_fla(case: BenchCase, inp: dict):
