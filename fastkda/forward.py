@@ -309,9 +309,10 @@ def prepare_inverse_form(*, ready: bool, varlen: bool, K: int, gate_mode: int, b
     path or softplus (each with A_log and dt_bias), or for fixed-length batches pre-gated g. BETA_COLS_LATE (the
     lower-bounded variants): beta converted to the product layout's columns after the inverse, so that its registers
     are not live through it; there ptxas serialized the products otherwise (the fixed-length variant since its
-    slices 2 and 3 come by cp.async, perf-notes v53), and in the softplus variants it serializes them with it. Elsewhere (K = 64, fp16 or fp32 inputs, a lower bound outside the fast range, no l2norm
-    with raw beta, among others) some variant serialized every product of the kernel, which costs 10% a call, so
-    those keep both operands in shared memory."""
+    slices 2 and 3 come by cp.async, perf-notes v53), and in the softplus variants it serializes them with it.
+    Elsewhere (K = 64, fp16 or fp32 inputs, a lower bound outside the fast range, no l2norm with raw beta, among
+    others) some variant serialized every product of the kernel, which costs 10% a call, so those keep both operands
+    in shared memory."""
     gate_fast = (gate_mode == 2 and bounded or gate_mode == 1) and has_a and has_bias or (
         gate_mode == 0 and not has_a and not has_bias and not varlen)
     reg = ready and K == 128 and l2norm and beta_mode == 1 and gate_fast and plain and default_build

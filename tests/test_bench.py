@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
+from pathlib import Path
 
 import pytest
 
@@ -130,10 +132,11 @@ def test_render_without_baselines_writes_no_plot(tmp_path):
     assert png is None and not (tmp_path / "r.png").exists() and "| T8192-H96 | 8192 | 96 | 1.700 |" in md.read_text()
 
 
+ROOT = Path(__file__).resolve().parents[1]
+
+
 def _ab_time():
-    import importlib.util
-    from pathlib import Path
-    path = Path(__file__).resolve().parents[1] / "tools" / "ab_time.py"
+    path = ROOT / "tools" / "ab_time.py"
     spec = importlib.util.spec_from_file_location("ab_time", path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
@@ -142,9 +145,8 @@ def _ab_time():
 
 def test_ab_time_arguments(tmp_path, capsys):
     """tools/ab_time.py takes NAME=DIR variants that hold a fastkda package, at least two with distinct names."""
-    from pathlib import Path
     ab = _ab_time()
-    root = str(Path(__file__).resolve().parents[1])
+    root = str(ROOT)
     a = ab.parse_args(["out.json", "T8192-H96", "--variant", f"base={root}", "--variant", f"new={root}"])
     assert [n for n, _ in a.variant] == ["base", "new"] and a.rounds == 2 and a.medians == 2
     for bad, why in ((["--variant", f"base={root}"], "at least two"),

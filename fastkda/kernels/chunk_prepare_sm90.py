@@ -724,7 +724,10 @@ def kda_chunk_prepare_sm90_kernel(
         AQe = warpgroup_mma(rows_qc, cols_e, AQe, is_async=True)
         AKl = warpgroup_mma(rows_k, cols_l, AKl, is_async=True)
         AQl = warpgroup_mma(rows_q, cols_l, AQl, is_async=True)
-        if LATE_ASYNC:      # the next slice: slice 1 from registers, then slices 2 and 3 from the async copies
+        # the next slice: slice 1 from registers, then slices 2 and 3 from the async copies. Written out here as
+        # compiled and checked (--check-wgmma): through helper functions, ptxas serialized the fixed-length softplus
+        # variant's products (perf-notes v53)
+        if LATE_ASYNC:
             if h == 0:
                 async_copy.async_copy_global_to_shared(late_s.index(0), p_g + 32, mask=m_g)
                 async_copy.async_copy_global_to_shared(late_s.index(2), p_k + 32, mask=m_k)
