@@ -319,6 +319,17 @@ def prepare_inverse_form(*, ready: bool, varlen: bool, K: int, gate_mode: int, b
     return reg, reg and gate_mode == 2
 
 
+def late_slices_at_start(*, reg_inverse: bool, gate_mode: int, bounded: bool, groups: int, shared: bool) -> bool:
+    """LATE_AT_START of the sm_90 prepare kernel: slices 2 and 3 of g, k and q requested by cp.async with the first
+    slices' loads, not after slice 0's products. Where the prepare kernel bounds the call (shared state programs
+    walking two groups or more) the request at the start is faster: T=8192 H=96 -0.7 to -1.0%, H=64 -0.8%, B=8
+    T=4096 H=32 -1.6%, varlen at 96 heads -0.2 to -0.7%; where the chains do it is slower (one group: H=32 -0.2%
+    but varlen 256 x 64 at 32 heads +2.7%, softplus +0.9%; whole multiprocessors at H=12 +3.7%: perf-notes v53).
+    Only in the lower-bounded gate's register-inverse variants, the ones `tools/compile_report.py --check-wgmma`
+    compiles with it (with the pre-gated g ptxas serialized the fixed-length variant's products)."""
+    return reg_inverse and gate_mode == 2 and bounded and groups >= 2 and shared
+
+
 def prepare_kernel(device: torch.device, K: int, cfg: LaunchConfig, inputs: tuple[torch.Tensor, ...] = ()):
     """The prepare kernel for this call: the Gluon one on sm_90 where it can read q, k and g (inputs), else the
     portable Triton one (also the interpreter's: it cannot run Gluon)."""
@@ -806,9 +817,12 @@ def kda_forward(
             # a programmatic dependent launch where the kernel before it is the call's own (the flags' zeroing, the
             # varlen schedule): T=8192 H=12 -1%, H=32 -0.6%, the 96-head calls unchanged (perf-notes v50)
             after_own = (overlap or cu_seqlens is not None) and uses_pdl(device, cfg)
+            late_at_start = late_slices_at_start(reg_inverse=reg_inverse, gate_mode=gate.mode, bounded=gate.bounded,
+                                                 groups=groups, shared=not (head or exclusive or narrow))
             prepare[(grid,)](*prepare_args, N, n_slots, **prepare_consts, KS=32, PREFETCH=ahead > 0, ahead=ahead,
                              ready=ready, READY=overlap, TMA_OUT=tma_out, REG_INVERSE=reg_inverse,
-                             BETA_COLS_LATE=beta_cols_late, PDL=after_own, launch_pdl=after_own, **order, **outs)
+                             BETA_COLS_LATE=beta_cols_late, PDL=after_own, LATE_AT_START=late_at_start,
+                             launch_pdl=after_own, **order, **outs)
 
     if overlap and not head:
         main.wait_event(launch_overlapped_state(

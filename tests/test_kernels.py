@@ -308,6 +308,28 @@ def test_overlapped_state_kernel_equals_plain(case, exclusive, narrow, monkeypat
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("seqlens", [None, (700, 0, 1284, 64)], ids=["fixed", "varlen"])
+def test_late_slices_at_start_change_nothing(seqlens, monkeypatch):
+    """Where shared state programs walk two groups or more, the prepare program requests its slices 2 and 3 at its
+    start (forward.late_slices_at_start): the outputs equal those of the request in slice 0 to the bit."""
+    dev = torch.device("cuda")
+    if not fwd.is_sm90(torch.cuda.current_device()):
+        pytest.skip("the Gluon prepare kernel beside the state kernel runs on sm_90 only")
+    taken = []
+    real = fwd.late_slices_at_start
+    monkeypatch.setattr(fwd, "late_slices_at_start", lambda **kw: taken.append(real(**kw)) or taken[-1])
+    monkeypatch.setattr(fwd, "DEFAULT_CONFIG", fwd.LaunchConfig(overlap=True, overlap_exclusive=False,
+                                                                overlap_narrow=False))
+    args = make_inputs(with_(G, T=2048, H=80, HV=80, seqlens=seqlens), dev)
+    first = fastkda.chunk_kda(**args)
+    assert taken and all(taken), "80 lanes take two groups or more of shared programs"
+    monkeypatch.setattr(fwd, "late_slices_at_start", lambda **kw: False)
+    second = fastkda.chunk_kda(**args)
+    for a, b in zip(first, second, strict=True):
+        assert (a is None and b is None) or torch.equal(a, b)
+
+
+@pytest.mark.gpu
 @pytest.mark.parametrize("case", [
     with_(G, T=8192, H=1, HV=2, split_size=1024, intermediate=True),
     with_(G, T=2000, split_size=256),                                              # a partial last chunk

@@ -6,9 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fastkda.forward import (LaunchConfig, divisor_magic, overlap_chain, overlap_groups, overlap_pays, overlaps_prepare,
-                             plain_prepare_inputs, plan_call, plan_head, planned_path, prefetch_ahead, prepare_kernel,
-                             prepare_inverse_form, prepare_places, sm90_reads, state_block_v, v_tile_desc)
+from fastkda.forward import (LaunchConfig, divisor_magic, late_slices_at_start, overlap_chain, overlap_groups,
+                             overlap_pays, overlaps_prepare, plain_prepare_inputs, plan_call, plan_head, planned_path,
+                             prefetch_ahead, prepare_inverse_form, prepare_kernel, prepare_places, sm90_reads,
+                             state_block_v, v_tile_desc)
 
 
 def plan(heads: int, tokens: int, slots: int = 132, sm90_transition: bool = False) -> int:
@@ -177,6 +178,23 @@ def test_register_inverse_only_where_compiled_asynchronous(mode, ready, varlen, 
     if form[0]:
         for change in (dict(plain=False), dict(default_build=False), dict(l2norm=False), dict(beta_mode=2)):
             assert prepare_inverse_form(**{**kw, **change}) == (False, False)
+
+
+@pytest.mark.parametrize("groups,shared,gate_mode,bounded,reg_inverse,early", [
+    (3, True, 2, True, True, True),         # T=8192 H=96 and the 96-head varlen calls
+    (2, True, 2, True, True, True),         # T=8192 H=64
+    (1, True, 2, True, True, False),        # one group: the chains bound the call (varlen 256 x 64 at 32 heads)
+    (3, False, 2, True, True, False),       # whole multiprocessors
+    (3, True, 1, False, True, False),       # softplus
+    (3, True, 0, False, True, False),       # pre-gated: ptxas serialized the fixed-length variant
+    (3, True, 2, True, False, False),       # not a variant --check-wgmma compiles with it
+])
+def test_late_slices_at_start_only_where_the_prepare_kernel_bounds(groups, shared, gate_mode, bounded, reg_inverse,
+                                                                    early):
+    """Slices 2 and 3 are requested at the prepare program's start only beside shared state programs walking two
+    groups or more, with the lower-bounded gate's register-inverse variants (tools/compile_report.py compiles them)."""
+    assert late_slices_at_start(reg_inverse=reg_inverse, gate_mode=gate_mode, bounded=bounded, groups=groups,
+                                shared=shared) is early
 
 
 @pytest.mark.parametrize("d", [1, 2, 3, 7, 12, 64, 96, 100, 127, 128, 129, 1000, 4095, 65537, (1 << 20) + 3])

@@ -121,6 +121,7 @@ def main(argv=None):
             for name in names[1:]:
                 table[case][name]["versus_" + names[0]] = compare(tmp / names[0] / f"{case}.pt",
                                                                    tmp / name / f"{case}.pt")
+    sys.path.insert(0, a.variant[0][1])     # the base's package: the checkout need not be on the path
     from fastkda.bench.harness import environment
     a.out.write_text(json.dumps(dict(environment=environment(), rounds=a.rounds, medians_per_process=a.medians,
                                      variants=dict(a.variant), cases=table), indent=1))

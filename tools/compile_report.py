@@ -1,7 +1,8 @@
 """Compiles the forward's kernels for sm_90 without a GPU and prints registers and spills (ptxas -v, from the
 ptxas that ships with Triton) and SASS instruction counts: in all, and in the longest loop (nvdisasm).
 --check-wgmma: compiles the Gluon kernels' variants (the prepare kernel's sixteen, ready x varlen x bounded gate x K,
-and its other modes: PREPARE_MODES; the state and transition kernels' variants below) and exits 1 if ptxas
+its two with slices 2 and 3 requested at the start, and its other modes: PREPARE_MODES; the state and transition
+kernels' variants below) and exits 1 if ptxas
 serialized the wgmma products of any (its warning C7511: every asynchronous product then waits for the one before;
 10% of a call where it happened). Run with TRITON_INTERPRET unset.
 Usage: python tools/compile_report.py [--check-wgmma]"""
@@ -136,8 +137,8 @@ def prepare_variant(warps=4, K=128, bounded=True, ks=32, maxnreg=None, sm90=Fals
     c = dict(K=K, BT=64, GATE=2 if bounded else 1, BOUNDED=bounded, HAS_A=True, HAS_BIAS=True,
              L2NORM=True, BETA_MODE=1, IS_VARLEN=varlen, DIAG_FLOOR=10.0, HALF_SHIFT=HALF_BLOCK_SHIFT,
              INTERPRET=False, KS=ks,
-             **({"PREFETCH": True, "READY": ready, "PDL": ready or varlen, **({} if ready else {"ready": None})}
-                if sm90 else {}))
+             **({"PREFETCH": True, "READY": ready, "PDL": ready or varlen, "LATE_AT_START": False,
+                 **({} if ready else {"ready": None})} if sm90 else {}))
     if sm90:    # Ku and Mu by TMA where the launcher takes it (forward.kda_forward)
         c["TMA_OUT"] = K == 128
         if c["TMA_OUT"]:
@@ -241,6 +242,9 @@ def gluon_variants():
     for ready, varlen, bounded, K in itertools.product((True, False), (True, False), (True, False), (128, 64)):
         kw = dict(sm90=True, ready=ready, varlen=varlen, bounded=bounded, K=K)
         yield f"prepare {kw}", lambda kw=kw: prepare_variant(**kw)
+    for varlen in (False, True):    # forward.late_slices_at_start
+        kw = dict(sm90=True, ready=True, varlen=varlen, modes=dict(LATE_AT_START=True))
+        yield f"prepare slices 2 and 3 at the start (varlen={varlen})", lambda kw=kw: prepare_variant(**kw)
     for i, (mode, extra) in enumerate(PREPARE_MODES.items()):
         kw = dict(sm90=True, ready=True, varlen=i % 2 == 1, **extra)
         yield f"prepare {mode} (varlen={i % 2 == 1})", lambda kw=kw: prepare_variant(**kw)

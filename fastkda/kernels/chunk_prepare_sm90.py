@@ -177,6 +177,31 @@ LATE_TILE = gl.constexpr(gl.SwizzledSharedLayout(1, 1, 1, order=[1, 0]))
 
 
 @gluon.jit
+def _score_tiles(NS: gl.constexpr, SH32: gl.constexpr):
+    """The score loop's shared memory: the slice's right operand and k exp(G - gamma) of all slices (Kd)."""
+    cols_s = gl.allocate_shared_memory(gl.bfloat16, [64, 32], SH32)
+    kd_s = gl.allocate_shared_memory(gl.bfloat16, [NS, 64, 32], SH32)
+    return cols_s, kd_s
+
+
+@gluon.jit
+def _late_tiles(kd_s):
+    """The tiles slices 2 and 3 are copied into: g2, g3, k2, k3 and q2 as int32 pairs; q3 in Kd's slice-3 tile,
+    unused until slice 3 stores its Kd (beside a state program a prepare program has 48 KB of shared memory: a sixth
+    tile would not fit)."""
+    late_s = gl.allocate_shared_memory(gl.int32, [5, 64, 16], LATE_TILE)
+    return late_s, kd_s.index(3)._reinterpret(gl.int32, [64, 16], LATE_TILE)
+
+
+@gluon.jit
+def _copy_slice(g_s, k_s, q_s, p_g, m_g, p_k, m_k, p_q, m_q, col: gl.constexpr):
+    """One slice of g, k and q (pairs from column `col`) by cp.async: each thread copies the pieces it loads in C2."""
+    async_copy.async_copy_global_to_shared(g_s, p_g + col, mask=m_g)
+    async_copy.async_copy_global_to_shared(k_s, p_k + col, mask=m_k)
+    async_copy.async_copy_global_to_shared(q_s, p_q + col, mask=m_q)
+
+
+@gluon.jit
 def _unpack_slice(x, C: gl.constexpr, F16: gl.constexpr):
     """A loaded slice -> [64, 32] fp32 in layout C: fp32 as is; int32 pairs of bf16 (F16: fp16), element 2j in
     the low half."""
@@ -505,6 +530,7 @@ def kda_chunk_prepare_sm90_kernel(
     PREFETCH: gl.constexpr = False, ahead=0, ready=None, READY: gl.constexpr = False, group_lanes=0, div_span=0,
     div_group=0, div_heads=0, div_gva=0, div_nt=0, TMA_OUT: gl.constexpr = False, ku_d=None, mu_d=None,
     REG_INVERSE: gl.constexpr = False, BETA_COLS_LATE: gl.constexpr = False, PDL: gl.constexpr = False,
+    LATE_AT_START: gl.constexpr = False,
 ):
     """Arguments as kda_chunk_prepare_kernel's (KS is fixed at 32, INTERPRET is unused), and N sequences and NSLOTS
     chunk slots (the flag rows' length, the bound of the grouped order and of the prefetch).
@@ -523,10 +549,12 @@ def kda_chunk_prepare_sm90_kernel(
     not before it (forward.prepare_inverse_form chooses both). PDL: launched as a programmatic dependent of the
     call's own kernel before it (the flags' zeroing, or a varlen call's schedule kernel): a fixed-length program
     waits for it only before its flag, a varlen one before it reads its slot's rows (the inputs come from the
-    caller's kernels, which that kernel's launch already followed). The sizes and beta's strides are not
-    specialized (a value of 1 or a multiple of 16 would compile a variant of its own): B = 1 (N = 1) with beta's unit
-    head stride made ptxas serialize the register-operand products of a variant that it keeps asynchronous otherwise,
-    so the variants the launcher builds are the ones tools/compile_report.py checks."""
+    caller's kernels, which that kernel's launch already followed). LATE_AT_START (16-bit inputs at K = 128): the
+    cp.async request of slices 2 and 3 goes out with the first slices' loads, not after slice 0's products
+    (forward.late_slices_at_start chooses it). The sizes and beta's strides are not specialized (a value of 1 or a
+    multiple of 16 would compile a variant of its own): B = 1 (N = 1) with beta's unit head stride made ptxas
+    serialize the register-operand products of a variant that it keeps asynchronous otherwise, so the variants the
+    launcher builds are the ones tools/compile_report.py checks."""
     gl.static_assert(K == 64 or K == 128, "the sm_90 prepare kernel takes K = 64 or 128")
     NS: gl.constexpr = K // KS                                              # slices of the key dims
     gl.static_assert(BT == 64, "the anchoring levels assume 64-token chunks")
@@ -618,6 +646,13 @@ def kda_chunk_prepare_sm90_kernel(
     q_next2 = _load_slice(p_q, m_q, 1)
     LATE_ASYNC: gl.constexpr = (NS == 4) and (p_g.dtype.element_ty == gl.int32) and \
         (p_k.dtype.element_ty == gl.int32) and (p_q.dtype.element_ty == gl.int32)    # slices 2 and 3 by cp.async
+    gl.static_assert(LATE_ASYNC or not LATE_AT_START, "LATE_AT_START needs the cp.async slices")
+    if LATE_AT_START:   # slices 2 and 3 requested with the first two's loads (forward.late_slices_at_start)
+        cols_s, kd_s = _score_tiles(NS, SH32)
+        late_s, q3_s = _late_tiles(kd_s)
+        _copy_slice(late_s.index(0), late_s.index(2), late_s.index(4), p_g, m_g, p_k, m_k, p_q, m_q, 32)
+        _copy_slice(late_s.index(1), late_s.index(3), q3_s, p_g, m_g, p_k, m_k, p_q, m_q, 48)
+        async_copy.commit_group()
     if HAS_BIAS:
         bias_next = gl.load(dt_bias + i_hv * K + c_h)
 
@@ -649,14 +684,10 @@ def kda_chunk_prepare_sm90_kernel(
     b_t = gl.arange(0, 64, layout=B1)
     b_b = gl.load(beta + b_t * s_bt, mask=b_t < n_valid, other=0.0)
 
-    # ---- shared memory: the slice's right operand, k exp(G - gamma) of all slices, the scores M, the inverse
-    cols_s = gl.allocate_shared_memory(gl.bfloat16, [64, 32], SH32)
-    kd_s = gl.allocate_shared_memory(gl.bfloat16, [NS, 64, 32], SH32)
-    late_s = None
-    if LATE_ASYNC:      # g2, g3, k2, k3 and q2 as int32 pairs; q3 in Kd's slice-3 tile, unused until slice 3 stores
-        # its Kd (beside a state program a prepare program has 48 KB of shared memory: a sixth tile would not fit)
-        late_s = gl.allocate_shared_memory(gl.int32, [5, 64, 16], LATE_TILE)
-        q3_s = kd_s.index(3)._reinterpret(gl.int32, [64, 16], LATE_TILE)
+    if not LATE_AT_START:
+        cols_s, kd_s = _score_tiles(NS, SH32)
+        if LATE_ASYNC:
+            late_s, q3_s = _late_tiles(kd_s)
 
     # the scores by column halves (early tokens j < 32, late ones), rows in _operand_rows' order
     OA32: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=MMA32, k_width=2)
@@ -724,11 +755,12 @@ def kda_chunk_prepare_sm90_kernel(
         AQe = warpgroup_mma(rows_qc, cols_e, AQe, is_async=True)
         AKl = warpgroup_mma(rows_k, cols_l, AKl, is_async=True)
         AQl = warpgroup_mma(rows_q, cols_l, AQl, is_async=True)
-        # the next slice: slice 1 from registers, then slices 2 and 3 from the async copies. Written out here as
-        # compiled and checked (--check-wgmma): through helper functions, ptxas serialized the fixed-length softplus
-        # variant's products (perf-notes v53)
+        # the next slice: slice 1 from registers, then slices 2 and 3 from the async copies. Each request is written
+        # as compiled and checked (--check-wgmma): here through helper functions ptxas serialized the softplus
+        # variants' products (perf-notes v53, v54); at the start, through one helper for all six copies, the
+        # fixed-length variant's
         if LATE_ASYNC:
-            if h == 0:
+            if h == 0 and not LATE_AT_START:
                 async_copy.async_copy_global_to_shared(late_s.index(0), p_g + 32, mask=m_g)
                 async_copy.async_copy_global_to_shared(late_s.index(2), p_k + 32, mask=m_k)
                 async_copy.async_copy_global_to_shared(late_s.index(4), p_q + 32, mask=m_q)
