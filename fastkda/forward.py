@@ -322,8 +322,8 @@ def prepare_inverse_form(*, ready: bool, varlen: bool, K: int, gate_mode: int, b
 def late_slices_at_start(*, reg_inverse: bool, gate_mode: int, bounded: bool, groups: int, shared: bool) -> bool:
     """LATE_AT_START of the sm_90 prepare kernel: slices 2 and 3 of g, k and q requested by cp.async with the first
     slices' loads, not after slice 0's products. Where the prepare kernel bounds the call (shared state programs
-    walking two groups or more) the request at the start is faster: T=8192 H=96 -0.7 to -1.0%, H=64 -0.8%, B=8
-    T=4096 H=32 -1.6%, varlen at 96 heads -0.2 to -0.7%; where the chains do it is slower (one group: H=32 -0.2%
+    walking two groups or more) the request at the start is faster: T=8192 H=96 -0.9%, H=64 -0.5%, B=8 T=4096 H=32
+    -1.3%, varlen at 96 heads 0 to -0.3% (perf-notes v54); where the chains do it is slower (one group: H=32 -0.2%
     but varlen 256 x 64 at 32 heads +2.7%, softplus +0.9%; whole multiprocessors at H=12 +3.7%: perf-notes v53).
     Only in the lower-bounded gate's register-inverse variants, the ones `tools/compile_report.py --check-wgmma`
     compiles with it (with the pre-gated g ptxas serialized the fixed-length variant's products)."""
