@@ -2,9 +2,9 @@
 ptxas that ships with Triton) and SASS instruction counts: in all, and in the longest loop (nvdisasm).
 --check-wgmma: compiles the Gluon kernels' variants (the prepare kernel's sixteen, ready x varlen x bounded gate x K,
 its two with slices 2 and 3 requested at the start, and its other modes: PREPARE_MODES; the state and transition
-kernels' variants below) and exits 1 if ptxas
-serialized the wgmma products of any (its warning C7511: every asynchronous product then waits for the one before;
-10% of a call where it happened). Run with TRITON_INTERPRET unset.
+kernels' variants below) and exits 1 if ptxas serialized the wgmma products of any (its warning C7511: every
+asynchronous product then waits for the one before; 10% of a call where it happened). Run with TRITON_INTERPRET
+unset.
 Usage: python tools/compile_report.py [--check-wgmma]"""
 
 from __future__ import annotations
