@@ -83,7 +83,8 @@ def chunk_kda(
         state_v_first: states laid out ``[..., V, K]`` (``transpose_state_layout`` is its old name).
         cu_seqlens: ``[N + 1]`` int32/int64 offsets of N packed sequences (B = 1); empty sequences allowed.
         cu_seqlens_cpu: the same offsets on the host, if the caller has them: enables the content checks
-            and exact sizes without reading the device.
+            and exact sizes without reading the device, and with many heads a prepare grid of the real chunks
+            only (about 1% faster at 8 sequences and 96 heads).
         cp_context: context parallelism is not supported (NotImplementedError).
         use_graph, max_num_seqs: accepted for fla compatibility; this forward never synchronizes the host
             and is always capturable in a CUDA graph.
@@ -186,4 +187,4 @@ def normalize_call(q, k, v, g, beta, scale, initial_state, output_final_state, u
         float(lower_bound) if lower_bound is not None else 0.0, beta_mode, bool(use_qk_l2norm_in_kernel),
         bool(output_final_state), initial_state is not None and initial_state.dtype == torch.bfloat16,
         bool(state_v_first), num_chunks if return_intermediate_states else NONE, longest,
-        NONE if split_size is None else split_size // CHUNK)
+        NONE if split_size is None else split_size // CHUNK, num_chunks if host_chunks is not None else NONE)

@@ -319,6 +319,17 @@ def prepare_inverse_form(*, ready: bool, varlen: bool, K: int, gate_mode: int, b
     return reg, reg and gate_mode == 2
 
 
+def host_slots_pay(plan: CallPlan, host_slots: int | None, n_slots: int) -> bool:
+    """Whether a varlen call takes the host's exact chunk count (cu_seqlens_cpu) as its chunk slots instead of the bound
+    ceil(T / 64) + N - 1: where the overlapped state programs walk two groups or more. The prepare kernel produces
+    the slots group by group, so each slot past the last chunk (a program that loads its rows and finds none) sits in
+    front of the next group's chunks, which that group's chains wait for: varlen 1024 x 8 at 96 heads (three groups, 7
+    such slots a head) -0.2 to -1.1% in four runs, varlen6 (2 slots) -0.5 to +0.5% (perf-notes v49, v55). With one
+    group they come after every chunk, and varlen 256 x 64 at 32 heads measured 1% slower with the exact count in three
+    runs (cause not found)."""
+    return host_slots is not None and 0 < host_slots < n_slots and plan.overlap and plan.groups >= 2
+
+
 def late_slices_at_start(*, reg_inverse: bool, gate_mode: int, bounded: bool, groups: int, shared: bool) -> bool:
     """LATE_AT_START of the sm_90 prepare kernel: slices 2 and 3 of g, k and q requested by cp.async with the first
     slices' loads, not after slice 0's products. Where the prepare kernel bounds the call (shared state programs
@@ -706,13 +717,15 @@ def kda_forward(
     beta_mode: int, l2norm: bool, initial_state: torch.Tensor | None, output_final_state: bool,
     final_state_dtype: torch.dtype, state_v_first: bool, cu_seqlens: torch.Tensor | None,
     num_intermediate: int | None, longest_chunks: int, split_chunks: int | None = None,
-    config: LaunchConfig | None = None, out: torch.Tensor | None = None, final_out: torch.Tensor | None = None,
+    host_slots: int | None = None, config: LaunchConfig | None = None, out: torch.Tensor | None = None,
+    final_out: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
     """Launches the forward. q, k [B, T, H, K]; v [B, T, HV, V]; g [B, T, HV, K]; beta [B, T, HV].
 
     num_intermediate: chunk slots of the intermediate states (None: not requested); longest_chunks: chunks
     of the longest sequence, or an upper bound; split_chunks: chunks per segment (None: planned here,
-    0: no split); out, final_out: contiguous buffers to write o and the final state into (else allocated).
+    0: no split); host_slots: a varlen batch's chunks where the host knows them (host_slots_pay); out,
+    final_out: contiguous buffers to write o and the final state into (else allocated).
     Returns (o [B, T, HV, V], final state or None, intermediate states or None).
     """
     B, T, H, K = q.shape
@@ -737,10 +750,14 @@ def kda_forward(
     n_slots = B * NT if cu_seqlens is None else NT + max(N - 1, 0)
     prepare = prepare_kernel(device, K, cfg, (q, k, g)) if n_slots else None
     gluon_transition = transition_sm90(cfg, device, K, V, v)
-    plan = plan_call(cfg, B=B, N=N, T=T, HV=HV, K=K, V=V, varlen=cu_seqlens is not None, n_slots=n_slots,
-                     longest_chunks=longest_chunks, split_chunks=split_chunks, intermediate=hi is not None,
-                     dtype=q.dtype, sm90_prepare=prepare not in (None, kda_chunk_prepare_kernel),
-                     v_tiles=v_token_rows(v), gluon_transition=gluon_transition, slots=slots)
+    shape = dict(B=B, N=N, T=T, HV=HV, K=K, V=V, varlen=cu_seqlens is not None, longest_chunks=longest_chunks,
+                 split_chunks=split_chunks, intermediate=hi is not None, dtype=q.dtype,
+                 sm90_prepare=prepare not in (None, kda_chunk_prepare_kernel), v_tiles=v_token_rows(v),
+                 gluon_transition=gluon_transition, slots=slots)
+    plan = plan_call(cfg, n_slots=n_slots, **shape)
+    if host_slots_pay(plan, host_slots, n_slots):
+        n_slots = host_slots
+        plan = plan_call(cfg, n_slots=n_slots, **shape)
     overlap, split, ncs, head = plan.overlap, plan.split, plan.ncs, plan.head
     group_lanes, groups, programs, exclusive, narrow, bv = (plan.group_lanes, plan.groups, plan.programs,
                                                             plan.exclusive, plan.narrow, plan.bv)

@@ -45,9 +45,10 @@ def _reference_forward(q, k, v, g, beta, A_log, dt_bias, initial_state, cu_seqle
 
 def run_forward(q, k, v, g, beta, A_log, dt_bias, initial_state, cu_seqlens, scale, gate_mode, bounded,
                 lower_bound, beta_mode, l2norm, output_final_state, final_bf16, state_v_first, num_intermediate,
-                longest_chunks, split_chunks, out=None, final_out=None):
-    """The forward on any device: Triton kernels, or the reference on the CPU. out, final_out: optional
-    buffers for o and the final state. Returns (o, final state or None, intermediate states or None)."""
+                longest_chunks, split_chunks, host_slots, out=None, final_out=None):
+    """The forward on any device: Triton kernels, or the reference on the CPU. host_slots: a varlen batch's chunks
+    where the host knows them, else NONE. out, final_out: optional buffers for o and the final state. Returns (o,
+    final state or None, intermediate states or None)."""
     if q.device.type == "cpu" and not interpreting():
         o, ht, hi = _reference_forward(q, k, v, g, beta, A_log, dt_bias, initial_state, cu_seqlens, scale,
                                        gate_mode, lower_bound, beta_mode, l2norm, output_final_state, final_bf16,
@@ -67,7 +68,8 @@ def run_forward(q, k, v, g, beta, A_log, dt_bias, initial_state, cu_seqlens, sca
             output_final_state=output_final_state, final_state_dtype=torch.bfloat16 if final_bf16 else torch.float32,
             state_v_first=state_v_first, cu_seqlens=cu_seqlens,
             num_intermediate=None if num_intermediate == NONE else num_intermediate, longest_chunks=longest_chunks,
-            split_chunks=None if split_chunks == NONE else split_chunks, out=out, final_out=final_out)
+            split_chunks=None if split_chunks == NONE else split_chunks,
+            host_slots=None if host_slots == NONE else host_slots, out=out, final_out=final_out)
 
 
 @torch.library.custom_op("fastkda::chunk_kda_fwd", mutates_args=())
@@ -76,21 +78,21 @@ def chunk_kda_fwd(
     A_log: torch.Tensor | None, dt_bias: torch.Tensor | None, initial_state: torch.Tensor | None,
     cu_seqlens: torch.Tensor | None, scale: float, gate_mode: int, bounded: bool, lower_bound: float,
     beta_mode: int, l2norm: bool, output_final_state: bool, final_bf16: bool, state_v_first: bool,
-    num_intermediate: int, longest_chunks: int, split_chunks: int,
+    num_intermediate: int, longest_chunks: int, split_chunks: int, host_slots: int,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Returns (o, final state or an empty tensor, intermediate states or an empty tensor).
     gate_mode: 0 pre-gated, 1 softplus, 2 lower-bounded; beta_mode: 0 as given, 1 sigmoid, 2 twice the sigmoid;
-    num_intermediate, split_chunks: -1 when absent (see `fastkda.forward.kda_forward`)."""
+    num_intermediate, split_chunks, host_slots: -1 when absent (see `fastkda.forward.kda_forward`)."""
     o, ht, hi = run_forward(q, k, v, g, beta, A_log, dt_bias, initial_state, cu_seqlens, scale, gate_mode, bounded,
                             lower_bound, beta_mode, l2norm, output_final_state, final_bf16, state_v_first,
-                            num_intermediate, longest_chunks, split_chunks)
+                            num_intermediate, longest_chunks, split_chunks, host_slots)
     return o, (ht if ht is not None else q.new_empty(0)), (hi if hi is not None else q.new_empty(0))
 
 
 @chunk_kda_fwd.register_fake
 def _(q, k, v, g, beta, A_log, dt_bias, initial_state, cu_seqlens, scale, gate_mode, bounded, lower_bound,
       beta_mode, l2norm, output_final_state, final_bf16, state_v_first, num_intermediate, longest_chunks,
-      split_chunks):
+      split_chunks, host_slots):
     B, T, _, K = q.shape
     HV, V = v.shape[2], v.shape[3]
     N = B if cu_seqlens is None else cu_seqlens.shape[0] - 1

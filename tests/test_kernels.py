@@ -308,22 +308,27 @@ def test_overlapped_state_kernel_equals_plain(case, exclusive, narrow, monkeypat
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("seqlens", [None, (700, 0, 1284, 64)], ids=["fixed", "varlen"])
-def test_late_slices_at_start_change_nothing(seqlens, monkeypatch):
-    """Where shared state programs walk two groups or more, the prepare program requests its slices 2 and 3 at its
-    start (forward.late_slices_at_start): the outputs equal those of the request in slice 0 to the bit."""
+@pytest.mark.parametrize("choice,seqlens", [
+    ("late_slices_at_start", None), ("late_slices_at_start", (700, 0, 1284, 64)),
+    ("host_slots_pay", (700, 0, 1284, 64)),
+], ids=["late-slices-fixed", "late-slices-varlen", "host-slots-varlen"])
+def test_group_choices_change_nothing(choice, seqlens, monkeypatch):
+    """Two launch-time choices taken where shared state programs walk two groups or more change no output bit, each
+    against the same call without it: slices 2 and 3 requested at the prepare program's start
+    (forward.late_slices_at_start), and a varlen call's exact chunk count (cu_seqlens_cpu) as its slots instead of
+    the bound ceil(T / 64) + N - 1 (forward.host_slots_pay)."""
     dev = torch.device("cuda")
     if not fwd.is_sm90(torch.cuda.current_device()):
         pytest.skip("the Gluon prepare kernel beside the state kernel runs on sm_90 only")
     taken = []
-    real = fwd.late_slices_at_start
-    monkeypatch.setattr(fwd, "late_slices_at_start", lambda **kw: taken.append(real(**kw)) or taken[-1])
+    real = getattr(fwd, choice)
+    monkeypatch.setattr(fwd, choice, lambda *a, **kw: taken.append(real(*a, **kw)) or taken[-1])
     monkeypatch.setattr(fwd, "DEFAULT_CONFIG", fwd.LaunchConfig(overlap=True, overlap_exclusive=False,
                                                                 overlap_narrow=False))
-    args = make_inputs(with_(G, T=2048, H=80, HV=80, seqlens=seqlens), dev)
+    args = make_inputs(with_(G, T=2048, H=80, HV=80, seqlens=seqlens, host_lengths=seqlens is not None), dev)
     first = fastkda.chunk_kda(**args)
     assert taken and all(taken), "80 lanes take two groups or more of shared programs"
-    monkeypatch.setattr(fwd, "late_slices_at_start", lambda **kw: False)
+    monkeypatch.setattr(fwd, choice, lambda *a, **kw: False)
     second = fastkda.chunk_kda(**args)
     for a, b in zip(first, second, strict=True):
         assert (a is None and b is None) or torch.equal(a, b)

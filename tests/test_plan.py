@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fastkda.forward import (LaunchConfig, divisor_magic, late_slices_at_start, overlap_chain, overlap_groups,
-                             overlap_pays, overlaps_prepare, plain_prepare_inputs, plan_call, plan_head, planned_path,
-                             prefetch_ahead, prepare_inverse_form, prepare_kernel, prepare_places, sm90_reads,
-                             state_block_v, v_tile_desc)
+from fastkda.forward import (LaunchConfig, divisor_magic, host_slots_pay, late_slices_at_start, overlap_chain,
+                             overlap_groups, overlap_pays, overlaps_prepare, plain_prepare_inputs, plan_call, plan_head,
+                             planned_path, prefetch_ahead, prepare_inverse_form, prepare_kernel, prepare_places,
+                             sm90_reads, state_block_v, v_tile_desc)
 
 
 def plan(heads: int, tokens: int, slots: int = 132, sm90_transition: bool = False) -> int:
@@ -195,6 +195,24 @@ def test_late_slices_at_start_only_where_the_prepare_kernel_bounds(groups, share
     groups or more, with the lower-bounded gate's register-inverse variants (tools/compile_report.py compiles them)."""
     assert late_slices_at_start(reg_inverse=reg_inverse, gate_mode=gate_mode, bounded=bounded, groups=groups,
                                 shared=shared) is early
+
+
+@pytest.mark.parametrize("heads,lens,taken", [
+    (96, [1024] * 8, True),                             # three groups: the slots past the last chunk sit between them
+    (96, [1300, 547, 2048, 963, 271, 3063], True),
+    (32, [256] * 64, False),                            # one group: they come last
+    (8, [60000] + [64] * 64, False),                    # not overlapped
+], ids=["1024x8-H96", "varlen6-H96", "256x64-H32", "60000+64x64-H8"])
+def test_host_slots_where_groups_follow(heads, lens, taken):
+    """A varlen call takes the host's exact chunk count as its slots only where overlapped state programs walk two
+    groups or more (forward.host_slots_pay), and never past the bound or at zero."""
+    chunks = sum(-(-n // 64) for n in lens)
+    bound = -(-sum(lens) // 64) + len(lens) - 1
+    p = plan_call(LaunchConfig(), B=1, N=len(lens), T=sum(lens), HV=heads, K=128, V=128, varlen=True, n_slots=bound,
+                  longest_chunks=-(-max(lens) // 64), split_chunks=None, intermediate=False, dtype=torch.bfloat16,
+                  sm90_prepare=True, v_tiles=True, gluon_transition=True, slots=132)
+    assert host_slots_pay(p, chunks, bound) is taken
+    assert not any(host_slots_pay(p, n, bound) for n in (None, 0, bound))
 
 
 @pytest.mark.parametrize("d", [1, 2, 3, 7, 12, 64, 96, 100, 127, 128, 129, 1000, 4095, 65537, (1 << 20) + 3])
